@@ -1,0 +1,5 @@
+"""`python -m cxr ...`: see cxr/cli.py."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,155 @@
+"""Checkpoints that describe themselves, written atomically and loaded without running any code.
+
+A checkpoint holds everything inference needs (weights, class names, image size, normalisation) and everything a
+person needs to trust it (the training config, metrics, time, library versions). `save_checkpoint` writes a
+temporary file in the same folder and renames it over the target, so a crash mid-save leaves the old file whole.
+`load_checkpoint` uses `torch.load(weights_only=True)`: a checkpoint is untrusted input, and a file that carries
+code is refused rather than run.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from torch import nn
+
+from .data import display_name
+from .model import ARCH, build_model
+from .transforms import IMAGENET_MEAN, IMAGENET_STD
+
+FORMAT = "cxr-checkpoint"
+VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    model: nn.Module
+    classes: tuple[str, ...]
+    image_size: int
+    config: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    created: str = ""
+    step: int = 0
+    optimizer: dict[str, Any] | None = None
+    path: Path | None = None
+    synthetic: bool = False
+
+    @property
+    def class_names(self) -> list[str]:
+        return [display_name(c) for c in self.classes]
+
+
+def save_checkpoint(
+    path: "str | Path",
+    model: nn.Module,
+    classes: "tuple[str, ...] | list[str]",
+    image_size: int,
+    config: dict[str, Any],
+    metrics: dict[str, Any],
+    step: int = 0,
+    optimizer: torch.optim.Optimizer | None = None,
+    synthetic: bool = False,
+) -> Path:
+    """Write a checkpoint to `path` atomically and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "arch": ARCH,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "classes": list(classes),
+        "image_size": int(image_size),
+        "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "channels": 3, "source": "grayscale"},
+        "config": config,
+        "metrics": metrics,
+        "step": int(step),
+        "synthetic": bool(synthetic),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "torch_version": str(torch.__version__),
+        "torchvision_version": str(torchvision.__version__),
+    }
+    if optimizer is not None:
+        payload["optimizer"] = optimizer.state_dict()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())  # the bytes are on disk before the name points at them
+        os.replace(tmp, path)  # atomic on POSIX and Windows: readers see the old file or the new, never half
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_checkpoint_file(path: "str | Path") -> dict[str, Any]:
+    """The raw checkpoint dictionary, refusing anything that is not plain data."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"checkpoint {path.name} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"checkpoint {path.name} was refused: it contains objects other than plain data (possibly code)") from e
+    except Exception as e:  # truncated zip, wrong format, ...
+        raise ValueError(f"checkpoint {path.name} is corrupt or truncated ({type(e).__name__})") from e
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path.name} is not a cxr checkpoint (train one with `python -m cxr train`)")
+    if payload.get("version", 0) > VERSION:
+        raise ValueError(f"checkpoint {path.name} is format version {payload['version']}; this cxr reads up to {VERSION}")
+    return payload
+
+
+def load_checkpoint(path: "str | Path", device: "str | torch.device" = "cpu") -> Checkpoint:
+    """Load a checkpoint into a ready-to-use model in eval mode. Raises ValueError for a bad or mismatched file."""
+    payload = read_checkpoint_file(path)
+    name = Path(path).name
+    classes = tuple(payload.get("classes") or ())
+    state = payload.get("state_dict")
+    if not isinstance(state, dict) or "fc.weight" not in state:
+        raise ValueError(f"checkpoint {name} has no model weights")
+    head = tuple(state["fc.weight"].shape)
+    if head[0] != len(classes):
+        raise ValueError(
+            f"checkpoint {name} does not fit its class list: the head has {head[0]} outputs "
+            f"but {len(classes)} classes are named ({', '.join(classes) or 'none'})"
+        )
+    norm = payload.get("normalization", {})
+    if norm and (tuple(norm.get("mean", IMAGENET_MEAN)) != IMAGENET_MEAN or tuple(norm.get("std", IMAGENET_STD)) != IMAGENET_STD):
+        raise ValueError(f"checkpoint {name} was trained with a normalisation this cxr does not apply ({norm})")
+    model, _ = build_model(len(classes), weights="none")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"checkpoint {name} does not match the {ARCH} architecture") from e
+    model.to(device).eval()
+    return Checkpoint(
+        model=model,
+        classes=classes,
+        image_size=int(payload.get("image_size", 224)),
+        config=payload.get("config", {}),
+        metrics=payload.get("metrics", {}),
+        created=payload.get("created", ""),
+        step=int(payload.get("step", 0)),
+        optimizer=payload.get("optimizer"),
+        path=Path(path),
+        synthetic=bool(payload.get("synthetic", False)),
+    )
+
+
+def list_checkpoints(folder: "str | Path") -> list[Path]:
+    """Checkpoint files in `folder`, newest first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted((p for p in folder.glob("*.pt") if p.is_file()), key=lambda p: p.stat().st_mtime, reverse=True)

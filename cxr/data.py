@@ -1,0 +1,252 @@
+"""The dataset: find the images of each class on disk, split them, and serve decoded batches fast.
+
+`index_dataset` reads the COVID-19 Radiography Database in the layouts people actually have: the current Kaggle
+release (`COVID/images/*.png`, masks beside), the first release (flat `COVID-19/`, `NORMAL/`, ...), or any
+class-folder tree. It only lists files, so it is quick even on the 21,000-image database. `split_dataset` makes a
+deterministic, stratified train / validation / test split from a seed. `ImageCache` decodes each image once, at
+the training resolution, and keeps it in memory as uint8, so later epochs cost no decoding at all; a file that
+will not decode is skipped and remembered, never fatal.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+
+from .images import IMAGE_SUFFIXES, read_xray
+from .transforms import prepare_image
+
+# Class key -> normalised folder names it may appear under (lower case, no spaces, dashes or underscores).
+CLASS_ALIASES = {
+    "covid": ("covid", "covid19"),
+    "normal": ("normal",),
+    "viral": ("viralpneumonia", "viral"),
+    "lung_opacity": ("lungopacity",),
+}
+DISPLAY_NAMES = {"covid": "COVID", "normal": "Normal", "viral": "Viral Pneumonia", "lung_opacity": "Lung Opacity"}
+DEFAULT_CLASSES = ("covid", "normal", "viral")  # the three classes the recipe uses
+SYNTHETIC_MARKER = "SYNTHETIC.txt"  # written by make-synthetic; anything shown from such data says so
+
+
+def display_name(key: str) -> str:
+    return DISPLAY_NAMES.get(key, key)
+
+
+def _norm(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def parse_classes(text: "str | Sequence[str]") -> tuple[str, ...]:
+    """'covid,normal,viral' -> ('covid', 'normal', 'viral'); at least two distinct keys."""
+    keys = [k.strip().lower() for k in (text.split(",") if isinstance(text, str) else text) if k.strip()]
+    if len(keys) < 2 or len(set(keys)) != len(keys):
+        raise ValueError(f"--classes needs at least two distinct class keys, e.g. covid,normal,viral (got {text!r})")
+    return tuple(keys)
+
+
+@dataclass(frozen=True)
+class DatasetIndex:
+    root: Path
+    classes: tuple[str, ...]
+    class_dirs: tuple[Path, ...]
+    files: tuple[Path, ...]
+    labels: tuple[int, ...]
+    layout: str  # "kaggle-v4" (class/images/*), "kaggle-v1" (flat class folders) or "class-folders"
+    synthetic: bool
+
+    def counts(self) -> dict[str, int]:
+        out = {c: 0 for c in self.classes}
+        for label in self.labels:
+            out[self.classes[label]] += 1
+        return out
+
+
+def _class_folders(root: Path) -> dict[str, Path]:
+    return {_norm(p.name): p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")}
+
+
+def _find_root(root: Path, classes: Sequence[str]) -> Path:
+    """The folder holding the class folders: `root` itself or a folder up to two levels below it (archives
+    unpack into `COVID-19_Radiography_Dataset/`)."""
+    candidates = [root] + [p for p in sorted(root.glob("*")) if p.is_dir()] + [p for p in sorted(root.glob("*/*")) if p.is_dir()]
+    for cand in candidates:
+        folders = _class_folders(cand)
+        if all(any(a in folders for a in CLASS_ALIASES.get(c, (_norm(c),))) for c in classes):
+            return cand
+    return root
+
+
+def _list_images(folder: Path) -> list[Path]:
+    """Every image file under `folder` (following links, each real folder once), skipping lung masks."""
+    found, seen = [], set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:  # a symlink loop, or the same folder linked twice
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if d.lower() != "masks" and not d.startswith("."))
+        found += [Path(dirpath) / f for f in sorted(filenames) if f.lower().endswith(IMAGE_SUFFIXES) and not f.startswith(".")]
+    return found
+
+
+def index_dataset(root: "str | Path", classes: Sequence[str] = DEFAULT_CLASSES) -> DatasetIndex:
+    """List the images of each class under `root`. Raises ValueError naming what is missing."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise ValueError(f"dataset folder {root} does not exist (see README: Getting the dataset)")
+    classes = parse_classes(classes)
+    base = _find_root(root, classes)
+    folders = _class_folders(base)
+    class_dirs, files, labels = [], [], []
+    for label, key in enumerate(classes):
+        match = next((folders[a] for a in CLASS_ALIASES.get(key, (_norm(key),)) if a in folders), None)
+        if match is None:
+            have = ", ".join(p.name for p in folders.values()) or "none"
+            raise ValueError(f"no folder for class '{key}' under {root} (folders found: {have})")
+        images_dir = match / "images" if (match / "images").is_dir() else match
+        items = _list_images(images_dir)
+        if not items:
+            raise ValueError(f"class '{key}' has no images in {images_dir} (looked for {', '.join(IMAGE_SUFFIXES)})")
+        class_dirs.append(match)
+        files += items
+        labels += [label] * len(items)
+    if all((d / "images").is_dir() for d in class_dirs):
+        layout = "kaggle-v4"
+    elif any(_norm(d.name) == "covid19" for d in class_dirs):
+        layout = "kaggle-v1"
+    else:
+        layout = "class-folders"
+    synthetic = (base / SYNTHETIC_MARKER).exists() or (root / SYNTHETIC_MARKER).exists()
+    return DatasetIndex(base, classes, tuple(class_dirs), tuple(files), tuple(labels), layout, synthetic)
+
+
+@dataclass(frozen=True)
+class Split:
+    train: tuple[int, ...]
+    val: tuple[int, ...]
+    test: tuple[int, ...]
+    notes: tuple[str, ...] = ()  # what had to be shrunk for small classes
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+
+
+def split_dataset(
+    index: DatasetIndex,
+    test_per_class: int = 30,
+    test_fraction: float | None = None,
+    val_per_class: int = 30,
+    seed: int = 0,
+) -> Split:
+    """Stratified split, the same for the same seed and files. Test: `test_per_class` images of each class (the
+    recipe's 30), or `test_fraction` of each; validation: `val_per_class` of each class from what is left; the rest
+    trains. No file is in two parts. A class too small for both is shrunk to a fifth each, with a note."""
+    if test_fraction is not None and not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction}")
+    if test_per_class < 1 or val_per_class < 1:
+        raise ValueError("test_per_class and val_per_class must be at least 1")
+    rng = random.Random(seed)
+    train, val, test, notes = [], [], [], []
+    for label, key in enumerate(index.classes):
+        ids = [i for i, lab in enumerate(index.labels) if lab == label]
+        rng.shuffle(ids)
+        n = len(ids)
+        if n < 3:
+            raise ValueError(
+                f"class '{key}' has {n} image{'s' if n != 1 else ''}; at least 3 are needed (train, validation, test)"
+            )
+        n_test = round(n * test_fraction) if test_fraction is not None else test_per_class
+        n_val = val_per_class
+        if n_test + n_val > n - 1:
+            n_test = n_val = max(1, n // 5)
+            notes.append(f"class '{key}' has only {n} images: test and validation use {n_test} each")
+        n_test = max(1, n_test)
+        test += ids[:n_test]
+        val += ids[n_test : n_test + n_val]
+        train += ids[n_test + n_val :]
+    return Split(tuple(sorted(train)), tuple(sorted(val)), tuple(sorted(test)), tuple(notes))
+
+
+@dataclass
+class ImageCache:
+    """Decoded images at one resolution, filled on first use. Unreadable files land in `bad`, with the reason."""
+
+    files: Sequence[Path]
+    image_size: int
+    bad: dict[int, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # torch.empty does not touch its pages: memory is only used as images are cached.
+        self._images = torch.empty((len(self.files), 1, self.image_size, self.image_size), dtype=torch.uint8)
+        self._filled = torch.zeros(len(self.files), dtype=torch.bool)
+
+    def _decode(self, i: int) -> None:
+        try:
+            self._images[i] = prepare_image(read_xray(self.files[i], max_side=4 * self.image_size), self.image_size)
+            self._filled[i] = True
+        except ValueError as e:
+            self.bad[i] = str(e)
+
+    def get(self, ids: Sequence[int]) -> tuple[torch.Tensor, list[int]]:
+        """uint8 images [n, 1, S, S] for the readable ones among `ids`, and which ids those are."""
+        for i in ids:
+            if not self._filled[i] and i not in self.bad:
+                self._decode(i)
+        ok = [i for i in ids if self._filled[i]]
+        return self._images[ok], ok
+
+    def fill(self, ids: Sequence[int], workers: int) -> None:
+        """Decode `ids` ahead of time in `workers` processes (for a GPU, which trains faster than one core decodes)."""
+        todo = [i for i in ids if not self._filled[i] and i not in self.bad]
+        if not todo:
+            return
+        if workers <= 0:
+            self.get(todo)
+            return
+        loader = torch.utils.data.DataLoader(
+            _Decode(self.files, self.image_size, todo), batch_size=64, num_workers=workers, collate_fn=list
+        )
+        for chunk in loader:
+            for i, img, err in chunk:
+                if img is None:
+                    self.bad[i] = err
+                else:
+                    self._images[i], self._filled[i] = img, True
+
+    def bad_report(self) -> str:
+        if not self.bad:
+            return ""
+        names = ", ".join(Path(self.files[i]).name for i in list(self.bad)[:3])
+        more = f" and {len(self.bad) - 3} more" if len(self.bad) > 3 else ""
+        return f"skipped {len(self.bad)} unreadable file{'s' if len(self.bad) > 1 else ''}: {names}{more}"
+
+
+class _Decode(torch.utils.data.Dataset):
+    def __init__(self, files: Sequence[Path], image_size: int, ids: Sequence[int]):
+        self.files, self.image_size, self.ids = files, image_size, list(ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, k: int):
+        i = self.ids[k]
+        try:
+            return i, prepare_image(read_xray(self.files[i], max_side=4 * self.image_size), self.image_size), ""
+        except ValueError as e:
+            return i, None, str(e)
+
+
+def iterate_batches(
+    cache: ImageCache, ids: Sequence[int], labels: Sequence[int], batch_size: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(uint8 images, labels) batches over `ids` in the given order; unreadable files are left out."""
+    for start in range(0, len(ids), batch_size):
+        images, ok = cache.get(ids[start : start + batch_size])
+        if ok:
+            yield images, torch.tensor([labels[i] for i in ok], dtype=torch.long)
