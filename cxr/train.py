@@ -160,9 +160,11 @@ class Done(Event):
     test_report: dict[str, Any]  # see cxr.evaluate.classification_report
     checkpoint: str  # best weights, scored on the test set
     last_checkpoint: str
-    seconds: float
+    seconds: float  # wall time of the training loop: steps, validation and checkpoint writes
     seconds_data: float  # reading, decoding and augmenting batches
     seconds_eval: float  # validation during training
+    seconds_checkpoint: float  # writing checkpoints during training
+    seconds_test: float  # the final test evaluation, after the loop
     peak_memory_mb: float
     skipped_files: list[str]
 
@@ -247,7 +249,7 @@ def fit(cfg: TrainConfig, stop: StopFlag | None = None) -> Iterator[Event]:
     gen = torch.Generator().manual_seed(cfg.seed + start_step)
     config = asdict(cfg)
     meta = dict(classes=index.classes, image_size=cfg.image_size, config=config, synthetic=index.synthetic)
-    eval_batch = 256 if device.type == "cuda" else 64
+    eval_batch = 256 if device.type == "cuda" else 32  # inference activations grow with the batch
 
     def validate_now() -> Any:
         batches = iterate_batches(cache, split.val, labels, eval_batch)
@@ -255,7 +257,7 @@ def fit(cfg: TrainConfig, stop: StopFlag | None = None) -> Iterator[Event]:
 
     step, reason = start_step, "epochs"
     best_acc, best_loss, best_state = -1.0, math.inf, None
-    images_seen, t_train, t_data, t_eval = 0, 0.0, 0.0, 0.0
+    images_seen, t_train, t_data, t_eval, t_save, t_loop = 0, 0.0, 0.0, 0.0, 0.0, 0.0
     window_loss, window_correct, window_n, window_steps = 0.0, 0, 0, 0
     last_saved_at, reported_bad, empty_batches = time.perf_counter(), 0, 0
     t_start = time.perf_counter()
@@ -303,6 +305,8 @@ def fit(cfg: TrainConfig, stop: StopFlag | None = None) -> Iterator[Event]:
 
             t3 = time.perf_counter()
             val = validate_now()
+            t_eval += time.perf_counter() - t3
+            t3 = time.perf_counter()
             is_best = val.accuracy > best_acc or (val.accuracy == best_acc and val.loss < best_loss)
             metrics = {"val_accuracy": val.accuracy, "val_loss": val.loss, "step": step}
             if is_best:
@@ -313,7 +317,7 @@ def fit(cfg: TrainConfig, stop: StopFlag | None = None) -> Iterator[Event]:
                 save_checkpoint(last_path, model, metrics=metrics, step=step, optimizer=optimizer, **meta)
                 last_saved_at = time.perf_counter()
             set_train_mode(model)
-            t_eval += time.perf_counter() - t3
+            t_save += time.perf_counter() - t3
             yield Evaluated(
                 step, step // steps_per_epoch, total_steps, window_loss / window_steps,
                 window_correct / max(window_n, 1), val.loss, val.accuracy, speed, eta, is_best, str(best_path),
@@ -327,6 +331,7 @@ def fit(cfg: TrainConfig, stop: StopFlag | None = None) -> Iterator[Event]:
                 break
     finally:
         # Whatever ended the loop (the stop flag, an error in a batch, a closed stream), keep the latest weights.
+        t_loop = time.perf_counter() - t_start
         if step > start_step:
             save_checkpoint(last_path, model, metrics={"step": step}, step=step, optimizer=optimizer, **meta)
 
@@ -335,7 +340,9 @@ def fit(cfg: TrainConfig, stop: StopFlag | None = None) -> Iterator[Event]:
         best_acc, best_state = val.accuracy, copy.deepcopy(model.state_dict())
     # The honest number: the best weights, once, on test images that played no part in training or stopping.
     model.load_state_dict(best_state)
+    t_test = time.perf_counter()
     test = evaluate(model, iterate_batches(cache, split.test, labels, eval_batch), device, amp_dtype, cfg.channels_last)
+    t_test = time.perf_counter() - t_test
     report = classification_report(test.y_true, test.y_pred, index.classes)
     metrics = {"val_accuracy": best_acc, "test_accuracy": test.accuracy, "test_loss": test.loss, "test": report}
     save_checkpoint(best_path, model, metrics=metrics, step=step, **meta)
@@ -343,7 +350,7 @@ def fit(cfg: TrainConfig, stop: StopFlag | None = None) -> Iterator[Event]:
         steps=step, epochs=round(step / steps_per_epoch, 2), reason=reason,
         train_images_per_sec=images_seen / t_train if t_train else 0.0, best_val_accuracy=best_acc,
         test_accuracy=test.accuracy, test_loss=test.loss, test_report=report, checkpoint=str(best_path),
-        last_checkpoint=str(last_path) if last_path.exists() else "", seconds=time.perf_counter() - t_start,
-        seconds_data=t_data, seconds_eval=t_eval, peak_memory_mb=_peak_memory_mb(device),
+        last_checkpoint=str(last_path) if last_path.exists() else "", seconds=t_loop,
+        seconds_data=t_data, seconds_eval=t_eval, seconds_checkpoint=t_save, seconds_test=t_test, peak_memory_mb=_peak_memory_mb(device),
         skipped_files=[Path(index.files[i]).name for i in cache.bad],
     )

@@ -1,0 +1,362 @@
+"""The benchmark: training and inference speed, measured side by side in one run on one machine.
+
+`python -m cxr bench` trains the plain recipe (the course's class-folder Dataset that opens every PNG each time,
+Resize 224, flip, Normalize, batch 6, a single-process DataLoader, 90 validation images every 20 steps) and each
+preset on the same split for the same number of images, each in its own process so peak memory is its own. It
+reports images/s (wall clock, evaluation included, and training alone), the ratio to the recipe, test accuracy
+after those images, the share of wall time in evaluation and in data loading, FLOP/s against a large matmul timed in
+the same run, peak memory, and predict / Grad-CAM latency against a bare forward pass. It prints a table and
+writes JSON. The machine is shared and noisy: compare the ratios within one run, not numbers across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
+
+from .data import index_dataset, split_dataset
+from .model import build_model, freeze_layers, set_train_mode
+from .presets import PRESETS, apply_preset
+from .train import Done, resolve_device, fit
+from .transforms import IMAGENET_MEAN, IMAGENET_STD
+
+SAMPLE = Path(__file__).resolve().parent.parent.parent / "shared" / "cxr-sample"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 4096, reps: int = 5) -> float:
+    """GFLOP/s of a large square matmul: the ceiling convolutions are measured against (best of `reps`)."""
+    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 here
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    _sync(device)
+    best = math.inf
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def train_flops_per_image(image_size: int, freeze: str = "none", batch: int = 2) -> float:
+    """FLOPs of one training step per image (forward + backward), counted by PyTorch's FlopCounterMode."""
+    model, _ = build_model(3, "none")
+    if freeze != "none":
+        freeze_layers(model, freeze)
+    set_train_mode(model)
+    x, y = torch.randn(batch, 3, image_size, image_size, device="meta"), torch.zeros(batch, dtype=torch.long, device="meta")
+    model.to("meta")
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(model(x), y).backward()
+    return counter.get_total_flops() / batch
+
+
+def compute_only(device: torch.device, image_size: int, batch: int, channels_last: bool, steps: int, amp: bool) -> dict:
+    """Training steps on random tensors (no data, no evaluation): how close the convolutions get to the peak."""
+    model, _ = build_model(3, "none")
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(device, memory_format=fmt).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    x = torch.randn(batch, 3, image_size, image_size, device=device).contiguous(memory_format=fmt)
+    y = torch.randint(0, 3, (batch,), device=device)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = F.cross_entropy(model(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(2):
+        step()
+    times = []
+    for _ in range(steps):
+        _sync(device)
+        t = time.perf_counter()
+        step()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    per_step = statistics.median(times)
+    flops = train_flops_per_image(image_size)
+    return {"image_size": image_size, "batch": batch, "channels_last": channels_last, "amp": amp,
+            "images_per_sec": batch / per_step, "gflops": flops * batch / per_step / 1e9}
+
+
+class _RecipeFolder(torch.utils.data.Dataset):
+    """The course's Dataset: open the file, convert to RGB, transform, every single time."""
+
+    def __init__(self, files, labels, transform):
+        self.files, self.labels, self.transform = files, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i):
+        return self.transform(Image.open(self.files[i]).convert("RGB")), self.labels[i]
+
+
+def run_plain_recipe(data: str, images: int, weights: str, seed: int, device: torch.device) -> dict:
+    """The plain recipe as the course writes it, for `images` training images; scored on our test split."""
+    import torchvision.transforms as T
+
+    index = index_dataset(data)
+    split = split_dataset(index, seed=seed)
+    # The baseline re-declares its transforms on purpose: it is the code we compare against.
+    norm = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    train_tf = T.Compose([T.Resize((224, 224)), T.RandomHorizontalFlip(), T.ToTensor(), norm])
+    test_tf = T.Compose([T.Resize((224, 224)), T.ToTensor(), norm])
+
+    def folder(ids, tf):
+        return _RecipeFolder([index.files[i] for i in ids], [index.labels[i] for i in ids], tf)
+
+    torch.manual_seed(seed)
+    loader = torch.utils.data.DataLoader(folder(split.train, train_tf), batch_size=6, shuffle=True)
+    val_loader = torch.utils.data.DataLoader(folder(split.val, test_tf), batch_size=6)
+    test_loader = torch.utils.data.DataLoader(folder(split.test, test_tf), batch_size=6)
+    model, _ = build_model(3, weights)
+    model.to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-5)
+
+    def accuracy(dl) -> float:
+        model.eval()
+        correct = total = 0
+        with torch.no_grad():
+            for x, y in dl:
+                correct += int((model(x.to(device)).argmax(1).cpu() == y).sum())
+                total += len(y)
+        model.train()
+        return correct / total
+
+    seen = step = 0
+    t_data = t_eval = 0.0
+    start = time.perf_counter()
+    model.train()
+    while seen < images:
+        it = iter(loader)
+        while seen < images:
+            t = time.perf_counter()
+            try:
+                x, y = next(it)
+            except StopIteration:
+                break
+            t_data += time.perf_counter() - t
+            loss = F.cross_entropy(model(x.to(device)), y.to(device))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            seen, step = seen + len(y), step + 1
+            if step % 20 == 0:
+                t = time.perf_counter()
+                accuracy(val_loader)
+                t_eval += time.perf_counter() - t
+    _sync(device)
+    total = time.perf_counter() - start
+    return {"images": seen, "steps": step, "seconds": total, "seconds_eval": t_eval, "seconds_data": t_data,
+            "train_images_per_sec": seen / (total - t_eval), "test_accuracy": accuracy(test_loader),
+            "image_size": 224, "freeze": "none",
+            "peak_memory_mb": (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
+                               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+
+
+def run_preset(name: str, data: str, images: int, weights: str, seed: int, device: torch.device) -> dict:
+    """A preset through `fit`, for `images` training images (never stopping early on the target)."""
+    cfg = apply_preset(name)
+    steps = math.ceil(images / cfg.batch_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = replace(cfg, data=data, weights=weights, seed=seed, max_steps=steps, epochs=10_000, target_accuracy=1.0,
+                      device=str(device), out=str(Path(tmp) / "bench.pt"), save_last_every_s=1e9)
+        done = [ev for ev in fit(cfg) if isinstance(ev, Done)][0]
+    return {"images": done.steps * cfg.batch_size, "steps": done.steps, "seconds": done.seconds,
+            "seconds_eval": done.seconds_eval, "seconds_data": done.seconds_data,
+            "train_images_per_sec": done.train_images_per_sec, "test_accuracy": done.test_accuracy,
+            "image_size": cfg.image_size, "freeze": cfg.freeze, "peak_memory_mb": done.peak_memory_mb}
+
+
+def latency(data: str, device: torch.device, image_size: int, count: int, reps: int) -> dict:
+    """Per-image milliseconds (p50, p95) of a bare forward, predict, Grad-CAM and predict + Grad-CAM."""
+    from .checkpoint import save_checkpoint
+    from .explain import gradcam
+    from .predict import Classifier
+
+    index = index_dataset(data)
+    files = [index.files[i] for i in split_dataset(index).test[:count]]
+    with tempfile.TemporaryDirectory() as tmp:
+        model, _ = build_model(3, "none")
+        path = save_checkpoint(Path(tmp) / "lat.pt", model, index.classes, image_size, {}, {})
+        clf = Classifier(path, device)
+    x = clf.model_input(Image.open(files[0]).convert("L"))
+    timings: dict[str, list[float]] = {"forward": [], "gradcam": [], "predict": [], "predict_gradcam": []}
+    jobs = {
+        "forward": lambda f: clf.model(x),
+        "gradcam": lambda f: gradcam(clf.model, x),
+        "predict": lambda f: clf.predict(f),
+        "predict_gradcam": lambda f: clf.predict(f, explain=True),
+    }
+    with torch.inference_mode():
+        clf.model(x)
+    for rep in range(reps + 1):
+        for f in files:
+            for name, job in jobs.items():  # interleaved, so load spikes hit every measurement alike
+                _sync(device)
+                t = time.perf_counter()
+                if name == "forward":
+                    with torch.inference_mode():
+                        job(f)
+                else:
+                    job(f)
+                _sync(device)
+                if rep:  # the first pass warms caches and is not counted
+                    timings[name].append((time.perf_counter() - t) * 1000)
+    out = {"image_size": image_size}
+    for name, ts in timings.items():
+        ts.sort()
+        out[name] = {"p50_ms": statistics.median(ts), "p95_ms": ts[min(len(ts) - 1, int(0.95 * len(ts)))]}
+    out["gradcam_over_forward"] = out["gradcam"]["p50_ms"] / out["forward"]["p50_ms"]
+    out["predict_gradcam_over_predict"] = out["predict_gradcam"]["p50_ms"] / out["predict"]["p50_ms"]
+    return out
+
+
+def _worker(spec: dict) -> dict:
+    device = torch.device(spec["device"])
+    if spec["kind"] == "plain":
+        return run_plain_recipe(spec["data"], spec["images"], spec["weights"], spec["seed"], device)
+    return run_preset(spec["kind"], spec["data"], spec["images"], spec["weights"], spec["seed"], device)
+
+
+def _in_subprocess(spec: dict) -> dict:
+    """Run one training in a fresh process, so its peak memory and thread pools are its own."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.run([sys.executable, "-m", "cxr.bench", "--worker", json.dumps(spec)],
+                          capture_output=True, text=True, env=env)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        raise RuntimeError(f"benchmark run {spec['kind']} failed: {proc.stderr.strip()[-2000:]}")
+    return json.loads(lines[-1][7:])
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows)
+
+
+def report(result: dict) -> str:
+    """The benchmark's JSON as the tables the README and closing notes quote."""
+    peak = result["matmul_peak_gflops"]
+    base = result["runs"]["plain recipe"]["images_per_sec"]
+    rows = [["run", "img/s", "train img/s", "x recipe", "test acc", "eval %", "data %", "GFLOP/img", "GFLOP/s",
+             "% peak", "peak MB"]]
+    for name, r in result["runs"].items():
+        rows.append([name, f"{r['images_per_sec']:.1f}", f"{r['train_images_per_sec']:.1f}",
+                     f"{r['images_per_sec'] / base:.2f}", f"{r['test_accuracy']:.3f}", f"{100 * r['eval_share']:.1f}",
+                     f"{100 * r['data_share']:.1f}", f"{r['gflop_per_image']:.2f}", f"{r['train_gflops']:.1f}",
+                     f"{100 * r['train_gflops'] / peak:.0f}", f"{r['peak_memory_mb']:.0f}"])
+    out = [f"device: {result['device']}  |  data: {result['data']}  |  {result['images']} training images per run  |  "
+           f"weights: {result['weights']}  |  fp32 matmul peak {peak:.1f} GFLOP/s"
+           + (f", bf16 {result['bf16_matmul_peak_gflops']:.1f}" if result.get("bf16_matmul_peak_gflops") else ""),
+           "", _table(rows), "", "compute only (random tensors, no data, no evaluation):"]
+    rows = [["image", "batch", "layout", "amp", "img/s", "GFLOP/s", "% fp32 peak"]]
+    for r in result["compute_only"]:
+        rows.append([str(r["image_size"]), str(r["batch"]), "channels_last" if r["channels_last"] else "contiguous",
+                     "bf16" if r["amp"] else "fp32", f"{r['images_per_sec']:.1f}", f"{r['gflops']:.1f}",
+                     f"{100 * r['gflops'] / peak:.0f}"])
+    out += [_table(rows), "", "latency per image, batch 1 (ms):"]
+    rows = [["image", "forward p50/p95", "predict p50/p95", "Grad-CAM p50/p95", "predict+CAM p50/p95", "CAM/forward"]]
+    for lat in result["latency"]:
+        cell = lambda k: f"{lat[k]['p50_ms']:.1f} / {lat[k]['p95_ms']:.1f}"  # noqa: E731
+        rows.append([str(lat["image_size"]), cell("forward"), cell("predict"), cell("gradcam"),
+                     cell("predict_gradcam"), f"{lat['gradcam_over_forward']:.2f}"])
+    out.append(_table(rows))
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m cxr bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", help=f"dataset folder (default: {SAMPLE} if present, else synthetic)")
+    p.add_argument("--images", type=int, default=1200, help="training images per run (default 1200)")
+    p.add_argument("--runs", default="plain,auto", help="comma list of plain and preset names; auto: the presets for this device")
+    p.add_argument("--weights", default="auto")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--latency-images", type=int, default=10)
+    p.add_argument("--latency-reps", type=int, default=3)
+    p.add_argument("--out", default="bench-results", help="folder for the JSON result")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        print("RESULT " + json.dumps(_worker(json.loads(args.worker))), flush=True)
+        return 0
+
+    device = resolve_device(args.device)
+    data = args.data or (str(SAMPLE) if SAMPLE.is_dir() else "")
+    if not data:
+        from .synthetic import make_synthetic
+
+        data = str(make_synthetic(Path(tempfile.mkdtemp()) / "synthetic", per_class=250, size=299,
+                                  classes=("covid", "normal", "viral")))
+    names = []
+    for name in args.runs.split(","):
+        if name == "auto":
+            names += ["gpu", "fast-cpu", "recipe"] if device.type == "cuda" else ["fast-cpu", "recipe"]
+        elif name == "plain" or name in PRESETS:
+            names.append(name)
+        else:
+            raise ValueError(f"unknown run {name!r}; use plain, auto or one of {', '.join(PRESETS)}")
+    if "plain" in names:
+        names.remove("plain")
+    names = ["plain"] + names  # the baseline always runs, first
+
+    result: dict[str, Any] = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else
+                              f"cpu ({torch.get_num_threads()} threads)", "data": data, "images": args.images,
+                              "weights": args.weights, "torch": str(torch.__version__), "runs": {}}
+    result["matmul_peak_gflops"] = matmul_peak(device)
+    if device.type == "cuda":
+        result["bf16_matmul_peak_gflops"] = matmul_peak(device, torch.bfloat16, n=8192)
+    for name in names:
+        print(f"training: {name} ...", file=sys.stderr, flush=True)
+        spec = {"kind": name, "data": data, "images": args.images, "weights": args.weights, "seed": args.seed,
+                "device": str(device)}
+        r = _in_subprocess(spec)
+        r["images_per_sec"] = r["images"] / r["seconds"]
+        r["eval_share"], r["data_share"] = r["seconds_eval"] / r["seconds"], r["seconds_data"] / r["seconds"]
+        r["gflop_per_image"] = train_flops_per_image(r["image_size"], r["freeze"]) / 1e9
+        r["train_gflops"] = r["train_images_per_sec"] * r["gflop_per_image"]
+        result["runs"]["plain recipe" if name == "plain" else name] = r
+    print("compute only ...", file=sys.stderr, flush=True)
+    cuda = device.type == "cuda"
+    sweep = [(224, 256, True, True), (224, 256, False, True), (224, 64, True, False)] if cuda else \
+        [(224, 32, False, False), (224, 32, True, False), (224, 64, False, False), (128, 32, False, False)]
+    result["compute_only"] = [compute_only(device, s, b, cl, 20 if cuda else 4, amp) for s, b, cl, amp in sweep]
+    print("latency ...", file=sys.stderr, flush=True)
+    result["latency"] = [latency(data, device, size, args.latency_images, args.latency_reps) for size in (224, 128)]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"bench-{device.type}.json"
+    path.write_text(json.dumps(result, indent=2))
+    print(report(result))
+    print(f"\nJSON: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

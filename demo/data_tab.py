@@ -1,0 +1,107 @@
+"""Data tab: how many images of each class, how they are split, and what augmentation does to them."""
+
+from __future__ import annotations
+
+import random
+import gradio as gr
+import pandas as pd
+import torch
+
+from cxr.data import display_name
+from cxr.transforms import AugmentConfig, to_display, to_model_input
+
+from .context import AppContext
+
+INTRO = """
+**What the model learns from.** Each class is a folder of X-rays. A few images of each class are set aside
+as a **test set** the model never trains on, and a few more as a **validation set** checked during training;
+the rest are for training. **Augmentation** changes each training image a little every time it is used (a small
+rotation, zoom, shift, brightness or contrast change, a mirror image), so the model has to learn what pneumonia
+looks like rather than memorise particular pictures. Switch each one on and off below and compare with the original.
+A mirrored chest puts the heart on the wrong side: a reminder that every augmentation is a claim about which
+changes should not alter the diagnosis.
+"""
+
+AUG_LABELS = {
+    "hflip": "mirror left-right",
+    "rotate": "rotate ±10°",
+    "scale": "zoom ±10%",
+    "translate": "shift ±5%",
+    "brightness": "brightness",
+    "contrast": "contrast",
+}
+BATCH = 12
+VARIANTS = 5
+
+
+def split_counts(ctx: AppContext) -> pd.DataFrame:
+    """Images per class in each part of the split, for the bar plot."""
+    index, split = ctx.index, ctx.split
+    rows = []
+    for part, ids in (("train", split.train), ("validation", split.val), ("test", split.test)):
+        for label, key in enumerate(index.classes):
+            rows.append({"class": display_name(key), "split": part, "images": sum(index.labels[i] == label for i in ids)})
+    return pd.DataFrame(rows)
+
+
+def summary(ctx: AppContext) -> str:
+    index, sizes = ctx.index, ctx.split.sizes()
+    kind = "synthetic" if ctx.settings.synthetic else f"layout {index.layout}"
+    counts = ", ".join(f"{display_name(k)} {v:,}" for k, v in index.counts().items())
+    return (f"**{len(index.files):,} images** ({kind}): {counts}. Split: {sizes['train']:,} train, "
+            f"{sizes['val']:,} validation, {sizes['test']:,} test.")
+
+
+def _augmented(ctx: AppContext, ids: list[int], augs: list[str], seed: int) -> tuple[list, list[int]]:
+    images, ok = ctx.sample_cache.get(ids)
+    if not ok:
+        raise gr.Error("none of these images could be read")
+    gen = torch.Generator().manual_seed(seed)
+    x = to_model_input(images, AugmentConfig().only(augs), gen)  # exactly what training feeds the model
+    return [to_display(img) for img in x], ok  # un-normalised so people can look at it
+
+
+def _caption(ctx: AppContext, i: int) -> str:
+    label = display_name(ctx.index.classes[ctx.index.labels[i]])
+    return f"{label} (synthetic)" if ctx.settings.synthetic else label
+
+
+def new_batch(ctx: AppContext, augs: list[str]) -> tuple[list, list[int], list]:
+    """A random batch of augmented training images; the first one's variants are shown beside its original."""
+    seed = random.randrange(2**31)
+    ids = random.Random(seed).sample(list(ctx.split.train), min(BATCH, len(ctx.split.train)))
+    pictures, ok = _augmented(ctx, ids, augs, seed)
+    gallery = [(p, _caption(ctx, i)) for p, i in zip(pictures, ok)]
+    return gallery, ok, variants(ctx, ok, augs, 0)
+
+
+def variants(ctx: AppContext, ids: list[int], augs: list[str], k: int = 0) -> list:
+    """The original of image k and several augmented versions of it."""
+    if not ids:
+        return []
+    i = ids[min(k, len(ids) - 1)]
+    original, _ = _augmented(ctx, [i], [], 0)
+    versions, _ = _augmented(ctx, [i] * VARIANTS, augs, random.randrange(2**31))
+    return [(original[0], f"original: {_caption(ctx, i)}")] + [(v, f"augmented {n + 1}") for n, v in enumerate(versions)]
+
+
+def select_variant(ctx: AppContext, ids: list[int], augs: list[str], evt: gr.SelectData) -> list:
+    return variants(ctx, ids, augs, evt.index)
+
+
+def build(ctx: AppContext) -> None:
+    gr.Markdown(INTRO)
+    gr.Markdown(summary(ctx), elem_id="data_summary")
+    gr.BarPlot(split_counts(ctx), x="class", y="images", color="split", title="Images per class and split",
+               height=260, elem_id="counts_plot")
+    aug_box = gr.CheckboxGroup(choices=[(AUG_LABELS[n], n) for n in AugmentConfig.names()],
+                               value=list(AugmentConfig.names()), label="Augmentations", elem_id="aug_box")
+    batch_btn = gr.Button("New random batch", variant="primary", elem_id="batch_btn")
+    batch_ids = gr.State([])
+    gallery = gr.Gallery(label="Augmented training samples (click one to see its variants)", columns=6, height=330,
+                         elem_id="samples_gallery", allow_preview=False)
+    compare = gr.Gallery(label="Original and augmented versions", columns=VARIANTS + 1, height=220,
+                         elem_id="variants_gallery", allow_preview=False)
+    batch_btn.click(ctx.bind(new_batch), [aug_box], [gallery, batch_ids, compare], api_name="new_batch")
+    aug_box.change(ctx.bind(variants), [batch_ids, aug_box], [compare], api_name=False)
+    gallery.select(ctx.bind(select_variant), [batch_ids, aug_box], [compare], api_name=False)

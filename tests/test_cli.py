@@ -1,0 +1,134 @@
+"""The command line, run as users run it (`python -m cxr ...` in a subprocess) where the output format matters,
+and in-process where a test must swap out the network."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import cxr.download
+from cxr.cli import main
+from tests import imagefiles
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args, timeout=300):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "cxr", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, env=env)
+
+
+def test_train_json_ends_with_done_carrying_the_promised_fields(synthetic_root, tmp_path):
+    out = tmp_path / "m.pt"
+    proc = run_cli("train", "--data", synthetic_root, "--weights", "none", "--max-steps", 3, "--batch-size", 8,
+               "--image-size", 64, "--eval-every", 2, "--test-per-class", 3, "--val-per-class", 3,
+               "--augment", "hflip,rotate", "--out", out, "--json")
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert lines[0]["event"] == "start" and lines[-1]["event"] == "done"
+    done = lines[-1]
+    for key in ("steps", "train_images_per_sec", "test_accuracy", "checkpoint"):
+        assert key in done, key
+    assert done["steps"] == 3 and Path(done["checkpoint"]) == out and out.exists()
+    assert {line["event"] for line in lines} >= {"start", "step", "eval", "done"}
+
+
+def test_train_without_json_prints_readable_lines(synthetic_root, tmp_path):
+    proc = run_cli("train", "--data", synthetic_root, "--preset", "fast-cpu", "--weights", "none", "--max-steps", 2,
+               "--image-size", 64, "--eval-every", 1, "--test-per-class", 3, "--val-per-class", 3,
+               "--out", tmp_path / "m.pt")
+    assert proc.returncode == 0, proc.stderr
+    assert "val accuracy" in proc.stdout and "confusion matrix" in proc.stdout and "SYNTHETIC" in proc.stdout
+
+
+def test_evaluate_json_reports_every_image(trained_checkpoint, synthetic_root):
+    proc = run_cli("evaluate", "--checkpoint", trained_checkpoint, "--data", synthetic_root, "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["classes"] == ["covid", "normal", "viral"] and report["count"] == 36
+    assert len(report["confusion_matrix"]) == 3 and set(report["per_class"]) == {"covid", "normal", "viral"}
+    assert 0 <= report["accuracy"] <= 1
+
+
+def test_predict_json_and_gradcam_files(trained_checkpoint, synthetic_root, tmp_path):
+    images = sorted((synthetic_root / "COVID" / "images").glob("*.png"))[:2]
+    bad = imagefiles.text_as_png(tmp_path / "bad.png")
+    proc = run_cli("predict", "--checkpoint", trained_checkpoint, *images, bad, "--cam-dir", tmp_path / "cams", "--json")
+    assert proc.returncode == 1  # one input was bad
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [Path(r["file"]).name for r in rows] == [images[0].name, images[1].name, "bad.png"]
+    for row in rows[:2]:
+        assert row["label"] in ("covid", "normal", "viral")
+        assert sum(row["probabilities"].values()) == pytest.approx(1, abs=1e-5)
+        assert Path(row["cam"]).exists()
+    assert "not an image" in rows[2]["error"]
+
+
+def test_make_synthetic_writes_the_kaggle_layout(tmp_path, capsys):
+    assert main(["make-synthetic", str(tmp_path / "syn"), "--per-class", "2", "--size", "48", "--classes", "covid,normal"]) == 0
+    assert len(list((tmp_path / "syn" / "COVID" / "images").glob("*.png"))) == 2
+    assert (tmp_path / "syn" / "SYNTHETIC.txt").exists() and "wrote a synthetic dataset" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["train", "--data", "/no/such/folder"], "does not exist"),
+        (["train", "--data", "/tmp", "--classes", "covid"], "at least two distinct"),
+        (["predict", "--checkpoint", "/no/such.pt", "x.png"], "does not exist"),
+        (["evaluate", "--checkpoint", "/no/such.pt", "--data", "/tmp"], "does not exist"),
+        (["make-synthetic", "/tmp/x", "--size", "8"], "size must be"),
+    ],
+)
+def test_bad_inputs_exit_non_zero_with_one_sentence(args, words, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert words in err and len(err.strip().splitlines()) == 1
+
+
+def test_bad_input_as_a_user_sees_it_has_no_traceback():
+    proc = run_cli("train", "--data", "/no/such/folder")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: dataset folder /no/such/folder does not exist") and "Traceback" not in proc.stderr
+
+
+def test_download_offline_fails_fast_and_says_where_to_put_the_data(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(cxr.download, "network_available", lambda *a, **k: False)
+    assert main(["download", "--dest", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "COVID-19_Radiography_Dataset" in err and str(tmp_path) in err and "kaggle.com" in err
+
+
+def test_download_uses_kagglehub_with_the_public_handle(monkeypatch, tmp_path):
+    calls = {}
+
+    class FakeHub:
+        @staticmethod
+        def dataset_download(handle, output_dir=None):
+            calls["handle"], calls["dir"] = handle, output_dir
+            (Path(output_dir) / "COVID-19_Radiography_Dataset").mkdir(parents=True)
+            return output_dir
+
+    monkeypatch.setattr(cxr.download, "network_available", lambda *a, **k: True)
+    monkeypatch.setitem(sys.modules, "kagglehub", FakeHub)
+    path = cxr.download.download_dataset(tmp_path)
+    assert calls == {"handle": "tawsifurrahman/covid19-radiography-database", "dir": str(tmp_path)}
+    assert path == tmp_path / "COVID-19_Radiography_Dataset"
+
+
+def test_network_check_fails_fast_for_an_unreachable_host():
+    import time
+
+    start = time.perf_counter()
+    assert not cxr.download.network_available("host.invalid", timeout=2)
+    assert time.perf_counter() - start < 10
+
+
+def test_library_imports_without_gradio():
+    code = "import sys; sys.modules['gradio'] = None\nimport cxr.cli, cxr.train, cxr.predict, cxr.explain, cxr.bench"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
