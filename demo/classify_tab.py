@@ -44,8 +44,9 @@ def classify(ctx: AppContext, file: str | None, checkpoint: str | None, target: 
         raise gr.Error("There is no trained model yet: train one in the Train tab first.")
     try:
         clf = ctx.classifier(checkpoint)
-        key = None if target in (None, PREDICTED) else target
-        pred = clf.predict(file, explain=True, target=key if key in clf.classes else None)
+        if target not in (None, PREDICTED, *clf.classes):
+            raise ValueError(f"this model cannot explain '{target}'; choose one of its classes")
+        pred = clf.predict(file, explain=True, target=None if target in (None, PREDICTED) else target)
     except ValueError as e:
         raise gr.Error(str(e)) from None
     except Exception:  # a bug, not the user's file: log it here, tell them plainly, keep serving
@@ -95,11 +96,14 @@ def build(ctx: AppContext) -> dict[str, gr.components.Component]:
     hint = gr.Markdown(NO_CHECKPOINT, visible=not names, elem_id="no_checkpoint")
     with gr.Row():
         with gr.Column(scale=1):
+            # allow_custom_value: the list grows while the server runs (API callers may name a new file); the
+            # handler accepts only names of files in the checkpoints folder.
             checkpoint = gr.Dropdown(names, value=names[0] if names else None, label="Model (checkpoint)",
-                                     elem_id="checkpoint")
+                                     elem_id="checkpoint", allow_custom_value=True)
             upload = gr.File(label="Drop an X-ray here (PNG, JPEG or DICOM)", file_types=list(IMAGE_SUFFIXES),
                              type="filepath", elem_id="upload", height=140)
-            target = gr.Dropdown([PREDICTED], value=PREDICTED, label="Explain which class", elem_id="target")
+            target = gr.Dropdown([PREDICTED], value=PREDICTED, label="Explain which class", elem_id="target",
+                                 allow_custom_value=True)
             alpha = gr.Slider(0, 1, 0.45, step=0.05, label="Overlay opacity", elem_id="alpha")
             probs = gr.Label(label="Class probabilities", elem_id="probs")
         with gr.Column(scale=1):

@@ -16,6 +16,7 @@ from cxr.synthetic import make_synthetic
 from cxr.train import Done, TrainConfig, fit
 from cxr.transforms import AugmentConfig
 
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # tests never phone home
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 SAMPLE = Path(__file__).resolve().parent.parent.parent / "shared" / "cxr-sample"
 

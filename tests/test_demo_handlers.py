@@ -66,6 +66,12 @@ def test_classify_explains_the_chosen_class(ctx, synthetic_root):
     assert "Viral Pneumonia" in caption
 
 
+def test_classify_refuses_a_class_the_model_does_not_know(ctx, synthetic_root):
+    image = str(synthetic_root / "Normal" / "images" / "Normal-1.png")
+    with pytest.raises(gr.Error, match="cannot explain 'lung_opacity'"):
+        classify_tab.classify(ctx, image, "tiny.pt", "lung_opacity", 0.5)
+
+
 @pytest.mark.parametrize("kind", sorted(imagefiles.BROKEN))
 def test_classify_turns_bad_files_into_one_sentence(ctx, tmp_path, kind):
     writer, name, words = imagefiles.BROKEN[kind]

@@ -1,0 +1,223 @@
+"""Reliability: bad files through the app, bad datasets, corrupt checkpoints, processes killed mid-save and
+mid-training, many requests, and the limits a public Space needs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import cxr.train
+from cxr.checkpoint import load_checkpoint, save_checkpoint
+from cxr.model import build_model
+from cxr.train import Done, Step, fit
+from demo import classify_tab
+from tests import imagefiles
+from tests.conftest import tiny_config
+from tests.demo_fixtures import ctx  # noqa: F401  (fixture)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# ------------------------------------------------------------------------------------ bad input, through the app
+@pytest.mark.parametrize("kind", sorted(imagefiles.READABLE))
+def test_app_classifies_every_readable_format(ctx, tmp_path, kind):
+    writer, name = imagefiles.READABLE[kind]
+    probs, shown, *_ = classify_tab.classify(ctx, str(writer(tmp_path / name)), "tiny.pt", "predicted class", 0.5)
+    assert len(probs) == 3 and shown.dtype == np.uint8 and shown.ndim == 3
+
+
+def test_app_downscales_a_10000_pixel_square_scan(ctx, tmp_path):
+    path = imagefiles.png_huge(tmp_path / "huge.png")
+    probs, shown, *_ = classify_tab.classify(ctx, str(path), "tiny.pt", "predicted class", 0.5)
+    assert max(shown.shape[:2]) <= 1024 and len(probs) == 3
+
+
+# ----------------------------------------------------------------------------------------------- bad datasets
+def _mixed_dataset(root: Path) -> Path:
+    """Every class holds images of different sizes and modes, as real collections do."""
+    writers = [imagefiles.png_8bit, imagefiles.png_16bit, imagefiles.png_rgba, imagefiles.png_palette,
+               imagefiles.jpeg_cmyk, imagefiles.jpeg_exif_rotated, imagefiles.png_1x1]
+    for name in ("COVID", "Normal", "Viral Pneumonia"):
+        folder = root / name
+        folder.mkdir(parents=True)
+        for k, writer in enumerate(writers):
+            writer(folder / f"{k}{'.jpg' if 'jpeg' in writer.__name__ else '.png'}")
+        Image.new("RGB", (500, 120), (20, 40, 60)).save(folder / "wide.png")
+    return root
+
+
+def test_training_copes_with_images_of_different_sizes_and_modes(tmp_path):
+    data = _mixed_dataset(tmp_path / "mixed")
+    done = list(fit(tiny_config(data, tmp_path / "m.pt", max_steps=2, test_per_class=1, val_per_class=1)))[-1]
+    assert isinstance(done, Done) and not done.skipped_files
+
+
+@pytest.mark.parametrize(
+    "setup, words",
+    [
+        (lambda r: None, "no folder for class"),  # an empty folder
+        (lambda r: [(r / n).mkdir() for n in ("COVID", "Normal", "Viral Pneumonia")], "has no images"),
+        (lambda r: [_write(r / n, 4) for n in ("COVID", "Normal")], "no folder for class 'viral'"),
+        (lambda r: [_write(r / n, 4 if n != "Normal" else 1) for n in ("COVID", "Normal", "Viral Pneumonia")],
+         "class 'normal' has 1 image"),
+    ],
+    ids=["empty folder", "empty classes", "missing class", "class with one image"],
+)
+def test_bad_datasets_end_with_one_clear_sentence(tmp_path, setup, words):
+    root = tmp_path / "data"
+    root.mkdir()
+    setup(root)
+    with pytest.raises(ValueError, match=words):
+        next(fit(tiny_config(root, tmp_path / "m.pt")))
+
+
+def _write(folder: Path, n: int) -> None:
+    folder.mkdir(parents=True)
+    for i in range(n):
+        Image.new("L", (32, 32), 20 * i).save(folder / f"{i}.png")
+
+
+# ----------------------------------------------------------------------------------- checkpoints, interruptions
+def test_checkpoint_for_another_class_list_is_refused(synthetic_root, tmp_path):
+    four = list(fit(tiny_config(synthetic_root, tmp_path / "four.pt", max_steps=1,
+                                classes=("covid", "normal", "viral", "lung_opacity"))))[-1]
+    with pytest.raises(ValueError, match="classes"):
+        next(fit(tiny_config(synthetic_root, tmp_path / "three.pt", resume=four.checkpoint)))
+
+
+_SAVER = """
+import sys
+sys.path.insert(0, {root!r})
+from cxr.checkpoint import save_checkpoint
+from cxr.model import build_model
+model, _ = build_model(3, "none")
+step = 0
+while True:
+    step += 1
+    save_checkpoint({path!r}, model, ("covid", "normal", "viral"), 64, {{}}, {{"step": step}}, step=step)
+    print(step, flush=True)
+"""
+
+
+def test_a_process_killed_while_saving_leaves_the_previous_checkpoint_intact(tmp_path):
+    path = tmp_path / "model.pt"
+    interrupted = 0
+    for round_ in range(6):
+        proc = subprocess.Popen([sys.executable, "-c", _SAVER.format(root=str(ROOT), path=str(path))],
+                                stdout=subprocess.PIPE, text=True)
+        proc.stdout.readline()  # one save has completed
+        time.sleep(0.05 + 0.07 * round_)  # then kill it at varying points of a later save
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        interrupted += any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+        ckpt = load_checkpoint(path)  # whatever moment the kill came, the file is a whole checkpoint
+        assert ckpt.classes == ("covid", "normal", "viral") and ckpt.step >= 1
+    assert interrupted, "no kill landed mid-save; the test did not exercise what it protects"
+
+
+def test_an_error_in_a_batch_keeps_the_best_checkpoint_and_resume_goes_on(synthetic_root, tmp_path, monkeypatch):
+    real, calls = cxr.train.to_model_input, {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise RuntimeError("simulated failure in batch 5")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cxr.train, "to_model_input", flaky)
+    cfg = tiny_config(synthetic_root, tmp_path / "m.pt", max_steps=20, eval_every=2)
+    with pytest.raises(RuntimeError, match="batch 5"):
+        list(fit(cfg))
+    assert load_checkpoint(tmp_path / "m.pt").step == 4  # the best, from the evaluation at step 4
+    last = load_checkpoint(tmp_path / "m-last.pt")
+    assert last.step == 4 and last.optimizer is not None
+    monkeypatch.setattr(cxr.train, "to_model_input", real)
+    events = list(fit(tiny_config(synthetic_root, tmp_path / "r.pt", max_steps=6, resume=str(tmp_path / "m-last.pt"))))
+    assert [e.step for e in events if isinstance(e, Step)] == [5, 6]
+
+
+def test_a_killed_training_process_keeps_its_best_checkpoint_and_resumes(synthetic_root, tmp_path):
+    out = tmp_path / "run.pt"
+    cmd = [sys.executable, "-m", "cxr", "train", "--data", str(synthetic_root), "--weights", "none", "--image-size", "64",
+           "--batch-size", "8", "--eval-every", "2", "--max-steps", "1000", "--test-per-class", "3",
+           "--val-per-class", "3", "--target-accuracy", "1.0", "--lr", "1e-7", "--out", str(out), "--json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    for line in proc.stdout:
+        event = json.loads(line)
+        if event["event"] == "step" and event["step"] == 5:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    best = load_checkpoint(out)
+    assert best.step in (2, 4)
+    events = list(fit(tiny_config(synthetic_root, tmp_path / "resumed.pt", max_steps=best.step + 2, resume=str(out))))
+    assert events[0].start_step == best.step and isinstance(events[-1], Done)
+
+
+# ------------------------------------------------------------------------------------------------ many users
+def _rss_mb() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def test_many_classify_calls_leak_no_hooks_and_no_memory(ctx, synthetic_root):
+    images = sorted((synthetic_root / "COVID" / "images").glob("*.png"))
+    model = ctx.classifier("tiny.pt").model
+
+    def burst(n):
+        for i in range(n):
+            classify_tab.classify(ctx, str(images[i % len(images)]), "tiny.pt", "predicted class", 0.45)
+
+    burst(30)  # warm-up: allocator pools and caches settle
+    before = _rss_mb()
+    burst(200)
+    growth = _rss_mb() - before
+    hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules())
+    assert hooks == 0
+    assert growth < 40, f"memory grew by {growth:.0f} MB over 200 requests"
+
+
+def test_checkpoint_names_cannot_reach_outside_the_folder(ctx, tmp_path):
+    outside = tmp_path / "outside.pt"
+    save_checkpoint(outside, build_model(3, "none")[0], ("covid", "normal", "viral"), 64, {}, {})
+    for name in (str(outside), "../outside.pt", "..", ""):
+        with pytest.raises(ValueError):
+            ctx.checkpoint_path(name)
+
+
+def test_load_script_smoke(tmp_path):
+    """tests/loadgen.py end to end with a small class: no errors, memory flat."""
+    proc = subprocess.run([sys.executable, "-m", "tests.loadgen", "--clients", "4", "--requests", "3",
+                           "--memory-requests", "40"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0 errors" in proc.stdout and "p95" in proc.stdout and "server memory" in proc.stdout
+
+
+def test_upload_over_the_size_limit_is_refused(tmp_path, synthetic_root, trained_checkpoint):
+    from gradio_client import Client, handle_file
+
+    from demo.ui import build_app, launch_kwargs
+    from tests.demo_fixtures import free_port, make_context
+
+    context = make_context(synthetic_root, tmp_path / "ck", trained_checkpoint)
+    app = build_app(context)
+    port = free_port()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
+    try:
+        big = tmp_path / "big.png"
+        big.write_bytes(b"\x89PNG" + os.urandom(21 * 2**20))
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        with pytest.raises(Exception):
+            client.predict(handle_file(str(big)), "tiny.pt", "predicted class", 0.5, api_name="/classify")
+        good = synthetic_root / "Normal" / "images" / "Normal-1.png"
+        assert client.predict(handle_file(str(good)), "tiny.pt", "predicted class", 0.5, api_name="/classify")[0]
+    finally:
+        app.close()
