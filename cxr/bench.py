@@ -15,7 +15,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -30,11 +29,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
+from .baseline import run_plain_recipe
 from .data import index_dataset, split_dataset
 from .model import build_model, freeze_layers, set_train_mode
 from .presets import PRESETS, apply_preset
-from .train import Done, Step, fit, resolve_device
-from .transforms import IMAGENET_MEAN, IMAGENET_STD
+from .events import Done, Step
+from .train import fit, resolve_device
 
 SAMPLE = Path(__file__).resolve().parent.parent.parent / "shared" / "cxr-sample"
 
@@ -103,85 +103,6 @@ def compute_only(device: torch.device, image_size: int, batch: int, channels_las
             "images_per_sec": batch / per_step, "gflops": flops * batch / per_step / 1e9}
 
 
-class _RecipeFolder(torch.utils.data.Dataset):
-    """The course's Dataset: open the file, convert to RGB, transform, every single time."""
-
-    def __init__(self, files, labels, transform):
-        self.files, self.labels, self.transform = files, labels, transform
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i):
-        return self.transform(Image.open(self.files[i]).convert("RGB")), self.labels[i]
-
-
-def run_plain_recipe(data: str, images: int, weights: str, seed: int, device: torch.device) -> dict:
-    """The plain recipe as the course writes it, for `images` training images; scored on our test split."""
-    import torchvision.transforms as T
-
-    index = index_dataset(data)
-    split = split_dataset(index, seed=seed)
-    # The baseline re-declares its transforms on purpose: it is the code we compare against.
-    norm = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
-    train_tf = T.Compose([T.Resize((224, 224)), T.RandomHorizontalFlip(), T.ToTensor(), norm])
-    test_tf = T.Compose([T.Resize((224, 224)), T.ToTensor(), norm])
-
-    def folder(ids, tf):
-        return _RecipeFolder([index.files[i] for i in ids], [index.labels[i] for i in ids], tf)
-
-    torch.manual_seed(seed)
-    loader = torch.utils.data.DataLoader(folder(split.train, train_tf), batch_size=6, shuffle=True)
-    val_loader = torch.utils.data.DataLoader(folder(split.val, test_tf), batch_size=6)
-    test_loader = torch.utils.data.DataLoader(folder(split.test, test_tf), batch_size=6)
-    model, _ = build_model(3, weights)
-    model.to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-5)
-
-    def accuracy(dl) -> float:
-        model.eval()
-        correct = total = 0
-        with torch.no_grad():
-            for x, y in dl:
-                correct += int((model(x.to(device)).argmax(1).cpu() == y).sum())
-                total += len(y)
-        model.train()
-        return correct / total
-
-    seen = step = 0
-    t_data = t_eval = 0.0
-    marks: list[tuple[float, int]] = []
-    start = time.perf_counter()
-    model.train()
-    while seen < images:
-        it = iter(loader)
-        while seen < images:
-            t = time.perf_counter()
-            try:
-                x, y = next(it)
-            except StopIteration:
-                break
-            t_data += time.perf_counter() - t
-            loss = F.cross_entropy(model(x.to(device)), y.to(device))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            seen, step = seen + len(y), step + 1
-            marks.append((time.perf_counter(), seen))
-            if step % 20 == 0:
-                t = time.perf_counter()
-                accuracy(val_loader)
-                t_eval += time.perf_counter() - t
-    _sync(device)
-    total = time.perf_counter() - start
-    return {"images": seen, "steps": step, "seconds": total, "seconds_eval": t_eval, "seconds_data": t_data,
-            "steady_images_per_sec": _steady(marks),
-            "train_images_per_sec": seen / (total - t_eval), "test_accuracy": accuracy(test_loader),
-            "image_size": 224, "freeze": "none", "bf16": False,
-            "peak_memory_mb": (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
-                               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
-
-
 def _steady(marks: list[tuple[float, int]]) -> float:
     """Images/s over the second half of a run (evaluations included): what a long run settles at, once one-time
     costs (first decoding, cuDNN autotuning, lazy kernel loading) are behind it."""
@@ -203,7 +124,7 @@ def run_preset(name: str, data: str, images: int, weights: str, seed: int, devic
             elif isinstance(ev, Done):
                 done = ev
     return {"images": done.steps * cfg.batch_size, "steps": done.steps, "seconds": done.seconds,
-            "steady_images_per_sec": _steady(marks),
+            "marks": marks,
             "seconds_eval": done.seconds_eval, "seconds_data": done.seconds_data,
             "train_images_per_sec": done.train_images_per_sec, "test_accuracy": done.test_accuracy,
             "image_size": cfg.image_size, "freeze": cfg.freeze, "peak_memory_mb": done.peak_memory_mb,
@@ -256,9 +177,10 @@ def latency(data: str, device: torch.device, image_size: int, count: int, reps: 
 
 def _worker(spec: dict) -> dict:
     device = torch.device(spec["device"])
-    if spec["kind"] == "plain":
-        return run_plain_recipe(spec["data"], spec["images"], spec["weights"], spec["seed"], device)
-    return run_preset(spec["kind"], spec["data"], spec["images"], spec["weights"], spec["seed"], device)
+    run = run_plain_recipe if spec["kind"] == "plain" else lambda *a: run_preset(spec["kind"], *a)
+    result = run(spec["data"], spec["images"], spec["weights"], spec["seed"], device)
+    result["steady_images_per_sec"] = _steady(result.pop("marks"))
+    return result
 
 
 def _in_subprocess(spec: dict) -> dict:

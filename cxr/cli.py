@@ -69,7 +69,8 @@ def _train_config(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import Done, Evaluated, Note, Started, Step, fit
+    from .events import Done, Evaluated, Note, Started, Step
+    from .train import fit
 
     cfg = _train_config(args)
     bar = None

@@ -21,7 +21,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Protocol
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import DEFAULT_CLASSES, ImageCache, index_dataset, iterate_batches, parse_classes, split_dataset
 from .evaluate import classification_report, evaluate
+from .events import Done, Evaluated, Event, Note, Started, Step, StopFlag
 from .model import FREEZE_LEVELS, build_model, count_parameters, freeze_layers, set_train_mode
 from .transforms import AugmentConfig, to_model_input
 
@@ -87,88 +88,6 @@ class TrainConfig:
         parse_classes(self.classes)
 
 
-class StopFlag(Protocol):
-    def is_set(self) -> bool: ...
-
-
-@dataclass
-class Event:
-    event: ClassVar[str] = "event"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"event": self.event, **asdict(self)}
-
-
-@dataclass
-class Started(Event):
-    event: ClassVar[str] = "start"
-    classes: list[str]
-    counts: dict[str, int]  # images per class found on disk
-    split: dict[str, int]  # train / val / test sizes
-    layout: str
-    synthetic: bool
-    device: str
-    weights: str  # where the starting weights came from
-    trainable_params: int
-    total_steps: int
-    start_step: int
-
-
-@dataclass
-class Step(Event):
-    event: ClassVar[str] = "step"
-    step: int
-    epoch: int
-    total_steps: int
-    train_loss: float
-    train_images_per_sec: float
-    eta_s: float
-
-
-@dataclass
-class Evaluated(Event):
-    event: ClassVar[str] = "eval"
-    step: int
-    epoch: int
-    total_steps: int
-    train_loss: float  # mean over the steps since the previous evaluation
-    train_accuracy: float  # on the augmented training batches since the previous evaluation
-    val_loss: float
-    val_accuracy: float
-    train_images_per_sec: float
-    eta_s: float
-    is_best: bool
-    checkpoint: str  # the best checkpoint so far
-
-
-@dataclass
-class Note(Event):
-    event: ClassVar[str] = "warning"
-    message: str
-
-
-@dataclass
-class Done(Event):
-    event: ClassVar[str] = "done"
-    steps: int
-    epochs: float
-    reason: str  # "target", "epochs", "max_steps" or "stopped"
-    train_images_per_sec: float
-    best_val_accuracy: float
-    test_accuracy: float
-    test_loss: float
-    test_report: dict[str, Any]  # see cxr.evaluate.classification_report
-    checkpoint: str  # best weights, scored on the test set
-    last_checkpoint: str
-    seconds: float  # wall time of the training loop: steps, validation and checkpoint writes
-    seconds_data: float  # reading, decoding and augmenting batches
-    seconds_eval: float  # validation during training
-    seconds_checkpoint: float  # writing checkpoints during training
-    seconds_test: float  # the final test evaluation, after the loop
-    peak_memory_mb: float
-    skipped_files: list[str]
-
-
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -186,6 +105,23 @@ def _peak_memory_mb(device: torch.device) -> float:
 def _checkpoint_paths(cfg: TrainConfig) -> tuple[Path, Path]:
     best = Path(cfg.out) if cfg.out else Path("checkpoints") / f"resnet18-{time.strftime('%Y%m%d-%H%M%S')}.pt"
     return best, best.with_name(best.stem + "-last.pt")
+
+
+def train_step(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+    amp_dtype: torch.dtype | None = None,
+) -> tuple[float, float]:
+    """One optimisation step on a batch; returns (loss, number of correct predictions)."""
+    with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        logits = model(x)
+    loss = F.cross_entropy(logits.float(), y)
+    # The three lines every PyTorch loop has: clear old gradients, backpropagate, update the weights.
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    # One read-back per step (it also waits for the GPU, so the caller's timings are true).
+    loss_value, correct = torch.stack([loss.detach(), (logits.argmax(1) == y).sum().float()]).tolist()
+    return loss_value, correct
 
 
 def _shuffled_batches(ids: tuple[int, ...], batch_size: int, gen: torch.Generator) -> Iterator[list[int]]:
@@ -286,15 +222,7 @@ def fit(cfg: TrainConfig, stop: StopFlag | None = None) -> Iterator[Event]:
             x = to_model_input(images.to(device, non_blocking=True), cfg.augment, gen)
             x = x.contiguous(memory_format=memory_format)
             t1 = time.perf_counter()
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits = model(x)
-            loss = F.cross_entropy(logits.float(), y)
-            # The three lines every PyTorch loop has: clear old gradients, backpropagate, update the weights.
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            # One read-back per step (it also waits for the GPU, so the timings below are true).
-            loss_value, correct = torch.stack([loss.detach(), (logits.argmax(1) == y).sum().float()]).tolist()
+            loss_value, correct = train_step(model, optimizer, x, y, amp_dtype)
             t_data += t1 - t0
             t_train += time.perf_counter() - t0
             step += 1

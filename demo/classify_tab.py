@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+
 import gradio as gr
 import numpy as np
 
@@ -53,19 +54,20 @@ def classify(ctx: AppContext, file: str | None, checkpoint: str | None, target: 
         log.exception("classify failed")
         raise gr.Error("Something went wrong while classifying this image. Please try another one.") from None
     image = np.asarray(pred.image)
+    heat = np.round(pred.heatmap * 255).astype(np.uint8)  # kept per visitor for the slider: 8 bits are plenty
     probs = {display_name(k): v for k, v in pred.probabilities.items()}
-    shown = overlay(image, pred.heatmap, alpha)
+    shown = overlay(image, heat / 255.0, alpha)
     caption = f"Grad-CAM for **{display_name(pred.target)}**" + (" (synthetic model)" if clf.checkpoint.synthetic else "")
     targets = gr.update(choices=[PREDICTED] + [(display_name(k), k) for k in clf.classes])
-    return probs, shown, caption, (image, pred.heatmap), targets
+    return probs, shown, caption, (image, heat), targets
 
 
 def reblend(state, alpha: float):
     """Redraw the overlay at a new opacity without running the model again."""
     if not state:
         return gr.skip()
-    image, heatmap = state
-    return overlay(np.asarray(image, dtype=np.uint8), np.asarray(heatmap, dtype=np.float32), alpha)
+    image, heat = state
+    return overlay(np.asarray(image, dtype=np.uint8), np.asarray(heat, dtype=np.float32) / 255.0, alpha)
 
 
 def example_ids(ctx: AppContext) -> list[int]:
@@ -109,9 +111,9 @@ def build(ctx: AppContext) -> dict[str, gr.components.Component]:
         with gr.Column(scale=1):
             shown = gr.Image(label="Grad-CAM overlay", type="numpy", elem_id="overlay", height=420, interactive=False)
             caption = gr.Markdown(elem_id="cam_caption")
-    gr.Markdown("**Examples from the test set** (click one to classify it):")
-    examples = gr.Gallery(example_gallery(ctx), columns=6, height=200, allow_preview=False, elem_id="examples")
-    state = gr.State(None)
+    examples = gr.Gallery(example_gallery(ctx), label="Examples from the test set: click one to classify it",
+                          columns=6, height=200, allow_preview=False, elem_id="examples")
+    state = gr.State(None, time_to_live=1800)  # the last image and heatmap, for redrawing at a new opacity
     known = gr.State(names)
 
     outputs = [probs, shown, caption, state, target]

@@ -97,10 +97,11 @@ def build(ctx: AppContext) -> None:
     aug_box = gr.CheckboxGroup(choices=[(AUG_LABELS[n], n) for n in AugmentConfig.names()],
                                value=list(AugmentConfig.names()), label="Augmentations", elem_id="aug_box")
     batch_btn = gr.Button("New random batch", variant="primary", elem_id="batch_btn")
-    batch_ids = gr.State([])
-    gallery = gr.Gallery(label="Augmented training samples (click one to see its variants)", columns=6, height=330,
-                         elem_id="samples_gallery", allow_preview=False)
-    compare = gr.Gallery(label="Original and augmented versions", columns=VARIANTS + 1, height=220,
+    first, first_ids, first_variants = new_batch(ctx, list(AugmentConfig.names()))  # so the page opens with pictures
+    batch_ids = gr.State(first_ids)
+    gallery = gr.Gallery(first, label="Augmented training samples (click one to see its variants)", columns=6,
+                         height=330, elem_id="samples_gallery", allow_preview=False)
+    compare = gr.Gallery(first_variants, label="Original and augmented versions", columns=VARIANTS + 1, height=220,
                          elem_id="variants_gallery", allow_preview=False)
     batch_btn.click(ctx.bind(new_batch), [aug_box], [gallery, batch_ids, compare], api_name="new_batch")
     aug_box.change(ctx.bind(variants), [batch_ids, aug_box], [compare], api_name=False)

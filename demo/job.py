@@ -15,7 +15,8 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator
 
-from cxr.train import Done, Evaluated, Event, Note, Started, Step, TrainConfig, fit
+from cxr.events import Done, Evaluated, Event, Note, Started, Step
+from cxr.train import TrainConfig, fit
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from cxr.data import display_name
 from cxr.model import FREEZE_LEVELS
-from cxr.presets import DESCRIPTIONS, PRESETS, apply_preset, default_preset
+from cxr.presets import DESCRIPTIONS, apply_preset, default_preset
 from cxr.train import TrainConfig
 from cxr.transforms import AugmentConfig
 

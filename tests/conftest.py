@@ -13,11 +13,13 @@ import pytest
 import torch
 
 from cxr.synthetic import make_synthetic
-from cxr.train import Done, TrainConfig, fit
+from cxr.events import Done
+from cxr.train import TrainConfig, fit
 from cxr.transforms import AugmentConfig
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # tests never phone home
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+pytest_plugins = ["tests.demo_fixtures"]  # the app fixtures: ctx, server
 SAMPLE = Path(__file__).resolve().parent.parent.parent / "shared" / "cxr-sample"
 
 

@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.demo_fixtures import server  # noqa: F401  (fixture)
-
 CHROMIUM = os.environ.get("CXR_CHROMIUM", "/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -9,12 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxr.train import Done, Evaluated, Started, Step
+from cxr.events import Done, Evaluated, Started, Step
 from demo import classify_tab, data_tab, train_tab
 from demo.context import resolve_settings
-from demo.job import JobBusy, TrainingJob
+from demo.job import TrainingJob
 from tests import imagefiles
-from tests.demo_fixtures import ctx, make_context  # noqa: F401  (fixture)
 
 
 # ---------------------------------------------------------------------------------------------- data tab

@@ -5,8 +5,6 @@ import time
 import pytest
 from gradio_client import Client, handle_file
 
-from tests.demo_fixtures import server  # noqa: F401  (fixture)
-
 
 @pytest.fixture(scope="module")
 def client(server):

@@ -7,7 +7,8 @@ from PIL import Image
 from cxr.checkpoint import load_checkpoint
 from cxr.explain import overlay
 from cxr.predict import Classifier
-from cxr.train import Done, fit
+from cxr.events import Done
+from cxr.train import fit
 from tests import imagefiles
 from tests.conftest import tiny_config
 

@@ -9,20 +9,18 @@ import sys
 import time
 from pathlib import Path
 
-import gradio as gr
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import cxr.train
 from cxr.checkpoint import load_checkpoint, save_checkpoint
 from cxr.model import build_model
-from cxr.train import Done, Step, fit
+from cxr.events import Done, Step
+from cxr.train import fit
 from demo import classify_tab
 from tests import imagefiles
 from tests.conftest import tiny_config
-from tests.demo_fixtures import ctx  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 

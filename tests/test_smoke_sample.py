@@ -8,7 +8,8 @@ import pytest
 from cxr.cli import main
 from cxr.data import index_dataset, split_dataset
 from cxr.predict import Classifier
-from cxr.train import Done, fit
+from cxr.events import Done
+from cxr.train import fit
 from tests.conftest import SAMPLE, tiny_config
 
 pytestmark = pytest.mark.skipif(not SAMPLE.is_dir(), reason=f"real sample not found at {SAMPLE}")

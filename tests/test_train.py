@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from cxr.checkpoint import load_checkpoint
-from cxr.train import Done, Evaluated, Note, Started, Step, TrainConfig, fit
+from cxr.events import Done, Evaluated, Note, Started, Step
+from cxr.train import TrainConfig, fit
 from tests.conftest import tiny_config
 
 
