@@ -200,6 +200,7 @@ def test_load_script_smoke(tmp_path):
 
 
 def test_upload_over_the_size_limit_is_refused(tmp_path, synthetic_root, trained_checkpoint):
+    import httpx
     from gradio_client import Client, handle_file
 
     from demo.ui import build_app, launch_kwargs
@@ -212,9 +213,13 @@ def test_upload_over_the_size_limit_is_refused(tmp_path, synthetic_root, trained
     try:
         big = tmp_path / "big.png"
         big.write_bytes(b"\x89PNG" + os.urandom(21 * 2**20))
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        with pytest.raises(Exception):
+        url = f"http://127.0.0.1:{port}/"
+        client = Client(url, verbose=False)
+        with pytest.raises(ValueError, match="maximum file size"):  # the client reads the limit from the app
             client.predict(handle_file(str(big)), "tiny.pt", "predicted class", 0.5, api_name="/classify")
+        with big.open("rb") as f:  # and a caller that ignores it is refused by the server before anything is kept
+            r = httpx.post(url + "gradio_api/upload", files={"files": ("big.png", f, "image/png")}, timeout=60)
+        assert r.status_code == 413 and "maximum allowed size" in r.text
         good = synthetic_root / "Normal" / "images" / "Normal-1.png"
         assert client.predict(handle_file(str(good)), "tiny.pt", "predicted class", 0.5, api_name="/classify")[0]
     finally:
