@@ -17,6 +17,8 @@ CSS = """
 #notice { border-left: 6px solid #d97706; padding: 4px 12px; background: rgba(217,119,6,0.08); }
 #banner { border-left: 6px solid #2563eb; padding: 4px 12px; background: rgba(37,99,235,0.08); }
 #train_status progress { height: 14px; margin-top: 6px; }
+/* Fill the overlay box whatever the upload's size: a 299-px X-ray must read on a projector. */
+#overlay img { width: 100%; height: 100%; object-fit: contain; }
 """
 MAX_UPLOAD = "20mb"  # an X-ray PNG is 0.1 to 5 MB; a DICOM up to ~20 MB
 

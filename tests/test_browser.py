@@ -6,12 +6,15 @@ artifacts/screenshots/ (git-ignored) for a person to look at.
 """
 
 import base64
+import io
 import os
 import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 CHROMIUM = os.environ.get("CXR_CHROMIUM", "/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
@@ -63,8 +66,13 @@ def test_browse_augmented_samples(page):
     expect(page.locator("#samples_gallery img")).to_have_count(12)
     expect(page.locator("#variants_gallery img")).to_have_count(6)
     expect(page.locator("#samples_gallery")).to_contain_text("(synthetic)")
-    page.locator("#samples_gallery img").nth(4).click()  # its original and variants replace the first one's
-    expect(page.locator("#variants_gallery")).to_contain_text("original")
+    captions = [c.strip() for c in page.locator("#samples_gallery .caption-label").all_inner_texts()]
+    assert len(captions) == 12 and all(captions), captions
+    expect(page.locator("#variants_gallery")).to_contain_text(f"original: {captions[0]}")
+    k = next((n for n, c in enumerate(captions) if c != captions[0]), 4)  # another class, so the change shows
+    page.locator("#samples_gallery img").nth(k).click()  # its original and variants replace the first one's
+    expect(page.locator("#variants_gallery")).to_contain_text(f"original: {captions[k]}")
+    expect(page.locator("#variants_gallery img")).to_have_count(6)
     page.screenshot(path=str(SHOTS / "data.png"), full_page=True)
 
 
@@ -107,4 +115,9 @@ def test_drag_an_xray_into_classify_and_see_label_and_overlay(page, synthetic_ro
     expect(probs).to_contain_text("Viral Pneumonia")
     expect(page.locator("#overlay img")).to_have_count(1)
     expect(page.locator("#cam_caption")).to_contain_text("Grad-CAM for")
+    # A small upload (this one is 96 px) is drawn to fill the overlay box, so a projector shows it: most of the
+    # box's pixels are the image, not the light background around it.
+    shot = Image.open(io.BytesIO(page.locator("#overlay").screenshot())).convert("L")
+    covered = (np.asarray(shot) < 200).mean()
+    assert covered > 0.3, f"the overlay covers only {covered:.0%} of its box"
     page.screenshot(path=str(SHOTS / "classify.png"), full_page=True)
