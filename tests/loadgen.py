@@ -43,6 +43,12 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _wait_http(url: str, timeout: float = 120) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -130,10 +136,15 @@ def main(argv: list[str] | None = None) -> int:
             client.predict(*SETTINGS_LONG, api_name="/start_training")
             time.sleep(3)
             print("a training run is going while the class classifies")
+        cpu0 = (_cpu_seconds(server.pid) if server else float("nan"), time.process_time())
         load = classify_load(url, images, checkpoint, args.clients, args.requests)
         print(f"{load['requests']} classify requests from {args.clients} clients in {load['seconds']:.1f} s: "
               f"{load['errors']} errors; latency p50 {load['p50_ms']:.0f} ms, p95 {load['p95_ms']:.0f} ms, "
               f"max {load['max_ms']:.0f} ms")
+        if server is not None:  # clients and server share this machine's cores: say who used them
+            per = lambda a, b: (b - a) / load["requests"] * 1000  # noqa: E731
+            print(f"CPU time per request on this machine: server {per(cpu0[0], _cpu_seconds(server.pid)):.0f} ms "
+                  f"(training included), the load clients {per(cpu0[1], time.process_time()):.0f} ms")
         for e in load["first_errors"]:
             print("  error:", e)
         growth = 0.0
