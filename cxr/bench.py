@@ -106,8 +106,10 @@ def compute_only(device: torch.device, image_size: int, batch: int, channels_las
 def _steady(marks: list[tuple[float, int]]) -> float:
     """Images/s over the second half of a run (evaluations included): what a long run settles at, once one-time
     costs (first decoding, cuDNN autotuning, lazy kernel loading) are behind it."""
+    if len(marks) < 2:
+        return math.nan  # one step has no rate of its own: the table says nan rather than 0
     (t0, n0), (t1, n1) = marks[len(marks) // 2 if len(marks) >= 4 else 0], marks[-1]
-    return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+    return (n1 - n0) / (t1 - t0) if t1 > t0 else math.nan
 
 
 def run_preset(name: str, data: str, images: int, weights: str, seed: int, device: torch.device) -> dict:
@@ -129,6 +131,25 @@ def run_preset(name: str, data: str, images: int, weights: str, seed: int, devic
             "train_images_per_sec": done.train_images_per_sec, "test_accuracy": done.test_accuracy,
             "image_size": cfg.image_size, "freeze": cfg.freeze, "peak_memory_mb": done.peak_memory_mb,
             "bf16": cfg.amp and device.type == "cuda"}
+
+
+def summarise(per_seed: list[dict]) -> dict:
+    """One row of the table from a run's seeds: means, per-seed accuracy, worst peak memory, shares and FLOP/s."""
+    r = {k: statistics.mean(x[k] for x in per_seed) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+         for k, v in per_seed[0].items()}
+    r["test_accuracy_per_seed"] = [x["test_accuracy"] for x in per_seed]
+    r["peak_memory_mb"] = max(x["peak_memory_mb"] for x in per_seed)
+    r["images_per_sec"] = r["images"] / r["seconds"]
+    r["eval_share"], r["data_share"] = r["seconds_eval"] / r["seconds"], r["seconds_data"] / r["seconds"]
+    r["gflop_per_image"] = train_flops_per_image(r["image_size"], r["freeze"]) / 1e9
+    r["train_gflops"] = r["steady_images_per_sec"] * r["gflop_per_image"]  # conservative: evaluations included
+    return r
+
+
+def p50_p95(values: list[float]) -> dict[str, float]:
+    """Median and 95th percentile of a list of timings, in its own unit (the CLI and the latency table use it)."""
+    ordered = sorted(values)
+    return {"p50_ms": statistics.median(ordered), "p95_ms": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]}
 
 
 def latency(data: str, device: torch.device, image_size: int, count: int, reps: int) -> dict:
@@ -168,8 +189,7 @@ def latency(data: str, device: torch.device, image_size: int, count: int, reps: 
                     timings[name].append((time.perf_counter() - t) * 1000)
     out = {"image_size": image_size}
     for name, ts in timings.items():
-        ts.sort()
-        out[name] = {"p50_ms": statistics.median(ts), "p95_ms": ts[min(len(ts) - 1, int(0.95 * len(ts)))]}
+        out[name] = p50_p95(ts)
     out["gradcam_over_forward"] = out["gradcam"]["p50_ms"] / out["forward"]["p50_ms"]
     out["predict_gradcam_over_predict"] = out["predict_gradcam"]["p50_ms"] / out["predict"]["p50_ms"]
     return out
@@ -269,7 +289,11 @@ def main(argv: list[str] | None = None) -> int:
         elif name == "plain" or name in PRESETS:
             names.append(name)
         else:
-            raise ValueError(f"unknown run {name!r}; use plain, auto or one of {', '.join(PRESETS)}")
+            p.error(f"unknown run {name!r}; use plain, auto or one of {', '.join(PRESETS)}")
+    try:
+        index_dataset(data)  # a bad folder ends here with one sentence, not in the first worker
+    except ValueError as e:
+        p.error(str(e))
     if "plain" in names:
         names.remove("plain")
     names = ["plain"] + names  # the baseline always runs, first
@@ -289,15 +313,7 @@ def main(argv: list[str] | None = None) -> int:
             spec = {"kind": name, "data": data, "images": args.images, "weights": args.weights, "seed": seed,
                     "device": str(device)}
             per_seed.append(_in_subprocess(spec))
-        r = {k: statistics.mean(x[k] for x in per_seed) if isinstance(v, (int, float)) else v
-             for k, v in per_seed[0].items()}
-        r["test_accuracy_per_seed"] = [x["test_accuracy"] for x in per_seed]
-        r["peak_memory_mb"] = max(x["peak_memory_mb"] for x in per_seed)
-        r["images_per_sec"] = r["images"] / r["seconds"]
-        r["eval_share"], r["data_share"] = r["seconds_eval"] / r["seconds"], r["seconds_data"] / r["seconds"]
-        r["gflop_per_image"] = train_flops_per_image(r["image_size"], r["freeze"]) / 1e9
-        r["train_gflops"] = r["steady_images_per_sec"] * r["gflop_per_image"]  # conservative: evaluations included
-        result["runs"]["plain recipe" if name == "plain" else name] = r
+        result["runs"]["plain recipe" if name == "plain" else name] = summarise(per_seed)
     print("compute only ...", file=sys.stderr, flush=True)
     cuda = device.type == "cuda"
     sweep = [(224, 256, True, True), (224, 256, False, True), (224, 64, True, False)] if cuda else \

@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import time
 import warnings
 from dataclasses import fields, replace
 from pathlib import Path
@@ -154,10 +155,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     cam_dir = Path(args.cam_dir) if args.cam_dir else None
     if cam_dir:
         cam_dir.mkdir(parents=True, exist_ok=True)
-    failed = 0
+    failed, times = 0, []
     for file in args.images:
         try:
+            t0 = time.perf_counter()
             pred = clf.predict(file, explain=cam_dir is not None, target=args.target)
+            times.append(time.perf_counter() - t0)
         except ValueError as e:
             failed += 1
             if args.json:
@@ -165,7 +168,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             else:
                 print(f"{file}: error: {e}", file=sys.stderr)
             continue
-        out: dict[str, Any] = {"file": file, "label": pred.label, "probabilities": pred.probabilities}
+        out: dict[str, Any] = {"file": file, "label": pred.label, "probabilities": pred.probabilities,
+                               "ms": round(times[-1] * 1000, 2)}
         if cam_dir is not None:
             cam_path = cam_dir / f"{Path(file).stem}_gradcam_{pred.target}.png"
             Image.fromarray(overlay(pred.image, pred.heatmap, args.alpha, args.colormap)).save(cam_path)
@@ -175,6 +179,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
         else:
             probs = "  ".join(f"{display_name(k)} {v:.1%}" for k, v in pred.probabilities.items())
             print(f"{file}: {display_name(pred.label)}   ({probs})" + (f"   cam: {out['cam']}" if cam_dir else ""))
+    if times:  # on stderr, so --json output stays one object per image
+        from .bench import p50_p95
+
+        lat, work = p50_p95([t * 1000 for t in times]), "read + predict" + (" + Grad-CAM" if cam_dir else "")
+        print(f"{len(times)} images on {clf.device}: {work} {lat['p50_ms']:.1f} ms p50, {lat['p95_ms']:.1f} ms p95 "
+              "per image (the first includes warm-up)", file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -64,8 +64,9 @@ def test_predict_json_and_gradcam_files(trained_checkpoint, synthetic_root, tmp_
     for row in rows[:2]:
         assert row["label"] in ("covid", "normal", "viral")
         assert sum(row["probabilities"].values()) == pytest.approx(1, abs=1e-5)
-        assert Path(row["cam"]).exists()
+        assert Path(row["cam"]).exists() and row["ms"] > 0
     assert "not an image" in rows[2]["error"]
+    assert "2 images on cpu: read + predict + Grad-CAM" in proc.stderr and "ms p95" in proc.stderr
 
 
 def test_make_synthetic_writes_the_kaggle_layout(tmp_path, capsys):

@@ -1,0 +1,91 @@
+"""The benchmark's parts on tiny inputs: FLOP counting, the peak, steady-state rate, percentiles, one short run of
+the plain recipe and of a preset, latency, and the table built from them. The figures themselves come from
+`python -m cxr bench` (see README), never from a timed test."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from cxr import bench
+from cxr.synthetic import make_synthetic
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def bench_data(tmp_path_factory):
+    # The plain recipe splits as the course does (30 test and 30 validation images per class), so it needs more
+    # images than the shared tiny set has.
+    return str(make_synthetic(tmp_path_factory.mktemp("bench"), per_class=64, size=64, seed=1,
+                              classes=("covid", "normal", "viral")))
+
+
+def test_training_flops_match_resnet18s_published_cost():
+    # 1.82 GMAC forward at 224 px; a training step costs about three forwards (backward is two).
+    flops = bench.train_flops_per_image(224)
+    assert flops == pytest.approx(3 * 2 * 1.82e9, rel=0.05)
+    assert bench.train_flops_per_image(128) == pytest.approx(flops * (128 / 224) ** 2, rel=0.05)
+    assert bench.train_flops_per_image(224, "layer1") < 0.9 * flops  # frozen layers need no weight gradients
+
+
+def test_matmul_peak_is_a_positive_rate():
+    assert 0.1 < bench.matmul_peak(CPU, n=256, reps=2) < 1e6
+
+
+def test_steady_rate_ignores_the_first_half_of_a_run():
+    marks = [(0.0, 0), (10.0, 10), (11.0, 20), (12.0, 30), (13.0, 40)]  # a slow first step, then 10 images/s
+    assert bench._steady(marks) == pytest.approx(10.0)
+    assert bench._steady([(0.0, 0), (2.0, 10)]) == pytest.approx(5.0)
+    assert math.isnan(bench._steady([(1.0, 16)]))  # one step: no rate, and not a misleading 0
+
+
+def test_percentiles():
+    assert bench.p50_p95([float(v) for v in range(1, 101)]) == {"p50_ms": 50.5, "p95_ms": 96.0}
+    assert bench.p50_p95([3.0]) == {"p50_ms": 3.0, "p95_ms": 3.0}
+
+
+@pytest.mark.parametrize("kind, images", [("plain", 12), ("fast-cpu", 48)])  # 2 and 3 steps
+def test_one_short_run_reports_what_the_table_needs(bench_data, kind, images):
+    r = bench._worker({"kind": kind, "data": bench_data, "images": images, "weights": "none", "seed": 0,
+                       "device": "cpu"})
+    assert r["images"] >= images and r["steps"] >= 2
+    assert 0 <= r["seconds_eval"] < r["seconds"] and 0 <= r["seconds_data"] < r["seconds"]
+    assert 0 <= r["test_accuracy"] <= 1 and r["steady_images_per_sec"] > 0 and r["peak_memory_mb"] > 0
+    assert r["image_size"] == (224 if kind == "plain" else 128)
+
+
+def test_latency_times_every_path(bench_data):
+    lat = bench.latency(bench_data, CPU, 64, count=2, reps=1)
+    for name in ("forward", "gradcam", "predict", "predict_gradcam"):
+        assert 0 < lat[name]["p50_ms"] <= lat[name]["p95_ms"]
+    assert lat["gradcam_over_forward"] > 0
+
+
+def test_summary_and_table(bench_data):
+    seeds = [{"images": 12, "steps": 2, "seconds": 4.0, "seconds_eval": 1.0, "seconds_data": 0.5,
+              "train_images_per_sec": 4.0, "test_accuracy": acc, "image_size": 128, "freeze": "none",
+              "peak_memory_mb": mb, "bf16": False, "steady_images_per_sec": 3.0} for acc, mb in ((0.5, 900), (0.7, 1000))]
+    row = bench.summarise(seeds)
+    assert row["test_accuracy"] == pytest.approx(0.6) and row["test_accuracy_per_seed"] == [0.5, 0.7]
+    assert row["peak_memory_mb"] == 1000 and row["eval_share"] == 0.25 and row["images_per_sec"] == 3.0
+    assert row["train_gflops"] == pytest.approx(3.0 * bench.train_flops_per_image(128) / 1e9)
+    result = {"device": "cpu (2 threads)", "data": bench_data, "images": 12, "weights": "none", "seeds": [0, 1],
+              "matmul_peak_gflops": 100.0, "runs": {"plain recipe": row, "fast-cpu": {**row, "images_per_sec": 9.0}},
+              "compute_only": [bench.compute_only(CPU, 64, 2, False, 1, False)],
+              "latency": [bench.latency(bench_data, CPU, 64, count=1, reps=1)]}
+    text = bench.report(json.loads(json.dumps(result)))
+    lines = text.splitlines()
+    assert any(line.startswith("plain recipe") and "1.00 (1.00)" in line for line in lines)
+    assert any(line.startswith("fast-cpu") and "3.00 (1.00)" in line and "0.600 (0.500, 0.700)" in line for line in lines)
+    assert "compute only" in text and "latency per image" in text
+
+
+def test_bad_arguments_end_with_one_sentence(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--runs", "plain,turbo"])
+    assert e.value.code == 2 and "unknown run 'turbo'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--data", str(tmp_path / "missing")])
+    assert e.value.code == 2 and "does not exist" in capsys.readouterr().err
