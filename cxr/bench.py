@@ -147,7 +147,7 @@ def summarise(per_seed: list[dict]) -> dict:
 
 
 def p50_p95(values: list[float]) -> dict[str, float]:
-    """Median and 95th percentile of a list of timings, in its own unit (the CLI and the latency table use it)."""
+    """Median and 95th percentile of timings in milliseconds (the predict command and the latency table use it)."""
     ordered = sorted(values)
     return {"p50_ms": statistics.median(ordered), "p95_ms": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]}
 
