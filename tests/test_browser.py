@@ -99,7 +99,20 @@ def test_train_see_the_curve_grow_and_stop(page, server):
     second = page.locator("#loss_plot").screenshot()
     assert first != second, "the loss curve did not change between evaluations"
     page.screenshot(path=str(SHOTS / "train-running.png"), full_page=True)
-    page.locator("#stop_btn").click()
+    # A second visitor (a fresh browser context: another student, or the teacher after a refresh) sees the same
+    # run live, cannot start another, and can stop it; the first page sees the stop.
+    other = page.context.browser.new_context(viewport={"width": 1280, "height": 1000})
+    try:
+        second = other.new_page()
+        second.goto(server[0])
+        second.get_by_role("tab", name="Train").click()
+        expect(second.locator("#train_status")).to_contain_text("images/s", timeout=60_000)
+        expect(second.locator("#loss_plot")).to_contain_text("validation loss")
+        expect(second.locator("#start_btn")).to_be_disabled()
+        second.locator("#stop_btn").click()
+        expect(second.locator("#train_status")).to_contain_text("stopped by a user", timeout=120_000)
+    finally:
+        other.close()
     expect(status).to_contain_text("stopped by a user", timeout=120_000)
     expect(page.locator("#test_metrics")).to_be_visible()
     expect(page.locator("#start_btn")).to_be_enabled()
