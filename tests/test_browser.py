@@ -62,7 +62,10 @@ def _drop_file(pg, selector: str, path: Path, mime: str = "image/png") -> None:
 
 def test_browse_augmented_samples(page):
     page.get_by_role("tab", name="Data").click()
+    first = page.locator("#samples_gallery img").first
+    before = first.get_attribute("src")  # the batch the tab opened with
     page.locator("#batch_btn").click()
+    expect(first).not_to_have_attribute("src", before)  # the new batch (and its variants) has landed
     expect(page.locator("#samples_gallery img")).to_have_count(12)
     expect(page.locator("#variants_gallery img")).to_have_count(6)
     expect(page.locator("#samples_gallery")).to_contain_text("(synthetic)")
@@ -134,3 +137,12 @@ def test_drag_an_xray_into_classify_and_see_label_and_overlay(page, synthetic_ro
     covered = (np.asarray(shot) < 200).mean()
     assert covered > 0.3, f"the overlay covers only {covered:.0%} of its box"
     page.screenshot(path=str(SHOTS / "classify.png"), full_page=True)
+
+
+def test_a_file_over_the_upload_limit_is_refused_in_the_page(page, tmp_path):
+    page.reload()  # an empty drop box again
+    page.get_by_role("tab", name="Classify").click()
+    big = tmp_path / "huge-scan.png"
+    big.write_bytes(b"\x89PNG" + os.urandom(21 * 2**20))  # over the 20 MB limit: refused before it is sent
+    _drop_file(page, "#upload button.upload-container", big)
+    expect(page.get_by_text("exceed the maximum allowed size of 20.0 Mb").first).to_be_visible()
