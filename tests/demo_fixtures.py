@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from demo.context import AppContext, AppSettings
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def make_context(data: Path, checkpoints: Path, checkpoint: Path | None = None) -> AppContext:
@@ -22,6 +29,29 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def start_app(args: list[str], env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """`python app.py ARGS` in a process of its own on a free port, as on a Space: the process and its URL."""
+    port = free_port()
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), *args], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc, f"http://127.0.0.1:{port}/"
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    """Return as soon as `url` answers; fail at once if the app exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the app exited with status {proc.returncode} before answering at {url}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"the app did not answer at {url} within {timeout:.0f} s")
 
 
 @pytest.fixture

@@ -15,25 +15,14 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
 SETTINGS_SMALL = ("fast-cpu", 128, 16, 1e-3, 100, 4, 2, 0.99, "none", ["hflip"], "none", 0)
 SETTINGS_LONG = ("fast-cpu", 128, 16, 1e-7, 1000, 0, 5, 0.99, "none", ["hflip"], "none", 0)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _rss_mb(pid: int) -> float:
@@ -47,17 +36,6 @@ def _cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (its threads included)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _wait_http(url: str, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError(f"the app did not answer at {url} within {timeout:.0f} s")
 
 
 def _wait_training(client, timeout: float = 300) -> str:
@@ -111,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     from gradio_client import Client
 
     from cxr.synthetic import make_synthetic
+    from tests.demo_fixtures import start_app, wait_http
 
     tmp = Path(tempfile.mkdtemp(prefix="cxr-load-"))
     data = make_synthetic(tmp / "data", per_class=30, size=256, classes=("covid", "normal", "viral"))
@@ -122,13 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             if not checkpoint:
                 p.error("--url needs --checkpoint")
         else:
-            port = _free_port()
-            env = {**os.environ, "CXR_CHECKPOINTS": str(tmp / "checkpoints"), "GRADIO_SERVER_PORT": str(port),
-                   "GRADIO_ANALYTICS_ENABLED": "False"}
-            server = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--data", str(data)], env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-            url = f"http://127.0.0.1:{port}/"
-            _wait_http(url)
+            server, url = start_app(["--data", str(data)], {"CXR_CHECKPOINTS": str(tmp / "checkpoints")})
+            wait_http(url, server)
             client = Client(url, verbose=False)
             client.predict(*SETTINGS_SMALL, api_name="/start_training")
             print("small model:", _wait_training(client).split(":")[0])

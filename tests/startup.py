@@ -10,35 +10,18 @@ Playwright, as in the browser tests). Close other work first: on two cores the n
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import time
-import urllib.request
-from pathlib import Path
 
-from tests.demo_fixtures import free_port
+from tests.demo_fixtures import start_app, wait_http
 from tests.test_browser import ARGS, CHROMIUM
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def measure(extra: list[str]) -> tuple[float, float]:
-    port = free_port()
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
-    url = f"http://127.0.0.1:{port}/"
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "app.py", *extra], env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, url = start_app(extra)
     try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"app.py {' '.join(extra)} exited with status {proc.returncode}")
-            try:
-                urllib.request.urlopen(url, timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_http(url, proc)
         t_http = time.perf_counter() - t0
         from playwright.sync_api import sync_playwright
 
