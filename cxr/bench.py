@@ -30,13 +30,15 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from .baseline import run_plain_recipe
+from .config import SAMPLE_DATA
+from .measure import p50_p95
 from .data import index_dataset, split_dataset
 from .model import build_model, freeze_layers, set_train_mode
 from .presets import PRESETS, apply_preset
 from .events import Done, Step
 from .train import fit, resolve_device
 
-SAMPLE = Path(__file__).resolve().parent.parent.parent / "shared" / "cxr-sample"
+SAMPLE = SAMPLE_DATA
 
 
 def _sync(device: torch.device) -> None:
@@ -46,16 +48,20 @@ def _sync(device: torch.device) -> None:
 
 def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 4096, reps: int = 5) -> float:
     """GFLOP/s of a large square matmul: the ceiling convolutions are measured against (best of `reps`)."""
+    tf32 = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 here
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    a @ b
-    _sync(device)
-    best = math.inf
-    for _ in range(reps):
-        t = time.perf_counter()
+    try:
+        a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
         a @ b
         _sync(device)
-        best = min(best, time.perf_counter() - t)
+        best = math.inf
+        for _ in range(reps):
+            t = time.perf_counter()
+            a @ b
+            _sync(device)
+            best = min(best, time.perf_counter() - t)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32  # the caller's setting back
     return 2 * n**3 / best / 1e9
 
 
@@ -144,12 +150,6 @@ def summarise(per_seed: list[dict]) -> dict:
     r["gflop_per_image"] = train_flops_per_image(r["image_size"], r["freeze"]) / 1e9
     r["train_gflops"] = r["steady_images_per_sec"] * r["gflop_per_image"]  # conservative: evaluations included
     return r
-
-
-def p50_p95(values: list[float]) -> dict[str, float]:
-    """Median and 95th percentile of timings in milliseconds (the predict command and the latency table use it)."""
-    ordered = sorted(values)
-    return {"p50_ms": statistics.median(ordered), "p95_ms": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]}
 
 
 def latency(data: str, device: torch.device, image_size: int, count: int, reps: int) -> dict:
@@ -258,6 +258,11 @@ def report(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a == "--time-to" or a.startswith("--time-to=") for a in argv):  # the time-to-accuracy benchmark
+        from .speedrun import main as speedrun_main
+
+        return speedrun_main(argv)
     p = argparse.ArgumentParser(prog="python -m cxr bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", help=f"dataset folder (default: {SAMPLE} if present, else synthetic)")
     p.add_argument("--images", type=int, default=1800, help="training images per run (default 1800, ~3 epochs)")
@@ -271,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="bench-results", help="folder for the JSON result")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.images < 1:
+        p.error(f"--images must be at least 1, got {args.images}")
     if args.worker:
         print("RESULT " + json.dumps(_worker(json.loads(args.worker))), flush=True)
         return 0

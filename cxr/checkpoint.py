@@ -27,6 +27,23 @@ from .transforms import IMAGENET_MEAN, IMAGENET_STD
 
 FORMAT = "cxr-checkpoint"
 VERSION = 1
+LAST_SUFFIX = "-last"  # the resumable twin of a best checkpoint: weights and optimiser state
+NAME_FORMAT = "resnet18-%Y%m%d-%H%M%S"  # checkpoints/<this>.pt: sorts by time, says what it is
+
+
+def checkpoint_name(when: float | None = None) -> str:
+    """The file name a new run's best checkpoint gets: resnet18-YYYYmmdd-HHMMSS.pt (local time)."""
+    return time.strftime(NAME_FORMAT, time.localtime(when)) + ".pt"
+
+
+def checkpoint_paths(out: "str | Path" = "", folder: "str | Path" = "checkpoints") -> tuple[Path, Path]:
+    """(best, last) paths for a run: `out` if given, else a new name in `folder`; the last one beside the best."""
+    best = Path(out) if out else Path(folder) / checkpoint_name()
+    return best, best.with_name(best.stem + LAST_SUFFIX + ".pt")
+
+
+def is_last_file(path: "str | Path") -> bool:
+    return Path(path).stem.endswith(LAST_SUFFIX)
 
 
 @dataclass
@@ -95,10 +112,13 @@ def save_checkpoint(
 def read_checkpoint_file(path: "str | Path") -> dict[str, Any]:
     """The raw checkpoint dictionary, refusing anything that is not plain data."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path.name} is a folder, not a checkpoint file: name the .pt file inside it")
     if not path.is_file():
         raise ValueError(f"checkpoint {path.name} does not exist")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        # mmap: tensors stay on disk until used, so reading only the metadata of a large file is cheap.
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as e:
         raise ValueError(f"checkpoint {path.name} was refused: it contains objects other than plain data (possibly code)") from e
     except Exception as e:  # truncated zip, wrong format, ...
@@ -124,6 +144,10 @@ def load_checkpoint(path: "str | Path", device: "str | torch.device" = "cpu") ->
             f"checkpoint {name} does not fit its class list: the head has {head[0]} outputs "
             f"but {len(classes)} classes are named ({', '.join(classes) or 'none'})"
         )
+    bad = [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"checkpoint {name} holds weights that are not numbers (NaN or infinite, in {bad[0]}): "
+                         "its training diverged; train again with a lower learning rate")
     norm = payload.get("normalization", {})
     if norm and (tuple(norm.get("mean", IMAGENET_MEAN)) != IMAGENET_MEAN or tuple(norm.get("std", IMAGENET_STD)) != IMAGENET_STD):
         raise ValueError(f"checkpoint {name} was trained with a normalisation this cxr does not apply ({norm})")
@@ -148,8 +172,74 @@ def load_checkpoint(path: "str | Path", device: "str | torch.device" = "cpu") ->
 
 
 def list_checkpoints(folder: "str | Path") -> list[Path]:
-    """Checkpoint files in `folder`, newest first."""
+    """Best-checkpoint files in `folder` (not their -last twins), newest first."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    return sorted((p for p in folder.glob("*.pt") if p.is_file()), key=lambda p: p.stat().st_mtime, reverse=True)
+    found = [p for p in folder.glob("*.pt") if p.is_file() and not is_last_file(p)]
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What a list of models shows about one file, read without building the model."""
+
+    name: str
+    created: str
+    preset: str
+    classes: tuple[str, ...]
+    image_size: int
+    val_accuracy: float | None
+    test_accuracy: float | None  # None until the run has finished and been tested
+    hide_lungs: str
+    synthetic: bool
+    size_bytes: int
+    mtime: float
+
+    @property
+    def finished(self) -> bool:
+        return self.test_accuracy is not None
+
+
+def read_checkpoint_info(path: "str | Path") -> CheckpointInfo:
+    """The label-worthy facts of a checkpoint (ValueError for a file that is not one)."""
+    path = Path(path)
+    payload = read_checkpoint_file(path)
+    metrics, config, stat = payload.get("metrics") or {}, payload.get("config") or {}, path.stat()
+    return CheckpointInfo(
+        name=path.name, created=str(payload.get("created", "")), preset=str(config.get("preset", "")),
+        classes=tuple(payload.get("classes") or ()), image_size=int(payload.get("image_size", 224)),
+        val_accuracy=metrics.get("val_accuracy"), test_accuracy=metrics.get("test_accuracy"),
+        hide_lungs=str(config.get("hide_lungs", "none")), synthetic=bool(payload.get("synthetic", False)),
+        size_bytes=stat.st_size, mtime=stat.st_mtime,
+    )
+
+
+def remove_orphans(folder: "str | Path") -> list[Path]:
+    """Delete the temporary files of saves that were killed half-way (call at start-up, when no save is running)."""
+    folder = Path(folder)
+    orphans = [p for p in folder.glob(".*.pt.*.tmp") if p.is_file()] if folder.is_dir() else []
+    for p in orphans:
+        p.unlink(missing_ok=True)
+    return orphans
+
+
+def prune_checkpoints(folder: "str | Path", max_bytes: int, keep: "set[str] | frozenset[str]" = frozenset()) -> list[Path]:
+    """Delete the oldest checkpoints (with their -last twins) until the folder holds at most `max_bytes`; files
+    named in `keep` (the running run's, the default model) are never deleted. Returns what was removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    files = sorted((p for p in folder.glob("*.pt") if p.is_file()), key=lambda p: p.stat().st_mtime)
+    total = sum(p.stat().st_size for p in files)
+    removed = []
+    for p in files:  # oldest first
+        if total <= max_bytes:
+            break
+        owner = p.with_name(p.stem[: -len(LAST_SUFFIX)] + ".pt") if is_last_file(p) else p
+        if owner.name in keep:
+            continue
+        total -= p.stat().st_size
+        p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed

@@ -10,13 +10,15 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+from .errors import UserError
+
 KAGGLE_HANDLE = "tawsifurrahman/covid19-radiography-database"
 KAGGLE_URL = f"https://www.kaggle.com/datasets/{KAGGLE_HANDLE}"
 DEFAULT_DEST = Path("data")
 DATASET_FOLDER = "COVID-19_Radiography_Dataset"  # the folder the Kaggle archive unpacks into
 
 
-class DownloadUnavailable(RuntimeError):
+class DownloadUnavailable(UserError):
     """The dataset could not be fetched (no network, no kagglehub, Kaggle refused)."""
 
 

@@ -24,7 +24,7 @@ class EvalResult:
     accuracy: float
     y_true: list[int]
     y_pred: list[int]
-    probabilities: torch.Tensor  # [n, classes], for curves and example pickers
+    probabilities: torch.Tensor  # [n, classes]: what interpretation (top losses, ROC AUC) is derived from
 
     @property
     def count(self) -> int:
@@ -38,8 +38,10 @@ def evaluate(
     device: "str | torch.device" = "cpu",
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
+    tta_flip: bool = False,
 ) -> EvalResult:
-    """Mean cross-entropy and accuracy over uint8 image batches, with no augmentation. Restores train mode."""
+    """Mean cross-entropy and accuracy over uint8 image batches, with no augmentation; with `tta_flip`, each image
+    and its mirror image are both scored and their probabilities averaged. Restores the model's train/eval mode."""
     was_training = model.training
     model.eval()
     total_loss, y_true, y_pred, probs = 0.0, [], [], []
@@ -50,10 +52,10 @@ def evaluate(
                 x = x.contiguous(memory_format=torch.channels_last)
             labels = labels.to(device, non_blocking=True)
             with torch.autocast(device_type=torch.device(device).type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits = model(x)
-            logits = logits.float()
-            total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
-            p = logits.softmax(1)
+                p = model(x).float().softmax(1)
+                if tta_flip:  # test-time augmentation: the mirror image is as valid a view as the original
+                    p = (p + model(x.flip(-1)).float().softmax(1)) / 2
+            total_loss += F.nll_loss(p.clamp_min(1e-12).log(), labels, reduction="sum").item()
             probs.append(p.cpu())
             y_pred += p.argmax(1).tolist()
             y_true += labels.tolist()

@@ -2,7 +2,8 @@
 
 The CLI prints them (a progress bar, or one JSON object per line with `--json`: `to_dict()` plus an "event" key),
 the app plots them, the benchmark times them. The field names are the project's metric names: the same words
-appear in JSON keys, table columns and plot axes.
+appear in JSON keys, table columns and plot axes. Every event is built by keyword (`kw_only`): several fields are
+neighbouring floats, and a swapped pair must fail loudly rather than plot the wrong curve.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ class StopFlag(Protocol):
     def is_set(self) -> bool: ...
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Event:
     event: ClassVar[str] = "event"
 
@@ -23,7 +24,7 @@ class Event:
         return {"event": self.event, **asdict(self)}
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Started(Event):
     event: ClassVar[str] = "start"
     classes: list[str]
@@ -32,13 +33,15 @@ class Started(Event):
     layout: str
     synthetic: bool
     device: str
-    weights: str  # where the starting weights came from
+    weights: str  # where the starting weights came from, in words
+    pretrained: bool  # False when training starts from random weights (much lower accuracy on a small set)
     trainable_params: int
     total_steps: int
     start_step: int
+    checkpoint: str  # where the best weights will be saved
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Step(Event):
     event: ClassVar[str] = "step"
     step: int
@@ -49,7 +52,7 @@ class Step(Event):
     eta_s: float
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Evaluated(Event):
     event: ClassVar[str] = "eval"
     step: int
@@ -65,29 +68,59 @@ class Evaluated(Event):
     checkpoint: str  # the best checkpoint so far
 
 
-@dataclass
+@dataclass(kw_only=True)
+class Attention(Event):
+    """Grad-CAM of a few fixed validation X-rays (one per class) at this evaluation: attention forming."""
+
+    event: ClassVar[str] = "attention"
+    step: int
+    files: list[str]  # relative to the dataset folder
+    classes: list[str]  # the true class of each
+    predicted: list[str]  # what the model called each at this step
+    maps: list[list[list[float]]]  # [image][row][col] in [0, 1], at ATTENTION_GRID x ATTENTION_GRID
+
+    def to_dict(self, maps: bool = True) -> dict[str, Any]:
+        d = super().to_dict()
+        if not maps:
+            d.pop("maps")
+        return d
+
+
+@dataclass(kw_only=True)
 class Note(Event):
     event: ClassVar[str] = "warning"
     message: str
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Done(Event):
     event: ClassVar[str] = "done"
     steps: int
     epochs: float
-    reason: str  # "target", "epochs", "max_steps" or "stopped"
+    reason: str  # see REASONS
     train_images_per_sec: float
     best_val_accuracy: float
+    best_step: int  # the step whose weights were kept and tested
     test_accuracy: float
     test_loss: float
     test_report: dict[str, Any]  # see cxr.evaluate.classification_report
-    checkpoint: str  # best weights, scored on the test set
-    last_checkpoint: str
+    checkpoint: str  # best weights, scored on the test set ("" when the run ended before its first evaluation)
+    last_checkpoint: str  # weights and optimiser state for --resume, kept only when the run did not end normally
     seconds: float  # wall time of the training loop: steps, validation and checkpoint writes
     seconds_data: float  # reading, decoding and augmenting batches
     seconds_eval: float  # validation during training
+    seconds_attention: float  # re-explaining the attention images at each evaluation
     seconds_checkpoint: float  # writing checkpoints during training
     seconds_test: float  # the final test evaluation, after the loop
     peak_memory_mb: float
     skipped_files: list[str]
+
+
+# Why a run ended, in words for the status line and the CLI.
+REASONS = {
+    "target": "reached the target accuracy",
+    "epochs": "ran all its epochs",
+    "max_steps": "reached the step limit",
+    "time_budget": "used its time budget",
+    "stopped": "stopped by a user",
+}

@@ -17,6 +17,8 @@ import torchvision
 from torch import nn
 from torchvision.models import ResNet18_Weights
 
+from .errors import UserError
+
 ARCH = "resnet18"
 # Stages of ResNet18 in forward order; freezing "layer2" freezes the stem, layer1 and layer2.
 FREEZE_LEVELS = ("none", "stem", "layer1", "layer2", "layer3")
@@ -25,7 +27,7 @@ IMAGENET_URL = ResNet18_Weights.IMAGENET1K_V1.url
 IMAGENET_FILE = os.path.basename(IMAGENET_URL)  # resnet18-f37072fd.pth
 
 
-class WeightsUnavailable(ValueError):
+class WeightsUnavailable(UserError):
     """ImageNet weights could not be found in the cache nor downloaded."""
 
 
@@ -65,11 +67,21 @@ def _load_state_dict_file(path: "str | Path") -> dict[str, torch.Tensor]:
     return state
 
 
-def build_model(num_classes: int, weights: str = "none") -> tuple[nn.Module, str]:
+RANDOM_FALLBACK = "random initialisation: "  # how `source` begins when "auto" could not get ImageNet weights
+
+
+def is_random_fallback(source: str) -> bool:
+    """Did `build_model(weights="auto")` fall back to random weights? (Its `source` sentence says so.)"""
+    return source.startswith(RANDOM_FALLBACK)
+
+
+def build_model(num_classes: int, weights: str = "none", quiet_fallback: bool = False) -> tuple[nn.Module, str]:
     """ResNet18 with a fresh `num_classes`-way `fc`, and a sentence saying where its weights came from.
 
     weights: "imagenet" (cache, else download, else WeightsUnavailable), "none" (random), "auto" (imagenet when it
-    can be had, else random with a warning), or a path to a state-dict file.
+    can be had, else random with a warning), or a path to a state-dict file. With `quiet_fallback` the fallback is
+    not warned about (the caller reads `is_random_fallback(source)` and tells the user itself: `warnings` is
+    process-global state and not safe to capture from a training thread).
     """
     if num_classes < 2:
         raise ValueError(f"need at least 2 classes, got {num_classes}")
@@ -82,8 +94,9 @@ def build_model(num_classes: int, weights: str = "none") -> tuple[nn.Module, str
         except WeightsUnavailable as e:
             if weights == "imagenet":
                 raise
-            source = f"random initialisation: {e}. Accuracy will be much lower and training slower without them"
-            warnings.warn(source, stacklevel=2)
+            source = f"{RANDOM_FALLBACK}{e}. Accuracy will be much lower and training slower without them"
+            if not quiet_fallback:
+                warnings.warn(source, stacklevel=2)
     elif weights != "none":
         state = _load_state_dict_file(weights)
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}  # the head is always new

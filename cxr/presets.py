@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from .config import TrainConfig
+from .errors import UserError
 from .transforms import AugmentConfig
-from .train import TrainConfig
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Two CPU cores: a third of the pixels (128 px), batches of 16 (the cores stay busy, yet a few hundred images
@@ -22,6 +23,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # A CUDA GPU: full resolution, large batches in bfloat16, channels-last convolutions, decoding in workers.
     "gpu": dict(image_size=224, batch_size=128, lr=3e-4, eval_every=20, epochs=30, channels_last=True, amp=True, workers=8),
 }
+
+TITLES = {"fast-cpu": "Fast (CPU)", "recipe": "Recipe", "gpu": "GPU"}  # how lists and labels name each preset
 
 DESCRIPTIONS = {
     "fast-cpu": "Fast (CPU): 128 px, batch 16, Adam 3e-4, all augmentations. Trades fine detail (a third of the "
@@ -35,9 +38,15 @@ DESCRIPTIONS = {
 def apply_preset(name: str, base: TrainConfig | None = None) -> TrainConfig:
     """`base` (default: TrainConfig()) with the preset's settings."""
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
-    return replace(base or TrainConfig(), **PRESETS[name])
+        raise UserError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return replace(base or TrainConfig(), preset=name, **PRESETS[name])
 
 
 def default_preset(cuda: bool) -> str:
+    """The preset for the machine: GPU on CUDA, Fast (CPU) otherwise. The CLI and the app both start from it."""
     return "gpu" if cuda else "fast-cpu"
+
+
+def presets_for(cuda: bool) -> list[str]:
+    """The presets worth offering on this machine: the GPU preset needs a CUDA device."""
+    return [name for name in PRESETS if cuda or name != "gpu"]

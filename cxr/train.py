@@ -1,120 +1,234 @@
-"""Training: the config, the typed events, and `fit`, a generator that trains and reports as it goes.
+"""Training: the config and `fit`, a generator that trains and reports as it goes (the events live in events.py).
 
-The loop is the recipe: shuffle the training split, augment each batch, take an Adam step on the cross-entropy, and
-every `eval_every` steps measure loss and accuracy on a small fixed validation set; stop once validation accuracy
-reaches the target. Every consumer (the CLI's progress bar, `--json` lines, the app's live curves) reads the same
-stream of events. Stopping is part of the stream: set the `stop` flag (checked before every step) or stop pulling;
-either way the best checkpoint so far is on disk. At the end the best weights are scored once on the held-out test
-set, which training never looked at.
+The loop is the recipe: shuffle the training split, augment each batch, take an optimiser step on the
+cross-entropy, and every `eval_every` steps measure loss and accuracy on a small fixed validation set; stop once
+validation accuracy reaches the target (or the epochs, step cap or time budget run out). Every consumer (the CLI's
+progress bar, `--json` lines, the app's live curves, the benchmark) reads the same stream of events. Stopping is
+part of the stream: set the `stop` flag (checked before every step) or stop pulling. At the end the best weights are
+scored once on the held-out test set, which training never looked at.
 
-Live evaluation is on the validation split (`val_per_class` images per class, 90 by default, like the recipe's
-evaluation set) so it stays cheap even on the 21,000-image database; the final test evaluation covers the whole
-test split.
+The file reads top-down as the loop does: `setup` (data, model, optimiser, once), `train_on_batch` (one step),
+`evaluate_and_save` (validation, the best-so-far, the attention strip, checkpoints), `finish` (the test score), and
+`fit`, which only strings them together.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
-import resource
+import os
 import time
-import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .data import DEFAULT_CLASSES, ImageCache, index_dataset, iterate_batches, parse_classes, split_dataset
-from .evaluate import classification_report, evaluate
-from .events import Done, Evaluated, Event, Note, Started, Step, StopFlag
-from .model import FREEZE_LEVELS, build_model, count_parameters, freeze_layers, set_train_mode
-from .transforms import AugmentConfig, to_model_input
+from .checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .data import DatasetIndex, ImageCache, Split, index_dataset, iterate_batches, split_dataset
+from .errors import UserError
+from .evaluate import EvalResult, classification_report, evaluate
+from .events import Attention, Done, Evaluated, Event, Note, Started, Step, StopFlag
+from .explain import gradcam
+from .measure import peak_memory_mb
+from .model import build_model, count_parameters, freeze_layers, is_random_fallback, set_train_mode
+from .transforms import to_model_input
 
+__all__ = ["TrainConfig", "fit", "setup", "train_step", "train_on_batch", "evaluate_and_save", "finish", "learning_rate"]
 
-@dataclass
-class TrainConfig:
-    data: str = "data/COVID-19_Radiography_Dataset"
-    classes: tuple[str, ...] = DEFAULT_CLASSES
-    weights: str = "auto"  # ImageNet when available: a few hundred X-rays are too few to learn vision from scratch
-    epochs: int = 10  # an upper bound; the recipe stops as soon as the target is reached
-    max_steps: int = 0  # 0: no cap beyond `epochs`
-    batch_size: int = 6  # the recipe's batch size
-    lr: float = 3e-5  # the recipe's Adam learning rate: small, since pretrained weights need only nudging
-    image_size: int = 224  # ResNet18's native resolution
-    eval_every: int = 20  # steps between validation checks (the recipe's interval)
-    target_accuracy: float = 0.95  # stop once validation accuracy reaches this
-    test_per_class: int = 30  # held-out test images per class (the recipe's test set)
-    test_fraction: float | None = None  # or a fraction of each class, for the full database
-    val_per_class: int = 30  # validation images per class, scored every `eval_every` steps
-    seed: int = 0  # fixes the split, the head's initialisation, shuffling and augmentation
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    freeze: str = "none"  # freeze the stem and stages up to this (only with pretrained weights)
-    channels_last: bool = False  # memory layout; faster on GPUs with AMP, not on this CPU at 224
-    amp: bool = True  # bfloat16 autocast on CUDA; ignored on CPU
-    workers: int = 0  # processes decoding images ahead of training; 0 decodes in the loop (right for 2 CPUs)
-    device: str = "auto"  # "auto": CUDA when present
-    out: str = ""  # best checkpoint path; "" -> checkpoints/resnet18-<time>.pt ("-last" beside it)
-    resume: str = ""  # a checkpoint to continue from
-    save_last_every_s: float = 60.0  # how often the -last checkpoint (with optimiser state) is refreshed
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        d = {k: v for k, v in d.items() if k in known}
-        if isinstance(d.get("augment"), dict):
-            d["augment"] = AugmentConfig(**d["augment"])
-        if "classes" in d:
-            d["classes"] = tuple(d["classes"])
-        return cls(**d)
-
-    def validate(self) -> None:
-        checks = [
-            (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
-            (self.lr > 0, f"learning rate must be positive, got {self.lr}"),
-            (32 <= self.image_size <= 1024, f"image size must be 32..1024, got {self.image_size}"),
-            (self.eval_every >= 1, f"eval every must be at least 1 step, got {self.eval_every}"),
-            (0 < self.target_accuracy <= 1, f"target accuracy must be in (0, 1], got {self.target_accuracy}"),
-            (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
-            (self.max_steps >= 0, f"max steps must be 0 (no cap) or more, got {self.max_steps}"),
-            (self.freeze in FREEZE_LEVELS, f"freeze must be one of {', '.join(FREEZE_LEVELS)}, got {self.freeze!r}"),
-            (self.workers >= 0, f"workers must be 0 or more, got {self.workers}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
-        parse_classes(self.classes)
+ATTENTION_GRID = 16  # the attention strip keeps each Grad-CAM at 16 x 16: finer than the model's own grid, small
 
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device cuda was asked for, but no CUDA GPU is available")
+        raise UserError("device cuda was asked for, but no CUDA GPU is available")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise UserError(f"device must be auto, cpu or cuda, got {name!r}")
     return torch.device(name)
 
 
-def _peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+def check_writable(path: Path) -> None:
+    """Fail before training, not at the first save, when the checkpoint cannot be written where asked."""
+    if path.is_dir():
+        raise UserError(f"--out {path} is a folder: give a file name such as {path / 'model.pt'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the folder {path.parent} for the checkpoint ({e.strerror or e})") from e
+    if not os.access(path.parent, os.W_OK):
+        raise UserError(f"cannot write the checkpoint into {path.parent}: the folder is read-only")
 
 
-def _checkpoint_paths(cfg: TrainConfig) -> tuple[Path, Path]:
-    best = Path(cfg.out) if cfg.out else Path("checkpoints") / f"resnet18-{time.strftime('%Y%m%d-%H%M%S')}.pt"
-    return best, best.with_name(best.stem + "-last.pt")
+# ------------------------------------------------------------------------------------------------- the state
+@dataclass
+class Clock:
+    """Where the run's time went (seconds) and how many images it trained on."""
+
+    start: float = field(default_factory=time.perf_counter)
+    data: float = 0.0
+    train: float = 0.0
+    eval: float = 0.0
+    attention: float = 0.0
+    save: float = 0.0
+    images: int = 0
+    last_eval: float = 0.0  # duration of the latest validation, to keep time for the final test in a budget
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
 
 
-def train_step(
-    model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-    amp_dtype: torch.dtype | None = None,
-) -> tuple[float, float]:
+@dataclass
+class Window:
+    """Training loss and accuracy since the previous evaluation (the training curve's next point)."""
+
+    loss: float = 0.0
+    steps: int = 0
+    correct: float = 0.0
+    images: int = 0
+
+    def add(self, loss: float, correct: float, images: int) -> None:
+        self.loss, self.steps, self.correct, self.images = self.loss + loss, self.steps + 1, self.correct + correct, self.images + images
+
+    def point(self) -> tuple[float, float]:
+        return self.loss / max(self.steps, 1), self.correct / max(self.images, 1)
+
+
+@dataclass
+class Best:
+    """The best validation result so far and a copy of its weights (by accuracy, then by loss)."""
+
+    accuracy: float = -1.0
+    loss: float = math.inf
+    step: int = 0
+    state: dict[str, torch.Tensor] | None = None
+
+    def update(self, val: EvalResult, model: torch.nn.Module, step: int) -> bool:
+        if val.accuracy > self.accuracy or (val.accuracy == self.accuracy and val.loss < self.loss):
+            self.accuracy, self.loss, self.step = val.accuracy, val.loss, step
+            self.state = copy.deepcopy(model.state_dict())
+            return True
+        return False
+
+
+@dataclass
+class Run:
+    """What `setup` prepares once and every step uses."""
+
+    cfg: TrainConfig
+    device: torch.device
+    index: DatasetIndex
+    split: Split
+    cache: ImageCache
+    label_table: torch.Tensor
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    amp_dtype: torch.dtype | None
+    steps_per_epoch: int
+    total_steps: int
+    start_step: int
+    best_path: Path
+    last_path: Path
+    weights: str
+    pretrained: bool
+    notes: list[str]
+    gen: torch.Generator
+    attention_ids: list[int]
+    history: list[dict[str, float]] = field(default_factory=list)
+    attention: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """What every checkpoint of this run carries besides weights and metrics."""
+        return dict(classes=self.index.classes, image_size=self.cfg.image_size, config=asdict(self.cfg),
+                    synthetic=self.index.synthetic)
+
+    @property
+    def eval_batch(self) -> int:
+        return 256 if self.device.type == "cuda" else 32  # inference activations grow with the batch
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.cfg.channels_last else torch.contiguous_format
+
+
+def setup(cfg: TrainConfig) -> Run:
+    """Index and split the data, build (or resume) the model and optimiser, and decide where to save."""
+    cfg.validate()
+    device = resolve_device(cfg.device)
+    best_path, last_path = checkpoint_paths(cfg.out)
+    check_writable(best_path)
+    index = index_dataset(cfg.data, cfg.classes)
+    split = split_dataset(index, cfg.test_per_class, cfg.test_fraction, cfg.val_per_class, cfg.seed)
+    resume = load_checkpoint(cfg.resume) if cfg.resume else None
+    if resume is not None and resume.classes != index.classes:
+        raise UserError(f"cannot resume: the checkpoint's classes {resume.classes} differ from {index.classes}")
+    # The new head's random initialisation comes from the seed, without touching the caller's global RNG.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model, weights = build_model(len(index.classes), "none" if resume else cfg.weights, quiet_fallback=True)
+    notes = [f"no pretrained weights: {weights}"] if is_random_fallback(weights) else []
+    start_step = 0
+    if resume is not None:
+        model.load_state_dict(resume.model.state_dict())
+        start_step, weights = resume.step, f"resumed from {Path(cfg.resume).name} at step {resume.step}"
+    pretrained = resume is not None or not weights.startswith("random")
+    notes += list(split.notes)
+    if cfg.freeze != "none":
+        if pretrained:
+            freeze_layers(model, cfg.freeze)
+        else:
+            notes.append(f"freeze={cfg.freeze} ignored: freezing random layers would keep them random")
+    model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
+    params = [p for p in model.parameters() if p.requires_grad]  # frozen layers need no optimiser state
+    opt_class = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    optimizer = opt_class(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if resume is not None and resume.optimizer:
+        optimizer.load_state_dict(resume.optimizer)
+    steps_per_epoch = math.ceil(len(split.train) / cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch
+    if cfg.max_steps:
+        total_steps = min(total_steps, cfg.max_steps)
+    # On a GPU the decoded images live on the GPU itself: no host-to-device copy per step.
+    cache = ImageCache(index.files, cfg.image_size, device=device if device.type == "cuda" else "cpu")
+    attention_ids = [next(i for i in split.val if index.labels[i] == c) for c in range(len(index.classes))] if cfg.attention else []
+    return Run(
+        cfg=cfg, device=device, index=index, split=split, cache=cache, label_table=torch.tensor(index.labels, device=device),
+        model=model, optimizer=optimizer, amp_dtype=torch.bfloat16 if (cfg.amp and device.type == "cuda") else None,
+        steps_per_epoch=steps_per_epoch, total_steps=total_steps, start_step=start_step, best_path=best_path,
+        last_path=last_path, weights=weights, pretrained=pretrained, notes=notes,
+        gen=torch.Generator().manual_seed(cfg.seed + start_step), attention_ids=attention_ids,
+    )
+
+
+def learning_rate(cfg: TrainConfig, progress: float) -> float:
+    """The learning rate at `progress` (0 at the start, 1 at the end of the run). One-cycle: a linear warm-up from
+    a 25th of `lr`, then a cosine down to zero: large steps while the loss is far from a minimum, small at the end."""
+    if cfg.schedule == "constant":
+        return cfg.lr
+    progress = min(max(progress, 0.0), 1.0)
+    if progress < cfg.warmup:
+        return cfg.lr * (0.04 + 0.96 * progress / cfg.warmup)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * (progress - cfg.warmup) / (1 - cfg.warmup)))
+
+
+def progress_of(run: Run, step: int, clock: Clock) -> float:
+    """How far through the run we are: by steps, or by time when a budget is set (whichever is further)."""
+    by_steps = (step - run.start_step) / max(run.total_steps - run.start_step, 1)
+    by_time = clock.elapsed() / run.cfg.time_budget_s if run.cfg.time_budget_s else 0.0
+    return max(by_steps, by_time)
+
+
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+               amp_dtype: torch.dtype | None = None, label_smoothing: float = 0.0) -> tuple[float, float]:
     """One optimisation step on a batch; returns (loss, number of correct predictions)."""
     with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         logits = model(x)
-    loss = F.cross_entropy(logits.float(), y)
+    loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
     # The three lines every PyTorch loop has: clear old gradients, backpropagate, update the weights.
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -122,6 +236,146 @@ def train_step(
     # One read-back per step (it also waits for the GPU, so the caller's timings are true).
     loss_value, correct = torch.stack([loss.detach(), (logits.argmax(1) == y).sum().float()]).tolist()
     return loss_value, correct
+
+
+def train_on_batch(run: Run, ids: list[int], step: int, clock: Clock) -> tuple[float, float, int] | None:
+    """Read, augment and learn from one batch: (loss, correct, images), or None if none of its files could be read."""
+    t0 = time.perf_counter()
+    images, ok = run.cache.get(ids)
+    if not ok:
+        return None
+    y = run.label_table[ok]
+    # Augment on the device, then normalise: the model sees a fresh variant of each image every epoch.
+    x = to_model_input(images.to(run.device, non_blocking=True), run.cfg.augment, run.gen)
+    x = x.contiguous(memory_format=run.memory_format)
+    for group in run.optimizer.param_groups:
+        group["lr"] = learning_rate(run.cfg, progress_of(run, step, clock))
+    t1 = time.perf_counter()
+    loss, correct = train_step(run.model, run.optimizer, x, y, run.amp_dtype, run.cfg.label_smoothing)
+    clock.data += t1 - t0
+    clock.train += time.perf_counter() - t0
+    clock.images += len(ok)
+    if not math.isfinite(loss):  # diverged: every later step would be NaN, and its weights are useless
+        raise UserError(f"the loss became {loss} at step {step + 1}: lower the learning rate (it is {run.cfg.lr:g})")
+    return loss, correct, len(ok)
+
+
+def validate_now(run: Run, ids: "tuple[int, ...] | list[int]") -> EvalResult:
+    batches = iterate_batches(run.cache, ids, run.index.labels, run.eval_batch)
+    return evaluate(run.model, batches, run.device, run.amp_dtype, run.cfg.channels_last, tta_flip=run.cfg.tta_flip)
+
+
+def explain_attention(run: Run, step: int) -> Attention:
+    """Grad-CAM of the fixed attention images with the current weights: the strip that shows attention forming."""
+    images, ok = run.cache.get(run.attention_ids)
+    x = to_model_input(images.to(run.device)).contiguous(memory_format=run.memory_format)
+    maps, logits = gradcam(run.model, x)
+    small = F.adaptive_avg_pool2d(torch.from_numpy(maps)[:, None], ATTENTION_GRID)[:, 0]
+    small = small / small.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
+    classes = run.index.classes
+    return Attention(
+        step=step, files=[_relative(run.index, i) for i in ok], classes=[classes[run.index.labels[i]] for i in ok],
+        predicted=[classes[k] for k in logits.argmax(1).tolist()], maps=small.round(decimals=3).tolist(),
+    )
+
+
+def _relative(index: DatasetIndex, i: int) -> str:
+    try:
+        return str(Path(index.files[i]).relative_to(index.root))
+    except ValueError:
+        return Path(index.files[i]).name
+
+
+def evaluate_and_save(run: Run, step: int, window: Window, best: Best, clock: Clock, last_saved: list[float]) -> list[Event]:
+    """Validate, keep the best weights on disk, refresh the resumable -last file now and then, and explain the
+    attention images: the events of one evaluation."""
+    t0 = time.perf_counter()
+    val = validate_now(run, run.split.val)
+    clock.last_eval = time.perf_counter() - t0
+    clock.eval += clock.last_eval
+    train_loss, train_accuracy = window.point()
+    run.history.append({"step": step, "train_loss": train_loss, "train_accuracy": train_accuracy,
+                        "val_loss": val.loss, "val_accuracy": val.accuracy})
+    events: list[Event] = []
+    if run.attention_ids:
+        t0 = time.perf_counter()
+        att = explain_attention(run, step)
+        for key in ("files", "classes"):
+            run.attention.setdefault(key, getattr(att, key))
+        run.attention.setdefault("steps", []).append(step)
+        run.attention.setdefault("maps", []).append(att.maps)
+        clock.attention += time.perf_counter() - t0
+        events.append(att)
+    t0 = time.perf_counter()
+    metrics = {"val_accuracy": val.accuracy, "val_loss": val.loss, "step": step, "history": run.history,
+               "attention": run.attention}
+    is_best = best.update(val, run.model, step)
+    if is_best:
+        save_checkpoint(run.best_path, run.model, metrics=metrics, step=step, **run.meta)
+    if time.perf_counter() - last_saved[0] > run.cfg.save_last_every_s:
+        save_checkpoint(run.last_path, run.model, metrics=metrics, step=step, optimizer=run.optimizer, **run.meta)
+        last_saved[0] = time.perf_counter()
+    set_train_mode(run.model)
+    clock.save += time.perf_counter() - t0
+    eta = (run.total_steps - step) * clock.elapsed() / max(step - run.start_step, 1)
+    events.insert(0, Evaluated(
+        step=step, epoch=step // run.steps_per_epoch, total_steps=run.total_steps, train_loss=train_loss,
+        train_accuracy=train_accuracy, val_loss=val.loss, val_accuracy=val.accuracy,
+        train_images_per_sec=clock.images / max(clock.train, 1e-9), eta_s=eta, is_best=is_best, checkpoint=str(run.best_path),
+    ))
+    return events
+
+
+def stop_reason(run: Run, step: int, stop: StopFlag | None, clock: Clock) -> str:
+    """Why the run should end before taking step `step + 1`, or "" to go on."""
+    if stop is not None and stop.is_set():
+        return "stopped"
+    if step >= run.total_steps:
+        return "max_steps" if run.cfg.max_steps == run.total_steps else "epochs"
+    if run.cfg.time_budget_s:
+        # Keep enough of the budget for the final validation and the test (about as long as a validation each).
+        reserve = 2.5 * clock.last_eval * max(len(run.split.test) / max(len(run.split.val), 1), 1)
+        if clock.elapsed() + reserve >= run.cfg.time_budget_s:
+            return "time_budget"
+    return ""
+
+
+def finish(run: Run, best: Best, step: int, reason: str, clock: Clock, loop_seconds: float) -> Done:
+    """The honest number: the best weights, once, on test images that played no part in training or stopping."""
+    test_accuracy, test_loss, report, t_test = None, None, {}, 0.0
+    if best.state is not None:
+        run.model.load_state_dict(best.state)
+        t0 = time.perf_counter()
+        test = validate_now(run, run.split.test)
+        t_test = time.perf_counter() - t0
+        report = classification_report(test.y_true, test.y_pred, run.index.classes)
+        test_accuracy, test_loss = test.accuracy, test.loss
+        metrics = {"val_accuracy": best.accuracy, "val_loss": best.loss, "best_step": best.step,
+                   "test_accuracy": test.accuracy, "test_loss": test.loss, "test": report, "reason": reason,
+                   "weights": run.weights, "pretrained": run.pretrained, "device": str(run.device),
+                   "history": run.history, "attention": run.attention, "seconds": loop_seconds}
+        save_checkpoint(run.best_path, run.model, metrics=metrics, step=best.step, **run.meta)
+    return Done(
+        steps=step, epochs=round(step / run.steps_per_epoch, 2), reason=reason,
+        train_images_per_sec=clock.images / clock.train if clock.train else 0.0, best_val_accuracy=max(best.accuracy, 0.0),
+        best_step=best.step, test_accuracy=test_accuracy, test_loss=test_loss, test_report=report,
+        checkpoint=str(run.best_path) if best.state is not None else "",
+        last_checkpoint=str(run.last_path) if run.last_path.exists() else "", seconds=loop_seconds,
+        seconds_data=clock.data, seconds_eval=clock.eval, seconds_attention=clock.attention, seconds_checkpoint=clock.save,
+        seconds_test=t_test, peak_memory_mb=peak_memory_mb(run.device),
+        skipped_files=[Path(run.index.files[i]).name for i in run.cache.bad],
+    )
+
+
+@contextlib.contextmanager
+def _cudnn_benchmark(enabled: bool) -> Iterator[None]:
+    """Fixed input sizes: let cuDNN pick its fastest kernels, and give the caller's setting back afterwards."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled or before
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
 def _shuffled_batches(ids: tuple[int, ...], batch_size: int, gen: torch.Generator) -> Iterator[list[int]]:
@@ -133,157 +387,56 @@ def _shuffled_batches(ids: tuple[int, ...], batch_size: int, gen: torch.Generato
 
 
 def fit(cfg: TrainConfig, stop: StopFlag | None = None) -> Iterator[Event]:
-    """Train as `cfg` says, yielding Started, Step, Evaluated, Note and finally Done events."""
-    cfg.validate()
-    device = resolve_device(cfg.device)
-    index = index_dataset(cfg.data, cfg.classes)
-    split = split_dataset(index, cfg.test_per_class, cfg.test_fraction, cfg.val_per_class, cfg.seed)
-    resume = load_checkpoint(cfg.resume) if cfg.resume else None
-    if resume is not None and resume.classes != index.classes:
-        raise ValueError(f"cannot resume: the checkpoint's classes {resume.classes} differ from {index.classes}")
-
-    torch.manual_seed(cfg.seed)  # the new head's initialisation
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        model, source = build_model(len(index.classes), "none" if resume else cfg.weights)
-    start_step = 0
-    if resume is not None:
-        model.load_state_dict(resume.model.state_dict())
-        start_step, source = resume.step, f"resumed from {Path(cfg.resume).name} at step {resume.step}"
-    pretrained = resume is not None or not source.startswith("random")
-    notes = [str(w.message) for w in caught] + list(split.notes)
-    if cfg.freeze != "none":
-        if pretrained:
-            freeze_layers(model, cfg.freeze)
-        else:
-            notes.append(f"freeze={cfg.freeze} ignored: freezing random layers would keep them random")
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model.to(device, memory_format=memory_format)
-    amp_dtype = torch.bfloat16 if (cfg.amp and device.type == "cuda") else None
-    # Adam on the trainable parameters only: frozen layers need no optimiser state.
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
-    if resume is not None and resume.optimizer:
-        optimizer.load_state_dict(resume.optimizer)
-
-    labels = index.labels
-    steps_per_epoch = math.ceil(len(split.train) / cfg.batch_size)
-    total_steps = cfg.epochs * steps_per_epoch
-    if cfg.max_steps:
-        total_steps = min(total_steps, cfg.max_steps)
-    best_path, last_path = _checkpoint_paths(cfg)
+    """Train as `cfg` says, yielding Started, Step, Evaluated, Attention, Note and finally Done events."""
+    clock = Clock()
+    run = setup(cfg)
     yield Started(
-        classes=list(index.classes), counts=index.counts(), split=split.sizes(), layout=index.layout,
-        synthetic=index.synthetic, device=str(device), weights=source,
-        trainable_params=count_parameters(model)[0], total_steps=total_steps, start_step=start_step,
+        classes=list(run.index.classes), counts=run.index.counts(), split=run.split.sizes(), layout=run.index.layout,
+        synthetic=run.index.synthetic, device=str(run.device), weights=run.weights, pretrained=run.pretrained,
+        trainable_params=count_parameters(run.model)[0], total_steps=run.total_steps, start_step=run.start_step,
+        checkpoint=str(run.best_path),
     )
-    for message in notes:
-        yield Note(message)
-
-    # On a GPU the decoded images live on the GPU itself: no host-to-device copy per step.
-    cache = ImageCache(index.files, cfg.image_size, device=device if device.type == "cuda" else "cpu")
-    label_table = torch.tensor(index.labels, device=device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels once
+    for message in run.notes:
+        yield Note(message=message)
     if cfg.workers:
-        cache.fill(split.train + split.val + split.test, cfg.workers)
-    gen = torch.Generator().manual_seed(cfg.seed + start_step)
-    config = asdict(cfg)
-    meta = dict(classes=index.classes, image_size=cfg.image_size, config=config, synthetic=index.synthetic)
-    eval_batch = 256 if device.type == "cuda" else 32  # inference activations grow with the batch
-
-    def validate_now() -> Any:
-        batches = iterate_batches(cache, split.val, labels, eval_batch)
-        return evaluate(model, batches, device, amp_dtype, cfg.channels_last)
-
-    step, reason = start_step, "epochs"
-    best_acc, best_loss, best_state = -1.0, math.inf, None
-    images_seen, t_train, t_data, t_eval, t_save, t_loop = 0, 0.0, 0.0, 0.0, 0.0, 0.0
-    window_loss, window_correct, window_n, window_steps = 0.0, 0, 0, 0
-    last_saved_at, reported_bad, empty_batches = time.perf_counter(), 0, 0
-    t_start = time.perf_counter()
-    try:
-        set_train_mode(model)
-        for ids in _shuffled_batches(split.train, cfg.batch_size, gen):
-            if step >= total_steps:
-                reason = "max_steps" if cfg.max_steps == total_steps else "epochs"
-                break
-            if stop is not None and stop.is_set():
-                reason = "stopped"
-                break
-            t0 = time.perf_counter()
-            images, ok = cache.get(ids)
-            if not ok:
-                empty_batches += 1
-                if empty_batches > steps_per_epoch:
-                    raise ValueError(f"none of the training images can be read ({cache.bad_report()})")
-                continue
-            y = label_table[ok]
-            # Augment on the device, then normalise: the model sees a fresh variant of each image every epoch.
-            x = to_model_input(images.to(device, non_blocking=True), cfg.augment, gen)
-            x = x.contiguous(memory_format=memory_format)
-            t1 = time.perf_counter()
-            loss_value, correct = train_step(model, optimizer, x, y, amp_dtype)
-            t_data += t1 - t0
-            t_train += time.perf_counter() - t0
-            step += 1
-            images_seen += len(ok)
-            window_loss, window_steps = window_loss + loss_value, window_steps + 1
-            window_correct += int(correct)
-            window_n += len(ok)
-            speed = images_seen / t_train
-            eta = (total_steps - step) * (time.perf_counter() - t_start) / (step - start_step)
-            yield Step(step, step // steps_per_epoch, total_steps, loss_value, speed, eta)
-            if step % cfg.eval_every and step != total_steps:
-                continue
-
-            t3 = time.perf_counter()
-            val = validate_now()
-            t_eval += time.perf_counter() - t3
-            t3 = time.perf_counter()
-            is_best = val.accuracy > best_acc or (val.accuracy == best_acc and val.loss < best_loss)
-            metrics = {"val_accuracy": val.accuracy, "val_loss": val.loss, "step": step}
-            if is_best:
-                best_acc, best_loss = val.accuracy, val.loss
-                best_state = copy.deepcopy(model.state_dict())
-                save_checkpoint(best_path, model, metrics=metrics, step=step, **meta)
-            if time.perf_counter() - last_saved_at > cfg.save_last_every_s:
-                save_checkpoint(last_path, model, metrics=metrics, step=step, optimizer=optimizer, **meta)
-                last_saved_at = time.perf_counter()
-            set_train_mode(model)
-            t_save += time.perf_counter() - t3
-            yield Evaluated(
-                step, step // steps_per_epoch, total_steps, window_loss / window_steps,
-                window_correct / max(window_n, 1), val.loss, val.accuracy, speed, eta, is_best, str(best_path),
-            )
-            window_loss, window_correct, window_n, window_steps = 0.0, 0, 0, 0
-            if len(cache.bad) > reported_bad:
-                reported_bad = len(cache.bad)
-                yield Note(cache.bad_report())
-            if val.accuracy >= cfg.target_accuracy:
-                reason = "target"
-                break
-    finally:
-        # Whatever ended the loop (the stop flag, an error in a batch, a closed stream), keep the latest weights.
-        t_loop = time.perf_counter() - t_start
-        if step > start_step:
-            save_checkpoint(last_path, model, metrics={"step": step}, step=step, optimizer=optimizer, **meta)
-
-    if best_state is None:  # ended before any evaluation: score what we have so there is a best checkpoint
-        val = validate_now()
-        best_acc, best_state = val.accuracy, copy.deepcopy(model.state_dict())
-    # The honest number: the best weights, once, on test images that played no part in training or stopping.
-    model.load_state_dict(best_state)
-    t_test = time.perf_counter()
-    test = evaluate(model, iterate_batches(cache, split.test, labels, eval_batch), device, amp_dtype, cfg.channels_last)
-    t_test = time.perf_counter() - t_test
-    report = classification_report(test.y_true, test.y_pred, index.classes)
-    metrics = {"val_accuracy": best_acc, "test_accuracy": test.accuracy, "test_loss": test.loss, "test": report}
-    save_checkpoint(best_path, model, metrics=metrics, step=step, **meta)
-    yield Done(
-        steps=step, epochs=round(step / steps_per_epoch, 2), reason=reason,
-        train_images_per_sec=images_seen / t_train if t_train else 0.0, best_val_accuracy=best_acc,
-        test_accuracy=test.accuracy, test_loss=test.loss, test_report=report, checkpoint=str(best_path),
-        last_checkpoint=str(last_path) if last_path.exists() else "", seconds=t_loop,
-        seconds_data=t_data, seconds_eval=t_eval, seconds_checkpoint=t_save, seconds_test=t_test, peak_memory_mb=_peak_memory_mb(device),
-        skipped_files=[Path(index.files[i]).name for i in cache.bad],
-    )
+        run.cache.fill(run.split.train + run.split.val + run.split.test, cfg.workers)
+    step, reason, best, window, last_saved, reported_bad, ended = run.start_step, "", Best(), Window(), [time.perf_counter()], 0, False
+    with _cudnn_benchmark(run.device.type == "cuda"):
+        try:
+            set_train_mode(run.model)
+            for n_batch, ids in enumerate(_shuffled_batches(run.split.train, cfg.batch_size, run.gen)):
+                reason = stop_reason(run, step, stop, clock)
+                if reason:
+                    break
+                result = train_on_batch(run, ids, step, clock)
+                if result is None:
+                    if n_batch - (step - run.start_step) > run.steps_per_epoch:
+                        raise UserError(f"none of the training images can be read ({run.cache.bad_report()})")
+                    continue
+                step += 1
+                window.add(*result)
+                eta = (run.total_steps - step) * clock.elapsed() / (step - run.start_step)
+                yield Step(step=step, epoch=step // run.steps_per_epoch, total_steps=run.total_steps, train_loss=result[0],
+                           train_images_per_sec=clock.images / clock.train, eta_s=eta)
+                if step % cfg.eval_every and step != run.total_steps:
+                    continue
+                yield from evaluate_and_save(run, step, window, best, clock, last_saved)
+                window = Window()
+                if len(run.cache.bad) > reported_bad:
+                    reported_bad = len(run.cache.bad)
+                    yield Note(message=run.cache.bad_report())
+                if run.history[-1]["val_accuracy"] >= cfg.target_accuracy:
+                    reason = "target"
+                    break
+            if reason == "time_budget" and best.step != step:  # the end of a schedule is usually its best point
+                yield from evaluate_and_save(run, step, window, best, clock, last_saved)
+            ended = True
+        finally:
+            # Killed or failed mid-run: keep the latest weights (if they are numbers) for --resume. A run that ended
+            # normally needs no -last file: its best checkpoint is what a person keeps.
+            if not ended and step > run.start_step and all(torch.isfinite(p).all() for p in run.model.parameters()):
+                save_checkpoint(run.last_path, run.model, metrics={"step": step}, step=step, optimizer=run.optimizer, **run.meta)
+            elif ended:
+                run.last_path.unlink(missing_ok=True)
+        loop_seconds = clock.elapsed()
+        yield finish(run, best, step, reason, clock, loop_seconds)

@@ -30,8 +30,15 @@ def test_training_flops_match_resnet18s_published_cost():
     assert bench.train_flops_per_image(224, "layer1") < 0.9 * flops  # frozen layers need no weight gradients
 
 
-def test_matmul_peak_is_a_positive_rate():
-    assert 0.1 < bench.matmul_peak(CPU, n=256, reps=2) < 1e6
+def test_matmul_peak_is_the_flops_of_the_fastest_repeat_and_restores_tf32(monkeypatch):
+    ticks = iter([0.0, 0.5, 10.0, 10.25, 20.0, 20.4])  # three repeats: 0.5 s, 0.25 s, 0.4 s
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: next(ticks))
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        assert bench.matmul_peak(CPU, n=64, reps=3) == pytest.approx(2 * 64**3 / 0.25 / 1e9)
+        assert torch.backends.cuda.matmul.allow_tf32 is True  # the caller's setting is given back
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = False
 
 
 def test_steady_rate_ignores_the_first_half_of_a_run():
@@ -42,8 +49,10 @@ def test_steady_rate_ignores_the_first_half_of_a_run():
 
 
 def test_percentiles():
-    assert bench.p50_p95([float(v) for v in range(1, 101)]) == {"p50_ms": 50.5, "p95_ms": 96.0}
-    assert bench.p50_p95([3.0]) == {"p50_ms": 3.0, "p95_ms": 3.0}
+    from cxr.measure import p50_p95
+
+    assert p50_p95([float(v) for v in range(1, 101)]) == {"p50_ms": 50.5, "p95_ms": 96.0}
+    assert p50_p95([3.0]) == {"p50_ms": 3.0, "p95_ms": 3.0}
 
 
 @pytest.mark.parametrize("kind, images", [("plain", 12), ("fast-cpu", 48)])  # 2 and 3 steps
@@ -89,3 +98,49 @@ def test_bad_arguments_end_with_one_sentence(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         bench.main(["--data", str(tmp_path / "missing")])
     assert e.value.code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_zero_images_is_refused_not_an_endless_run(capsys):
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--images", "0"])
+    assert e.value.code == 2 and "--images must be at least 1" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ time to accuracy
+def test_time_to_accuracy_is_the_first_evaluation_at_or_above_the_threshold():
+    from cxr import speedrun
+
+    curve = [(10.0, 0.5), (20.0, 0.86), (30.0, 0.84), (40.0, 0.91)]
+    assert speedrun.first_reach(curve, 0.85) == 20.0 and speedrun.first_reach(curve, 0.9) == 40.0
+    assert speedrun.first_reach(curve, 0.95) is None
+
+
+def test_time_to_accuracy_summary_table_and_plot(tmp_path):
+    from cxr import speedrun
+
+    runs = [{"curve": [(5.0, 0.6), (12.0, 0.9)], "test_accuracy": 0.9, "seconds": 20.0},
+            {"curve": [(6.0, 0.86), (14.0, 0.88)], "test_accuracy": 0.8, "seconds": 22.0}]
+    s = speedrun.summarise(runs, [0.85, 0.9])
+    assert s["to_0.85"] == {"reached": 2, "mean_s": 9.0, "min_s": 6.0, "max_s": 12.0}
+    assert s["to_0.9"]["reached"] == 1 and s["test_accuracy"]["mean"] == pytest.approx(0.85)
+    result = {"data": "x/cxr-sample", "device": "cpu", "budget_s": 30.0, "thresholds": [0.85, 0.9], "seeds": [0, 1],
+              "runs": {"fast-cpu": runs}, "settings": {"fast-cpu": s}}
+    text = speedrun.table(result)
+    assert "9 (6-12), 2/2" in text and "12 (12-12), 1/2" in text and "0.850 (0.800-0.900)" in text
+    png = speedrun.plot(result, tmp_path / "t.png")
+    assert png.stat().st_size > 1000
+
+
+def test_a_time_budgeted_run_reports_its_curve_and_test_score(bench_data):
+    from cxr import speedrun
+
+    r = speedrun.run_one("fast-cpu", bench_data, 0, 4.0, "cpu")
+    assert r["reason"] in ("time_budget", "target") and r["curve"] and 0 <= r["test_accuracy"] <= 1
+    assert all(0 < t for t, _ in r["curve"]) and r["seconds"] >= r["curve"][-1][0]
+
+
+def test_the_old_fast_preset_is_kept_for_the_comparison():
+    from cxr import speedrun
+
+    old = speedrun.settings_for("fast-cpu-v1")
+    assert (old.image_size, old.batch_size, old.lr, old.optimizer, old.schedule) == (128, 16, 3e-4, "adam", "constant")

@@ -39,7 +39,9 @@ def test_prediction_matches_with_and_without_explanation(trained_checkpoint, syn
 def test_every_readable_format_gets_a_prediction(trained_checkpoint, tmp_path, kind):
     writer, name = imagefiles.READABLE[kind]
     pred = Classifier(trained_checkpoint).predict(writer(tmp_path / name), explain=True)
-    assert pred.label in ("covid", "normal", "viral")
+    assert pred.label in ("covid", "normal", "viral") and sum(pred.probabilities.values()) == pytest.approx(1, abs=1e-5)
+    assert pred.image.mode == "L" and np.asarray(pred.image).std() > 0  # decoded to real content, not a blank
+    assert pred.heatmap.shape == (64, 64) and 0 <= pred.heatmap.min() <= pred.heatmap.max() <= 1
 
 
 def test_target_class_can_be_chosen(trained_checkpoint, synthetic_root):

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from cxr.checkpoint import load_checkpoint
-from cxr.events import Done, Evaluated, Note, Started, Step
-from cxr.train import TrainConfig, fit
+from cxr.events import Attention, Done, Evaluated, Note, Started, Step
+from cxr.train import TrainConfig, fit, learning_rate
 from tests.conftest import tiny_config
 
 
@@ -33,13 +33,75 @@ def test_fit_emits_start_steps_evaluations_and_done(synthetic_root, tmp_path):
     json.dumps(done.to_dict())  # every event serialises for --json
 
 
-def test_best_and_last_checkpoints_are_written_and_best_carries_test_metrics(synthetic_root, tmp_path):
-    done = _run(tiny_config(synthetic_root, tmp_path / "m.pt"))[-1]
+def test_a_finished_run_keeps_one_best_checkpoint_with_test_metrics_and_no_last_file(synthetic_root, tmp_path):
+    done = _run(tiny_config(synthetic_root, tmp_path / "m.pt", save_last_every_s=0.0))[-1]
     best = load_checkpoint(done.checkpoint)
     assert best.metrics["test_accuracy"] == done.test_accuracy and best.classes == ("covid", "normal", "viral")
     assert best.config["lr"] == 1e-3 and best.synthetic
-    last = load_checkpoint(done.last_checkpoint)
-    assert last.step == 6 and last.optimizer is not None
+    assert best.step == done.best_step == best.metrics["best_step"]  # the step of the weights kept, not the last
+    # -last was written during the run (save_last_every_s=0) and removed when it ended normally.
+    assert done.last_checkpoint == "" and sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
+
+
+def test_the_best_checkpoint_carries_the_curves_and_the_attention_strip(synthetic_root, tmp_path):
+    events = _run(tiny_config(synthetic_root, tmp_path / "m.pt", max_steps=6, eval_every=2))
+    evals = [e for e in events if isinstance(e, Evaluated)]
+    strips = [e for e in events if isinstance(e, Attention)]
+    assert [a.step for a in strips] == [e.step for e in evals] == [2, 4, 6]  # one strip per evaluation
+    assert all(a.classes == ["covid", "normal", "viral"] and len(a.maps) == 3 for a in strips)
+    assert all(0 <= v <= 1 for a in strips for m in a.maps for row in m for v in row)
+    metrics = load_checkpoint(tmp_path / "m.pt").metrics
+    assert [h["step"] for h in metrics["history"]] == [2, 4, 6]
+    assert [h["val_accuracy"] for h in metrics["history"]] == [e.val_accuracy for e in evals]
+    assert metrics["attention"]["steps"] == [2, 4, 6] and metrics["attention"]["files"] == strips[0].files
+    assert "maps" not in strips[0].to_dict(maps=False)
+
+
+def test_a_diverging_run_stops_at_the_first_nan_loss_and_saves_no_nan_weights(synthetic_root, tmp_path, monkeypatch):
+    import cxr.train
+
+    real = cxr.train.train_step
+
+    def diverging(model, *args, **kwargs):  # what a huge learning rate does: the weights and the loss blow up
+        loss, correct = real(model, *args, **kwargs)
+        if len(steps) == 2:
+            with torch.no_grad():
+                model.fc.weight.fill_(float("nan"))
+            loss = float("nan")
+        steps.append(loss)
+        return loss, correct
+
+    steps = []
+    monkeypatch.setattr(cxr.train, "train_step", diverging)
+    cfg = tiny_config(synthetic_root, tmp_path / "m.pt", max_steps=40, eval_every=2)
+    with pytest.raises(ValueError, match=r"^the loss became nan at step 3: lower the learning rate \(it is 0.001\)$"):
+        _run(cfg)
+    assert len(steps) == 3  # no step after the first NaN
+    assert load_checkpoint(tmp_path / "m.pt").step == 2  # the finite best from step 2 is kept...
+    assert not (tmp_path / "m-last.pt").exists()  # ...and the NaN weights are not saved for --resume
+
+
+def test_a_time_budget_ends_the_run_with_a_final_evaluation(synthetic_root, tmp_path):
+    events = _run(tiny_config(synthetic_root, tmp_path / "m.pt", max_steps=100_000, eval_every=10_000, time_budget_s=3.0))
+    done = events[-1]
+    assert done.reason == "time_budget" and done.steps > 0
+    assert [e.step for e in events if isinstance(e, Evaluated)] == [done.steps]  # the weights at the end were scored
+    assert load_checkpoint(done.checkpoint).metrics["test_accuracy"] == done.test_accuracy
+
+
+def test_one_cycle_warms_up_then_anneals_to_zero():
+    cfg = TrainConfig(lr=1e-3, schedule="onecycle", warmup=0.2)
+    lrs = [learning_rate(cfg, p / 100) for p in range(101)]
+    assert lrs[0] == pytest.approx(4e-5) and max(lrs) == pytest.approx(1e-3) and lrs.index(max(lrs)) == 20
+    assert lrs[-1] == pytest.approx(0.0, abs=1e-12) and all(a >= b for a, b in zip(lrs[20:], lrs[21:]))
+    assert learning_rate(TrainConfig(lr=1e-3), 0.7) == 1e-3  # constant: the recipe's
+
+
+def test_fit_leaves_the_global_random_state_and_cudnn_setting_alone(synthetic_root, tmp_path):
+    torch.manual_seed(123)
+    before, cudnn = torch.random.get_rng_state(), torch.backends.cudnn.benchmark
+    _run(tiny_config(synthetic_root, tmp_path / "m.pt", max_steps=2))
+    assert torch.equal(torch.random.get_rng_state(), before) and torch.backends.cudnn.benchmark == cudnn
 
 
 def test_training_is_reproducible_with_a_seed(synthetic_root, tmp_path):
@@ -68,14 +130,15 @@ def test_stop_flag_ends_training_within_one_step(synthetic_root, tmp_path):
     assert max(e.step for e in events if isinstance(e, Step)) == 4
     done = events[-1]
     assert done.reason == "stopped" and done.steps == 4
-    assert load_checkpoint(done.checkpoint).step == 4  # scored at stop, so there is a best checkpoint
+    assert load_checkpoint(done.checkpoint).step == 3  # the weights of the evaluation at step 3, tested at stop
 
 
-def test_threading_event_works_as_stop_flag(synthetic_root, tmp_path):
+def test_a_run_stopped_before_its_first_evaluation_leaves_no_file(synthetic_root, tmp_path):
     flag = threading.Event()
     flag.set()
     done = _run(tiny_config(synthetic_root, tmp_path / "m.pt"), stop=flag)[-1]
-    assert done.reason == "stopped" and done.steps == 0
+    assert done.reason == "stopped" and done.steps == 0 and done.checkpoint == "" and done.test_accuracy is None
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_reaching_the_target_accuracy_stops_training(synthetic_root, tmp_path):
@@ -95,8 +158,12 @@ def test_closing_the_stream_keeps_the_checkpoints(synthetic_root, tmp_path):
 
 
 def test_resume_continues_from_the_saved_step(synthetic_root, tmp_path):
-    first = _run(tiny_config(synthetic_root, tmp_path / "a.pt", max_steps=4))[-1]
-    events = _run(tiny_config(synthetic_root, tmp_path / "b.pt", max_steps=8, resume=first.last_checkpoint))
+    stream = fit(tiny_config(synthetic_root, tmp_path / "a.pt", max_steps=50))
+    for ev in stream:
+        if isinstance(ev, Step) and ev.step == 4:
+            break
+    stream.close()  # interrupted (as by Ctrl-C): the -last file is what --resume takes
+    events = _run(tiny_config(synthetic_root, tmp_path / "b.pt", max_steps=8, resume=str(tmp_path / "a-last.pt")))
     assert events[0].start_step == 4 and "resumed" in events[0].weights
     assert [e.step for e in events if isinstance(e, Step)] == [5, 6, 7, 8]
 
@@ -121,7 +188,9 @@ def test_freeze_with_random_weights_is_ignored_with_a_note(synthetic_root, tmp_p
 @pytest.mark.parametrize(
     "field, value, words",
     [("batch_size", 0, "batch size"), ("lr", 0.0, "learning rate"), ("image_size", 8, "image size"),
-     ("target_accuracy", 1.5, "target accuracy"), ("freeze", "all", "freeze"), ("classes", ("covid",), "classes")],
+     ("target_accuracy", 1.5, "target accuracy"), ("freeze", "all", "freeze"), ("classes", ("covid",), "classes"),
+     ("lr", 1e30, "learning rate"), ("seed", 2**70, "seed"), ("seed", 1.5, "seed must be a whole number"),
+     ("weights", None, "starting weights"), ("epochs", float("nan"), "epochs"), ("hide_box", (0.5, 0.4, 0, 1), "hide box")],
 )
 def test_bad_settings_are_refused_with_the_setting_named(synthetic_root, tmp_path, field, value, words):
     with pytest.raises(ValueError, match=words):

@@ -1,0 +1,35 @@
+"""Small measuring helpers shared by training, the benchmark, `predict` and the app: peak memory, percentiles of
+timings, and durations in words. One place, so every screen and log writes a figure the same way."""
+
+from __future__ import annotations
+
+import resource
+import statistics
+
+import torch
+
+
+def peak_memory_mb(device: "torch.device | str" = "cpu") -> float:
+    """The most memory this process has held: GPU memory allocated by torch on CUDA, resident set size on a CPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def p50_p95(values: list[float]) -> dict[str, float]:
+    """Median and 95th percentile of timings given in milliseconds (keys p50_ms, p95_ms)."""
+    if not values:
+        raise ValueError("p50_p95 needs at least one timing")
+    ordered = sorted(values)
+    return {"p50_ms": statistics.median(ordered), "p95_ms": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]}
+
+
+def format_duration(seconds: float) -> str:
+    """'45 s', '3 min 05 s', '1 h 02 min': how long something took or has left, for people."""
+    seconds = int(round(max(seconds, 0)))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
