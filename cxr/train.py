@@ -33,6 +33,7 @@ from .errors import UserError
 from .evaluate import EvalResult, classification_report, evaluate
 from .events import Attention, Done, Evaluated, Event, Note, Started, Step, StopFlag
 from .explain import gradcam
+from .lungs import HideLungs, hide_pixels, require_masks
 from .measure import peak_memory_mb
 from .model import build_model, count_parameters, freeze_layers, is_random_fallback, set_train_mode
 from .transforms import to_model_input
@@ -138,6 +139,7 @@ class Run:
     notes: list[str]
     gen: torch.Generator
     attention_ids: list[int]
+    hide: HideLungs
     history: list[dict[str, float]] = field(default_factory=list)
     attention: dict[str, Any] = field(default_factory=dict)
 
@@ -193,15 +195,20 @@ def setup(cfg: TrainConfig) -> Run:
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
+    # The shortcut experiment: the same region is black in every image the model sees, in training and testing.
+    hide = HideLungs(cfg.hide_lungs, tuple(cfg.hide_box))
+    if hide.needs_masks:
+        require_masks(index.files)
     # On a GPU the decoded images live on the GPU itself: no host-to-device copy per step.
-    cache = ImageCache(index.files, cfg.image_size, device=device if device.type == "cuda" else "cpu")
+    cache = ImageCache(index.files, cfg.image_size, device=device if device.type == "cuda" else "cpu",
+                       masks=hide.needs_masks)
     attention_ids = [next(i for i in split.val if index.labels[i] == c) for c in range(len(index.classes))] if cfg.attention else []
     return Run(
         cfg=cfg, device=device, index=index, split=split, cache=cache, label_table=torch.tensor(index.labels, device=device),
         model=model, optimizer=optimizer, amp_dtype=torch.bfloat16 if (cfg.amp and device.type == "cuda") else None,
         steps_per_epoch=steps_per_epoch, total_steps=total_steps, start_step=start_step, best_path=best_path,
         last_path=last_path, weights=weights, pretrained=pretrained, notes=notes,
-        gen=torch.Generator().manual_seed(cfg.seed + start_step), attention_ids=attention_ids,
+        gen=torch.Generator().manual_seed(cfg.seed + start_step), attention_ids=attention_ids, hide=hide,
     )
 
 
@@ -245,8 +252,10 @@ def train_on_batch(run: Run, ids: list[int], step: int, clock: Clock) -> tuple[f
     if not ok:
         return None
     y = run.label_table[ok]
-    # Augment on the device, then normalise: the model sees a fresh variant of each image every epoch.
-    x = to_model_input(images.to(run.device, non_blocking=True), run.cfg.augment, run.gen)
+    masks = run.cache.get_masks(ok).to(run.device) if run.hide.needs_masks else None
+    # Augment on the device, then normalise: the model sees a fresh variant of each image every epoch (with the
+    # hidden region, if any, blacked out after the augmentation moved it).
+    x = to_model_input(images.to(run.device, non_blocking=True), run.cfg.augment, run.gen, hide=run.hide, masks=masks)
     x = x.contiguous(memory_format=run.memory_format)
     for group in run.optimizer.param_groups:
         group["lr"] = learning_rate(run.cfg, progress_of(run, step, clock))
@@ -261,13 +270,14 @@ def train_on_batch(run: Run, ids: list[int], step: int, clock: Clock) -> tuple[f
 
 
 def validate_now(run: Run, ids: "tuple[int, ...] | list[int]") -> EvalResult:
-    batches = iterate_batches(run.cache, ids, run.index.labels, run.eval_batch)
+    batches = iterate_batches(run.cache, ids, run.index.labels, run.eval_batch, hide=run.hide)
     return evaluate(run.model, batches, run.device, run.amp_dtype, run.cfg.channels_last, tta_flip=run.cfg.tta_flip)
 
 
 def explain_attention(run: Run, step: int) -> Attention:
     """Grad-CAM of the fixed attention images with the current weights: the strip that shows attention forming."""
     images, ok = run.cache.get(run.attention_ids)
+    images = hide_pixels(images, run.hide, run.cache.get_masks(ok) if run.hide.needs_masks else None)
     x = to_model_input(images.to(run.device)).contiguous(memory_format=run.memory_format)
     maps, logits = gradcam(run.model, x)
     small = F.adaptive_avg_pool2d(torch.from_numpy(maps)[:, None], ATTENTION_GRID)[:, 0]

@@ -1,17 +1,33 @@
-"""Classify tab: drop in an X-ray, get class probabilities and a Grad-CAM overlay from a chosen checkpoint."""
+"""Classify tab: drop in an X-ray, get class probabilities and a Grad-CAM overlay from a chosen model; download a
+model, or add one from a file.
+
+The list of models is refreshed by the page-level timer, whichever tab is open; a visitor's own choice is never
+reset by it. A new visitor starts on the best finished model. Uploaded X-rays are deleted as soon as they are
+classified (the decoded image stays in the visitor's session for re-explaining), and a model file is added only
+after it loads as a cxr checkpoint for this dataset's classes.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
+from gradio.utils import get_upload_folder
+from matplotlib import colormaps
 
+from cxr.checkpoint import checkpoint_name, load_checkpoint
 from cxr.data import display_name
 from cxr.explain import overlay
 from cxr.images import IMAGE_SUFFIXES
+from cxr.measure import format_duration
 
 from .context import AppContext
+from .labels import percent
+from .messages import SOMETHING_WRONG, user_error
 
 log = logging.getLogger(__name__)
 
@@ -19,47 +35,113 @@ INTRO = """
 **What Grad-CAM shows.** The coloured overlay marks the regions whose features pushed the model towards the class
 you pick: it shows *where the model looked*, not *what is medically there*. A heatmap on a lung opacity is
 reassuring; a heatmap on a text marker, the shoulder or the image border means the model learned a shortcut.
-The map is coarse (7 x 7 cells at 224 px). Probabilities are the model's confidence, not the chance of disease.
+Probabilities are the model's confidence, not the chance of disease.
 """
-NO_CHECKPOINT = ("**No trained model yet.** Train one in the **Train** tab (the Fast preset takes a few minutes); "
-                 "it appears here as soon as its first evaluation is saved.")
+NO_MODEL = ("**No trained model yet.** Train one in the **Train** tab (the Fast preset takes a few minutes); "
+            "it appears here as soon as its first evaluation is saved.")
 PREDICTED = "predicted class"
 EXAMPLES_PER_CLASS = 4
+MAX_XRAY_MB = 20  # an X-ray PNG is 0.1 to 5 MB, a DICOM up to ~20 MB (the page allows larger files for models)
+MAX_MODEL_MB = 64  # a ResNet18 checkpoint is about 45 MB
 
 
-def refresh_checkpoints(ctx: AppContext, known: list[str], current: str | None):
-    """Timer tick: update the checkpoint list only when the folder changed, so an open dropdown is not reset."""
-    names = ctx.checkpoint_names()
-    if names == known:
-        return gr.skip(), known, gr.skip()
-    value = current if current in names else (names[0] if names else None)
-    hint = gr.update(visible=not names)
-    return gr.update(choices=names, value=value), names, hint
+def coarseness(image_size: int) -> str:
+    """The Grad-CAM grid of this model, from its input size: ResNet18's last block sees the image at 1/32."""
+    cells = max(image_size // 32, 1)
+    return (f"The map is coarse: {cells} x {cells} cells at this model's {image_size} px input, each cell covering "
+            f"about {100 // cells} % of the width.")
 
 
-def classify(ctx: AppContext, file: str | None, checkpoint: str | None, target: str, alpha: float):
-    """Probabilities, the overlay, and what the overlay sliders need (image and heatmap) for this session."""
-    if not file:
-        raise gr.Error("Drop an X-ray image (PNG, JPEG or DICOM) into the box first.")
+def colour_bar(width: int = 320, height: int = 14) -> np.ndarray:
+    """The overlay's colour scale, low attribution (left) to high (right), as an RGB strip."""
+    ramp = colormaps["jet"](np.linspace(0, 1, width))[:, :3]
+    return (np.repeat(ramp[None], height, axis=0) * 255).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------------------------ models
+def starter_message(ctx: AppContext) -> str:
+    """What a visitor reads while no model exists yet: the starter run's progress, or how to train one."""
+    snap = ctx.job.snapshot()
+    if not snap.active:
+        return NO_MODEL
+    step, every = snap.last_step, snap.config.get("eval_every", 20)
+    if not step:
+        return "**The starter model is training:** it is reading the X-rays; the first model is ready in a few minutes."
+    to_go = every - step["step"] % every  # steps until the first evaluation, which saves the first model
+    seconds = to_go * step["eta_s"] / max(step["total_steps"] - step["step"], 1)
+    return (f"**The starter model is training:** ready in about {format_duration(seconds)} "
+            "(you can watch it in the **Train** tab).")
+
+
+def model_list(ctx: AppContext, known: list, current: str | None):
+    """Page timer and page load: every model dropdown's choices when the folder changed, and the no-model message.
+    Returns (this tab's dropdown, the choices now known, the message, the Train tab's compare list, the Evaluate
+    tab's dropdown). A visitor's choice stays; `current` None (a new page) picks the default model."""
+    models = ctx.models()
+    choices = [(m.label, m.name) for m in models]
+    hint = gr.update(value=starter_message(ctx), visible=not models)
+    if choices == [tuple(c) for c in known or []] and current is not None:
+        return gr.skip(), known, hint, gr.skip(), gr.skip()
+    names = [m.name for m in models]
+    value = current if current in names else ctx.default_model(models)
+    others = gr.update(choices=choices)
+    return (gr.update(choices=choices, value=value), choices, hint, others,
+            gr.update(choices=choices, value=value) if current is None else others)
+
+
+# ------------------------------------------------------------------------------------------------ classify
+def _size_check(file: str) -> None:
+    size = os.path.getsize(file)
+    if size > MAX_XRAY_MB * 2**20:
+        raise ValueError(f"{Path(file).name} is {size / 2**20:.0f} MB; X-rays of at most {MAX_XRAY_MB} MB are accepted")
+
+
+def _forget_upload(file: str | None) -> None:
+    """Delete an uploaded file once it has been read: nobody's upload waits an hour in the server's cache."""
+    if file and Path(file).resolve().is_relative_to(Path(get_upload_folder()).resolve()):
+        Path(file).unlink(missing_ok=True)
+
+
+def classify(ctx: AppContext, file: str | None, checkpoint: str | None, target: str, alpha: float, source=None):
+    """Probabilities, the overlay, the caption, and what re-explaining needs (the decoded image and heatmap)."""
+    if not file and source is None:
+        raise user_error("Drop an X-ray image (PNG, JPEG or DICOM) into the box first.")
     if not checkpoint:
-        raise gr.Error("There is no trained model yet: train one in the Train tab first.")
+        raise user_error("There is no trained model yet: train one in the Train tab first.")
     try:
         clf = ctx.classifier(checkpoint)
         if target not in (None, PREDICTED, *clf.classes):
-            raise ValueError(f"this model cannot explain '{target}'; choose one of its classes")
-        pred = clf.predict(file, explain=True, target=None if target in (None, PREDICTED) else target)
+            raise ValueError("this model cannot explain that class; choose one of its classes")
+        if source is None:
+            _size_check(file)
+        pred = clf.predict(source if source is not None else file, explain=True,
+                           target=None if target in (None, PREDICTED) else target)
     except ValueError as e:
-        raise gr.Error(str(e)) from None
+        raise user_error(str(e)) from None
     except Exception:  # a bug, not the user's file: log it here, tell them plainly, keep serving
         log.exception("classify failed")
-        raise gr.Error("Something went wrong while classifying this image. Please try another one.") from None
+        raise user_error(SOMETHING_WRONG) from None
+    finally:
+        if source is None:
+            _forget_upload(file)
     image = np.asarray(pred.image)
-    heat = np.round(pred.heatmap * 255).astype(np.uint8)  # kept per visitor for the slider: 8 bits are plenty
+    heat = np.round(pred.heatmap * 255).astype(np.uint8)  # kept per visitor for redrawing: 8 bits are plenty
     probs = {display_name(k): v for k, v in pred.probabilities.items()}
     shown = overlay(image, heat / 255.0, alpha)
-    caption = f"Grad-CAM for **{display_name(pred.target)}**" + (" (synthetic model)" if clf.checkpoint.synthetic else "")
+    caption = (f"Grad-CAM for **{display_name(pred.target)}**" + (" (synthetic model)" if clf.checkpoint.synthetic else "")
+               + f". {coarseness(clf.checkpoint.image_size)}")
     targets = gr.update(choices=[PREDICTED] + [(display_name(k), k) for k in clf.classes])
-    return probs, shown, caption, (image, heat), targets
+    return probs, shown, image, caption, (image, heat), targets
+
+
+def reexplain(ctx: AppContext, state, checkpoint: str | None, target: str, alpha: float):
+    """A new model or class to explain for the image already in this session; nothing at all before an image
+    was dropped (opening a dropdown is not an error)."""
+    if not state or not checkpoint:
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    from PIL import Image
+
+    return classify(ctx, None, checkpoint, target, alpha, source=Image.fromarray(np.asarray(state[0], dtype=np.uint8)))
 
 
 def reblend(state, alpha: float):
@@ -70,59 +152,133 @@ def reblend(state, alpha: float):
     return overlay(np.asarray(image, dtype=np.uint8), np.asarray(heat, dtype=np.float32) / 255.0, alpha)
 
 
-def example_ids(ctx: AppContext) -> list[int]:
-    """A few test-split images of each class: never trained on with the default split."""
+def example_ids(ctx: AppContext, checkpoint: str | None = None) -> list[int]:
+    """A few test images of each class, from the chosen model's own split: images it never trained on."""
+    split = ctx.split
+    if checkpoint:
+        try:
+            split = ctx.split_for(checkpoint)
+        except ValueError:
+            pass
     index, out = ctx.index, []
     for label in range(len(index.classes)):
-        out += [i for i in ctx.split.test if index.labels[i] == label][:EXAMPLES_PER_CLASS]
+        out += [i for i in split.test if index.labels[i] == label][:EXAMPLES_PER_CLASS]
     return out
 
 
-def example_gallery(ctx: AppContext) -> list:
+def example_gallery(ctx: AppContext, checkpoint: str | None = None) -> list:
     """Thumbnails (pixels, not server paths: the dataset folder itself is never served)."""
-    images, ok = ctx.sample_cache.get(example_ids(ctx))
+    images, ok = ctx.sample_cache.get(example_ids(ctx, checkpoint))
     tag = " (synthetic)" if ctx.settings.synthetic else ""
     return [(img[0].numpy(), display_name(ctx.index.classes[ctx.index.labels[i]]) + tag) for img, i in zip(images, ok)]
 
 
+def classify_id(ctx: AppContext, i: int, checkpoint: str | None, target: str, alpha: float):
+    """Classify the dataset image with index `i` (an example here, or a top loss opened from Evaluate)."""
+    if not isinstance(i, int) or not 0 <= i < len(ctx.index.files):
+        raise user_error("That example is no longer available.")
+    return classify(ctx, None, checkpoint, target, alpha, source=_read_dataset_image(ctx, i))
+
+
+def _read_dataset_image(ctx: AppContext, i: int):
+    from cxr.images import read_xray
+    from cxr.predict import DISPLAY_SIDE
+
+    try:
+        return read_xray(ctx.index.files[i], max_side=DISPLAY_SIDE)
+    except ValueError as e:
+        raise user_error(str(e)) from None
+
+
 def classify_example(ctx: AppContext, checkpoint: str | None, target: str, alpha: float, evt: gr.SelectData):
-    ids = [i for i in example_ids(ctx) if i not in ctx.sample_cache.bad]
+    ids = [i for i in example_ids(ctx, checkpoint) if i not in ctx.sample_cache.bad]
     if not 0 <= evt.index < len(ids):
-        raise gr.Error("That example is no longer available.")
-    return classify(ctx, str(ctx.index.files[ids[evt.index]]), checkpoint, target, alpha)
+        raise user_error("That example is no longer available.")
+    return classify_id(ctx, ids[evt.index], checkpoint, target, alpha)
+
+
+# ------------------------------------------------------------------------------------------------ model files
+def download_model(ctx: AppContext, checkpoint: str | None) -> str | None:
+    """The chosen model's .pt file, for the Download button (a teacher takes it home, or to the next class)."""
+    if not checkpoint:
+        return None
+    try:
+        return str(ctx.checkpoint_path(checkpoint))
+    except ValueError as e:
+        raise user_error(str(e)) from None
+
+
+def add_model(ctx: AppContext, file: str | None, teacher_key: str | None = None) -> str:
+    """Add a checkpoint from a file: size-limited, loaded without running code, for this dataset's classes."""
+    if not file:
+        return ""
+    try:
+        if not ctx.is_teacher(teacher_key):
+            raise ValueError("Only the teacher can add models: enter the teacher key in the Train tab.")
+        size = os.path.getsize(file)
+        if size > MAX_MODEL_MB * 2**20:
+            raise ValueError(f"that file is {size / 2**20:.0f} MB; a cxr model is about 45 MB (at most {MAX_MODEL_MB} MB)")
+        ckpt = load_checkpoint(file)  # weights_only: a file carrying code is refused, never run
+        if ckpt.classes != ctx.index.classes:
+            raise ValueError(f"that model is for the classes {', '.join(ckpt.class_names)}; this app's data has "
+                             f"{', '.join(display_name(c) for c in ctx.index.classes)}")
+        name = checkpoint_name()
+        ctx.settings.checkpoints_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(file, ctx.settings.checkpoints_dir / f".{name}.upload")
+        os.replace(ctx.settings.checkpoints_dir / f".{name}.upload", ctx.settings.checkpoints_dir / name)
+    except ValueError as e:
+        raise user_error(str(e).replace(Path(file).name, "that file")) from None
+    finally:
+        _forget_upload(file)
+    test = ckpt.metrics.get("test_accuracy")
+    return f"Added the model as `{name}`" + (f" (test accuracy {percent(test)})" if test is not None else "") + "."
 
 
 def build(ctx: AppContext) -> dict[str, gr.components.Component]:
     gr.Markdown(INTRO)
-    names = ctx.checkpoint_names()
-    hint = gr.Markdown(NO_CHECKPOINT, visible=not names, elem_id="no_checkpoint")
+    models = ctx.models()
+    hint = gr.Markdown(starter_message(ctx), visible=not models, elem_id="no_checkpoint")
+    choices, default = [(m.label, m.name) for m in models], ctx.default_model(models)
     with gr.Row():
-        with gr.Column(scale=1):
-            # allow_custom_value: the list grows while the server runs (API callers may name a new file); the
-            # handler accepts only names of files in the checkpoints folder.
-            checkpoint = gr.Dropdown(names, value=names[0] if names else None, label="Model (checkpoint)",
-                                     elem_id="checkpoint", allow_custom_value=True)
+        with gr.Column(scale=2, min_width=280):
+            checkpoint = gr.Dropdown(choices, value=default, label="Model", elem_id="checkpoint")
             upload = gr.File(label="Drop an X-ray here (PNG, JPEG or DICOM)", file_types=list(IMAGE_SUFFIXES),
-                             type="filepath", elem_id="upload", height=140)
-            target = gr.Dropdown([PREDICTED], value=PREDICTED, label="Explain which class", elem_id="target",
-                                 allow_custom_value=True)
+                             type="filepath", elem_id="upload", height=120)
+            original = gr.Image(label="Your X-ray", type="numpy", elem_id="original", height=200, interactive=False,
+                                buttons=[])
+            target = gr.Dropdown([PREDICTED], value=PREDICTED, label="Explain which class", elem_id="target")
             alpha = gr.Slider(0, 1, 0.45, step=0.05, label="Overlay opacity", elem_id="alpha")
-            probs = gr.Label(label="Class probabilities", elem_id="probs")
-        with gr.Column(scale=1):
-            shown = gr.Image(label="Grad-CAM overlay", type="numpy", elem_id="overlay", height=420, interactive=False)
+        with gr.Column(scale=3, min_width=360):
+            probs = gr.Label(label="Class probabilities", elem_id="probs", num_top_classes=4)
+            shown = gr.Image(type="numpy", elem_id="overlay", height=360, interactive=False, show_label=False,
+                             buttons=["download"])
+            gr.Image(colour_bar(), show_label=False, interactive=False, height=28, container=False, buttons=[],
+                     elem_id="colour_bar")
+            gr.Markdown("<span style='float:left'>low attribution</span><span style='float:right'>high attribution"
+                        "</span>", elem_id="colour_bar_words")
             caption = gr.Markdown(elem_id="cam_caption")
-    examples = gr.Gallery(example_gallery(ctx), label="Examples from the test set: click one to classify it",
-                          columns=6, height=200, allow_preview=False, elem_id="examples")
-    state = gr.State(None, time_to_live=1800)  # the last image and heatmap, for redrawing at a new opacity
-    known = gr.State(names)
+    examples = gr.Gallery(example_gallery(ctx, default), label="Examples from this model's test set: click one to classify it",
+                          columns=6, height="auto", allow_preview=False, elem_id="examples")
+    with gr.Accordion("Model files: download the chosen model, or add one you trained elsewhere", open=False,
+                      elem_id="model_files"):
+        with gr.Row():
+            download_btn = gr.DownloadButton("Download the chosen model (.pt)", elem_id="download_model")
+            add_file = gr.File(label="Add a model (.pt)", file_types=[".pt"], type="filepath", elem_id="add_model",
+                               height=100)
+        add_status = gr.Markdown(elem_id="add_model_status")
+    state = gr.State(None, time_to_live=1800)  # the last image and heatmap, for redrawing and re-explaining
+    known = gr.State(choices)
 
-    outputs = [probs, shown, caption, state, target]
-    run = {"fn": ctx.bind(classify), "inputs": [upload, checkpoint, target, alpha], "outputs": outputs,
-           "concurrency_limit": 2, "concurrency_id": "classify"}
-    upload.upload(**run, api_name="classify")
-    target.input(**run, api_name=False)
-    checkpoint.input(**run, api_name=False)
+    outputs = [probs, shown, original, caption, state, target]
+    upload.upload(ctx.bind(classify), [upload, checkpoint, target, alpha], outputs, api_name="classify",
+                  concurrency_limit=2, concurrency_id="classify")
+    for trigger in (target.input, checkpoint.input):
+        trigger(ctx.bind(reexplain), [state, checkpoint, target, alpha], outputs, api_name=False,
+                concurrency_limit=2, concurrency_id="classify")
+    checkpoint.change(ctx.bind(example_gallery), [checkpoint], [examples], api_name=False)
     examples.select(ctx.bind(classify_example), [checkpoint, target, alpha], outputs, api_name=False,
                     concurrency_limit=2, concurrency_id="classify")
-    alpha.release(reblend, [state, alpha], [shown], api_name=False)
-    return {"checkpoint": checkpoint, "known": known, "hint": hint}
+    alpha.change(reblend, [state, alpha], [shown], api_name=False, show_progress="hidden")
+    checkpoint.change(ctx.bind(download_model), [checkpoint], [download_btn], api_name=False, show_progress="hidden")
+    return {"checkpoint": checkpoint, "known": known, "hint": hint, "outputs": outputs, "target": target,
+            "alpha": alpha, "add_file": add_file, "add_status": add_status, "download_btn": download_btn}

@@ -9,27 +9,33 @@ the checkpoints folder only.
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
 import inspect
 import logging
 import os
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
-from cxr.checkpoint import list_checkpoints
-from cxr.data import DatasetIndex, ImageCache, Split, index_dataset, split_dataset
+from cxr.checkpoint import (CheckpointInfo, list_checkpoints, prune_checkpoints, read_checkpoint_info,
+                            remove_orphans)
+from cxr.data import SYNTHETIC_MARKER, DatasetIndex, ImageCache, Split, index_dataset, split_dataset, split_for_config
+from cxr.lungs import has_masks
 from cxr.download import DATASET_FOLDER, DownloadUnavailable, download_dataset, manual_instructions
 from cxr.predict import Classifier
 from cxr.synthetic import make_synthetic
 
 from .job import TrainingJob
+from .labels import model_label
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_SIZE = 224  # resolution of the images the Data and Classify tabs show
+MAX_CHECKPOINT_MB = 2000  # default cap on the checkpoints folder: about 40 Fast runs; a free Space has 50 GB of disk
 
 
 @dataclass(frozen=True)
@@ -38,37 +44,59 @@ class AppSettings:
     checkpoints_dir: Path
     synthetic: bool
     banner: str  # markdown shown above the tabs; "" when real data is in use
+    teacher_key_digest: bytes = field(default=b"", repr=False)  # sha256 of the teacher key; b"": no key, all may train
+    max_checkpoint_bytes: int = MAX_CHECKPOINT_MB * 2**20
+    starter: bool = False  # train a starter model on first start when the folder holds none
+
+    @property
+    def teacher_only(self) -> bool:
+        return bool(self.teacher_key_digest)
 
 
-def resolve_settings(data: str | None = None, download: bool = False, root: Path = ROOT) -> AppSettings:
-    """Choose the dataset: --data / CXR_DATA, else data/COVID-19_Radiography_Dataset, else (after a download, if
-    asked for and possible) the real database, else a synthetic set made once under data/synthetic."""
+def digest_key(key: str) -> bytes:
+    """The teacher key is kept only as a digest: it never reaches a page, a log line or a message."""
+    return hashlib.sha256(key.encode()).digest() if key else b""
+
+
+def resolve_settings(data: str | None = None, download: bool = False, root: Path = ROOT, teacher_key: str | None = None,
+                     starter: bool | None = None, max_checkpoint_mb: float | None = None) -> AppSettings:
+    """The server's settings, from arguments, else the environment (CXR_*), else defaults. The dataset: --data /
+    CXR_DATA, else data/COVID-19_Radiography_Dataset, else (after a download, if asked for and possible) the real
+    database, else a synthetic set made once under data/synthetic."""
     checkpoints = Path(os.environ.get("CXR_CHECKPOINTS", root / "checkpoints"))
+    key = teacher_key if teacher_key is not None else os.environ.get("CXR_TEACHER_KEY", "")
+    starter = starter if starter is not None else os.environ.get("CXR_STARTER", "1") not in ("0", "false", "")
+    cap_mb = max_checkpoint_mb if max_checkpoint_mb is not None else float(os.environ.get("CXR_MAX_CHECKPOINT_MB", MAX_CHECKPOINT_MB))
+    extra = dict(teacher_key_digest=digest_key(key), starter=starter, max_checkpoint_bytes=int(cap_mb * 2**20))
+    return _with_data(data, download, root, checkpoints, extra)
+
+
+def _with_data(data: str | None, download: bool, root: Path, checkpoints: Path, extra: dict) -> AppSettings:
     data = data or os.environ.get("CXR_DATA")
     download = download or os.environ.get("CXR_DOWNLOAD", "") not in ("", "0", "false")
     if data:
         path = Path(data).expanduser()
-        return AppSettings(path, checkpoints, _is_synthetic(path), _synthetic_banner("") if _is_synthetic(path) else "")
+        return AppSettings(path, checkpoints, _is_synthetic(path), _synthetic_banner("") if _is_synthetic(path) else "", **extra)
     default = root / "data" / DATASET_FOLDER
     if default.is_dir():
-        return AppSettings(default, checkpoints, False, "")
+        return AppSettings(default, checkpoints, False, "", **extra)
     why = ""
     if download:
         try:
             log.info("downloading the COVID-19 Radiography Database (about 800 MB) ...")
-            return AppSettings(download_dataset(root / "data"), checkpoints, False, "")
+            return AppSettings(download_dataset(root / "data"), checkpoints, False, "", **extra)
         except DownloadUnavailable as e:
             log.warning("download failed: %s", e)
             why = f"The download of the real database failed ({str(e).split(':')[0]}). "
     synthetic = root / "data" / "synthetic"
-    if not (synthetic / "SYNTHETIC.txt").exists():
+    if not (synthetic / SYNTHETIC_MARKER).exists():
         log.info("no dataset found: drawing a synthetic one at %s", synthetic)
         make_synthetic(synthetic, per_class=80, size=256, classes=("covid", "normal", "viral"))
-    return AppSettings(synthetic, checkpoints, True, _synthetic_banner(why))
+    return AppSettings(synthetic, checkpoints, True, _synthetic_banner(why), **extra)
 
 
 def _is_synthetic(path: Path) -> bool:
-    return (path / "SYNTHETIC.txt").exists()
+    return (path / SYNTHETIC_MARKER).exists()
 
 
 def _synthetic_banner(why: str) -> str:
@@ -80,13 +108,49 @@ def _synthetic_banner(why: str) -> str:
     )
 
 
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model in the lists the tabs show: its file name, a label a person can tell apart, and its facts."""
+
+    name: str
+    label: str
+    info: CheckpointInfo
+    training: bool  # the running job is still writing it
+
+
 class AppContext:
     def __init__(self, settings: AppSettings, job: TrainingJob | None = None, max_models: int = 2):
         self.settings = settings
-        self.job = job or TrainingJob()
+        self.job = job or TrainingJob(on_end=self.tidy_checkpoints)
         self._models: OrderedDict[tuple[str, float], Classifier] = OrderedDict()
         self._max_models = max_models
         self._lock = threading.Lock()
+        self._infos: dict[str, tuple[tuple[float, int], CheckpointInfo | None]] = {}
+        self._splits: dict[tuple, Split] = {}
+        self.janitor: Any = None  # the upload cache's janitor thread, started with the page (demo.limits)
+        self._memo: OrderedDict[tuple, Any] = OrderedDict()
+        self._memo_locks: dict[tuple, threading.Lock] = {}
+
+    def cached(self, key: tuple, compute: Callable[[], Any], keep: int = 8) -> Any:
+        """`compute()` once per key for the whole server (a few keys kept, least recently used dropped): an
+        analysis of a model is made for the first visitor who asks and handed to every later one at once.
+        Visitors asking for the same key while it is computed wait for the one computation."""
+        with self._lock:
+            if key in self._memo:
+                self._memo.move_to_end(key)
+                return self._memo[key]
+            lock = self._memo_locks.setdefault(key, threading.Lock())
+        with lock:
+            with self._lock:
+                if key in self._memo:
+                    return self._memo[key]
+            value = compute()
+            with self._lock:
+                self._memo[key] = value
+                while len(self._memo) > keep:
+                    old, _ = self._memo.popitem(last=False)
+                    self._memo_locks.pop(old, None)
+            return value
 
     @cached_property
     def index(self) -> DatasetIndex:
@@ -95,25 +159,118 @@ class AppContext:
 
     @cached_property
     def split(self) -> Split:
-        """The default split, the one a training run with default settings uses."""
+        """The default split, the one a training run with default settings uses (the Data tab shows it)."""
         return split_dataset(self.index)
+
+    def split_for(self, name: str) -> Split:
+        """The split the model `name` was trained with, rebuilt from its saved settings: its "test" images are
+        ones it never trained on, whatever seed or test size it used."""
+        config = self.classifier(name).checkpoint.config
+        key = tuple(str(config.get(k)) for k in ("seed", "test_per_class", "test_fraction", "val_per_class"))
+        with self._lock:
+            if key not in self._splits:
+                self._splits[key] = split_for_config(self.index, config)
+            return self._splits[key]
+
+    @cached_property
+    def has_masks(self) -> bool:
+        """Every image has a lung mask beside it (the Kaggle v4 layout, and the synthetic set)."""
+        return has_masks(self.index.files)
 
     @cached_property
     def sample_cache(self) -> ImageCache:
-        """Decoded images for the Data and Classify tabs, filled as they are shown."""
-        return ImageCache(self.index.files, SAMPLE_SIZE)
+        """Decoded images (and lung masks, when the data has them) for the Data and Classify tabs, filled as shown."""
+        return ImageCache(self.index.files, SAMPLE_SIZE, masks=self.has_masks)
+
+    # ------------------------------------------------------------------------------------------------ models
+    def _info(self, path: Path) -> CheckpointInfo | None:
+        """A checkpoint's facts, read once per version of the file (None for a file that is not a checkpoint)."""
+        stat = path.stat()
+        stamp = (stat.st_mtime, stat.st_size)
+        cached = self._infos.get(path.name)
+        if cached is None or cached[0] != stamp:
+            try:
+                info = read_checkpoint_info(path)
+            except ValueError:
+                info = None
+            self._infos[path.name] = (stamp, info)
+            cached = self._infos[path.name]
+        return cached[1]
+
+    def running_checkpoint(self) -> str:
+        """The file name the running job saves into ("" when none is running)."""
+        snap = self.job.snapshot()
+        return Path(snap.config.get("out", "")).name if snap.active else ""
+
+    def models(self) -> list[ModelEntry]:
+        """Every model in the checkpoints folder, newest first, each labelled once (no -last files)."""
+        running, out = self.running_checkpoint(), []
+        for path in list_checkpoints(self.settings.checkpoints_dir):
+            try:
+                info = self._info(path)
+            except OSError:  # removed between the listing and the read
+                continue
+            if info is not None:
+                out.append(ModelEntry(path.name, model_label(info, training=path.name == running), info, path.name == running))
+        return out
+
+    def default_model(self, models: list[ModelEntry] | None = None) -> str | None:
+        """For a new visitor: the best finished model by test accuracy; a running or unfinished one only when
+        nothing else exists (the newest then)."""
+        models = self.models() if models is None else models
+        finished = [m for m in models if m.info.finished and not m.training]
+        if finished:
+            return max(finished, key=lambda m: (m.info.test_accuracy, m.info.mtime)).name
+        return models[0].name if models else None
 
     def checkpoint_names(self) -> list[str]:
-        return [p.name for p in list_checkpoints(self.settings.checkpoints_dir)]
+        return [m.name for m in self.models()]
 
     def checkpoint_path(self, name: str) -> Path:
         """A checkpoint by file name, only from the checkpoints folder."""
-        if not name or Path(name).name != name or not name.endswith(".pt"):
-            raise ValueError("choose a checkpoint from the list")
+        if not isinstance(name, str) or not name or Path(name).name != name or not name.endswith(".pt"):
+            raise ValueError("choose a model from the list")
         path = self.settings.checkpoints_dir / name
         if not path.is_file():
-            raise ValueError(f"checkpoint {name} is no longer there: refresh the list")
+            raise ValueError("that model is no longer there: choose another from the list")
         return path
+
+    def tidy_checkpoints(self) -> list[Path]:
+        """Keep the folder under its cap: the oldest runs go first, never the running one or the default model."""
+        keep = {n for n in (self.running_checkpoint(), self.default_model()) if n}
+        removed = prune_checkpoints(self.settings.checkpoints_dir, self.settings.max_checkpoint_bytes, keep)
+        for path in removed:
+            log.info("removed old checkpoint %s (the folder is capped at %d MB)", path.name,
+                     self.settings.max_checkpoint_bytes // 2**20)
+        return removed
+
+    def start_up(self) -> None:
+        """Once per server start: remove the leftovers of killed saves, and keep the folder under its cap."""
+        for path in remove_orphans(self.settings.checkpoints_dir):
+            log.info("removed %s, left by a save that was interrupted", path.name)
+        self.tidy_checkpoints()
+
+    def start_starter(self) -> bool:
+        """On a server with no model yet, train one with the machine's preset, so Classify works from the first
+        visit (a free Space's disk is wiped on restart). False when a model exists or the starter is off."""
+        import torch
+
+        from cxr.checkpoint import checkpoint_name
+        from cxr.presets import apply_preset, default_preset
+
+        if not self.settings.starter or any(m.info.finished for m in self.models()):
+            return False
+        cfg = apply_preset(default_preset(torch.cuda.is_available()))
+        cfg = replace(cfg, data=str(self.settings.data_dir), out=str(self.settings.checkpoints_dir / checkpoint_name()))
+        log.info("no model yet: training a starter model (%s preset)", cfg.preset)
+        self.job.start(cfg)
+        return True
+
+    def is_teacher(self, key: Any) -> bool:
+        """True when no teacher key is set, or `key` is it (compared in constant time)."""
+        if not self.settings.teacher_only:
+            return True
+        return isinstance(key, str) and hmac.compare_digest(digest_key(key), self.settings.teacher_key_digest)
 
     def classifier(self, name: str) -> Classifier:
         """A loaded model, kept for the next request (a few at most; reloaded when the file changes)."""

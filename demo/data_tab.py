@@ -8,9 +8,11 @@ import pandas as pd
 import torch
 
 from cxr.data import display_name
+from cxr.lungs import HideLungs
 from cxr.transforms import AugmentConfig, to_display, to_model_input
 
 from .context import AppContext
+from .labels import AUG_CHOICES
 
 INTRO = """
 **What the model learns from.** Each class is a folder of X-rays. A few images of each class are set aside
@@ -21,15 +23,14 @@ looks like rather than memorise particular pictures. Switch each one on and off 
 A mirrored chest puts the heart on the wrong side: a reminder that every augmentation is a claim about which
 changes should not alter the diagnosis.
 """
-
-AUG_LABELS = {
-    "hflip": "mirror left-right",
-    "rotate": "rotate ±10°",
-    "scale": "zoom ±10%",
-    "translate": "shift ±5%",
-    "brightness": "brightness",
-    "contrast": "contrast",
-}
+BIASES = """
+**Know the data's biases before trusting a score.** The three classes were collected from different hospitals,
+countries and public sources, so each class has its own look (scanner, text markers, borders, cropping, contrast).
+**All Viral Pneumonia images are of children**, most COVID images of adults: a model can tell them apart by body
+size or by the source's style without looking at the disease. The images are PNGs re-saved from many sources, not
+the scanner's own files. A high accuracy here shows that the model found *something* that separates the folders;
+the **Classify** overlay and the "hide the lungs" experiment in **Train** show whether that something is in the lungs.
+"""
 BATCH = 12
 VARIANTS = 5
 
@@ -52,12 +53,22 @@ def summary(ctx: AppContext) -> str:
             f"{sizes['val']:,} validation, {sizes['test']:,} test.")
 
 
-def _augmented(ctx: AppContext, ids: list[int], augs: list[str], seed: int) -> tuple[list, list[int]]:
+HIDE_CHOICES = [("the whole X-ray", "none"), ("lungs hidden: central box", "box"), ("lungs hidden: lung masks", "mask")]
+
+
+def _augmented(ctx: AppContext, ids: list[int], augs: list[str], seed: int, hide: str = "none") -> tuple[list, list[int]]:
     images, ok = ctx.sample_cache.get(ids)
     if not ok:
-        raise gr.Error("none of these images could be read")
+        raise gr.Error("none of these images could be read", print_exception=False)
+    if hide == "mask" and not ctx.has_masks:
+        raise gr.Error("This dataset has no lung masks (the Kaggle v4 release keeps them in masks/ folders): "
+                       "use the central box instead.", print_exception=False)
+    if hide not in ("none", "box", "mask"):
+        raise gr.Error("choose what the model gets from the list", print_exception=False)
     gen = torch.Generator().manual_seed(seed)
-    x = to_model_input(images, AugmentConfig().only(augs), gen)  # exactly what training feeds the model
+    masks = ctx.sample_cache.get_masks(ok) if hide == "mask" else None
+    # Exactly what training feeds the model, hiding included (the hidden region moves with each augmentation).
+    x = to_model_input(images, AugmentConfig().only(augs), gen, hide=HideLungs(hide), masks=masks)
     return [to_display(img) for img in x], ok  # un-normalised so people can look at it
 
 
@@ -66,43 +77,57 @@ def _caption(ctx: AppContext, i: int) -> str:
     return f"{label} (synthetic)" if ctx.settings.synthetic else label
 
 
-def new_batch(ctx: AppContext, augs: list[str]) -> tuple[list, list[int], list]:
+def new_batch(ctx: AppContext, augs: list[str], hide: str = "none") -> tuple[list, list[int], list]:
     """A random batch of augmented training images; the first one's variants are shown beside its original."""
     seed = random.randrange(2**31)
     ids = random.Random(seed).sample(list(ctx.split.train), min(BATCH, len(ctx.split.train)))
-    pictures, ok = _augmented(ctx, ids, augs, seed)
+    pictures, ok = _augmented(ctx, ids, augs, seed, hide)
     gallery = [(p, _caption(ctx, i)) for p, i in zip(pictures, ok)]
-    return gallery, ok, variants(ctx, ok, augs, 0)
+    return gallery, ok, variants(ctx, ok, augs, 0, hide)
 
 
-def variants(ctx: AppContext, ids: list[int], augs: list[str], k: int = 0) -> list:
-    """The original of image k and several augmented versions of it."""
+def same_batch(ctx: AppContext, ids: list[int], augs: list[str], hide: str = "none") -> tuple[list, list]:
+    """The batch on screen redrawn with other augmentations or hiding (a new random draw), and its first image's
+    variants."""
+    if not ids:
+        return [], []
+    pictures, ok = _augmented(ctx, ids, augs, random.randrange(2**31), hide)
+    return [(p, _caption(ctx, i)) for p, i in zip(pictures, ok)], variants(ctx, ok, augs, 0, hide)
+
+
+def variants(ctx: AppContext, ids: list[int], augs: list[str], k: int = 0, hide: str = "none") -> list:
+    """The original of image k and several augmented versions of it (as the model gets them)."""
     if not ids:
         return []
     i = ids[min(k, len(ids) - 1)]
     original, _ = _augmented(ctx, [i], [], 0)
-    versions, _ = _augmented(ctx, [i] * VARIANTS, augs, random.randrange(2**31))
+    versions, _ = _augmented(ctx, [i] * VARIANTS, augs, random.randrange(2**31), hide)
     return [(original[0], f"original: {_caption(ctx, i)}")] + [(v, f"augmented {n + 1}") for n, v in enumerate(versions)]
 
 
-def select_variant(ctx: AppContext, ids: list[int], augs: list[str], evt: gr.SelectData) -> list:
-    return variants(ctx, ids, augs, evt.index)
+def select_variant(ctx: AppContext, ids: list[int], augs: list[str], hide: str, evt: gr.SelectData) -> list:
+    return variants(ctx, ids, augs, evt.index, hide)
 
 
 def build(ctx: AppContext) -> None:
     gr.Markdown(INTRO)
     gr.Markdown(summary(ctx), elem_id="data_summary")
+    gr.Markdown(BIASES, elem_id="data_biases")
     gr.BarPlot(split_counts(ctx), x="class", y="images", color="split", title="Images per class and split",
                height=260, elem_id="counts_plot")
-    aug_box = gr.CheckboxGroup(choices=[(AUG_LABELS[n], n) for n in AugmentConfig.names()],
-                               value=list(AugmentConfig.names()), label="Augmentations", elem_id="aug_box")
+    aug_box = gr.CheckboxGroup(choices=AUG_CHOICES, value=list(AugmentConfig.names()), label="Augmentations",
+                               elem_id="aug_box")
+    hide_box = gr.Radio(HIDE_CHOICES, value="none", elem_id="hide_preview",
+                        label="What the model gets (the shortcut experiment in Train hides the lungs like this)")
     batch_btn = gr.Button("New random batch", variant="primary", elem_id="batch_btn")
     first, first_ids, first_variants = new_batch(ctx, list(AugmentConfig.names()))  # so the page opens with pictures
     batch_ids = gr.State(first_ids)
     gallery = gr.Gallery(first, label="Augmented training samples (click one to see its variants)", columns=6,
-                         height=330, elem_id="samples_gallery", allow_preview=False)
-    compare = gr.Gallery(first_variants, label="Original and augmented versions", columns=VARIANTS + 1, height=220,
+                         height="auto", elem_id="samples_gallery", allow_preview=False)
+    compare = gr.Gallery(first_variants, label="Original and augmented versions", columns=VARIANTS + 1, height="auto",
                          elem_id="variants_gallery", allow_preview=False)
-    batch_btn.click(ctx.bind(new_batch), [aug_box], [gallery, batch_ids, compare], api_name="new_batch")
-    aug_box.change(ctx.bind(variants), [batch_ids, aug_box], [compare], api_name=False)
-    gallery.select(ctx.bind(select_variant), [batch_ids, aug_box], [compare], api_name=False)
+    batch_btn.click(ctx.bind(new_batch), [aug_box, hide_box], [gallery, batch_ids, compare], api_name="new_batch")
+    # A switch changes both rows: the same images again, with the augmentations (or hiding) now as chosen.
+    for switch in (aug_box, hide_box):
+        switch.change(ctx.bind(same_batch), [batch_ids, aug_box, hide_box], [gallery, compare], api_name=False)
+    gallery.select(ctx.bind(select_variant), [batch_ids, aug_box, hide_box], [compare], api_name=False)

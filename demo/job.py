@@ -15,7 +15,7 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator
 
-from cxr.events import Done, Evaluated, Event, Note, Started, Step
+from cxr.events import Attention, Done, Evaluated, Event, Note, Started, Step
 from cxr.train import TrainConfig, fit
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ class JobBusy(RuntimeError):
     """A second Start while a run is going."""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Snapshot:
     status: str = "idle"  # idle | running | stopping | done | failed
     version: int = 0  # changes whenever the curves or the result change
@@ -33,6 +33,7 @@ class Snapshot:
     started: dict[str, Any] = field(default_factory=dict)  # the Started event
     evaluations: list[dict[str, Any]] = field(default_factory=list)  # Evaluated events, in order
     last_step: dict[str, Any] = field(default_factory=dict)  # the latest Step event
+    attention: list[dict[str, Any]] = field(default_factory=list)  # Attention events, one per evaluation
     notes: list[str] = field(default_factory=list)
     done: dict[str, Any] = field(default_factory=dict)  # the Done event
     error: str = ""
@@ -45,8 +46,9 @@ class Snapshot:
 
 
 class TrainingJob:
-    def __init__(self, train: Callable[..., Iterator[Event]] = fit):
+    def __init__(self, train: Callable[..., Iterator[Event]] = fit, on_end: Callable[[], Any] | None = None):
         self._train = train  # injectable so tests can drive a fake stream
+        self._on_end = on_end  # called in the worker thread after each run (the app tidies the checkpoints folder)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -75,10 +77,13 @@ class TrainingJob:
             return True
 
     def snapshot(self) -> Snapshot:
+        """A copy to read without the lock (lists are copied; their items are never changed once recorded)."""
         with self._lock:
             s = self._state
-            return Snapshot(s.status, s.version, dict(s.config), dict(s.started), list(s.evaluations),
-                            dict(s.last_step), list(s.notes), dict(s.done), s.error, s.started_at, s.ended_at)
+            return Snapshot(status=s.status, version=s.version, config=dict(s.config), started=dict(s.started),
+                            evaluations=list(s.evaluations), last_step=dict(s.last_step), attention=list(s.attention),
+                            notes=list(s.notes), done=dict(s.done), error=s.error, started_at=s.started_at,
+                            ended_at=s.ended_at)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the run's thread ends (for tests and shutdown). True if it ended."""
@@ -97,6 +102,8 @@ class TrainingJob:
                 s.started = ev.to_dict()
             elif isinstance(ev, Evaluated):
                 s.evaluations.append(ev.to_dict())
+            elif isinstance(ev, Attention):
+                s.attention.append(ev.to_dict())
             elif isinstance(ev, Note):
                 s.notes.append(ev.message)
             elif isinstance(ev, Done):
@@ -108,11 +115,18 @@ class TrainingJob:
         try:
             for ev in self._train(cfg, stop=self._stop):
                 self._record(ev)
-        except Exception as e:  # the run failed; the server and the best checkpoint so far stay
+        except ValueError as e:  # bad settings or data (UserError is one): a sentence written for people
+            log.info("training ended: %s", e)
+            status, error = "failed", str(e)
+        except Exception:  # a bug or the machine (out of memory, disk full): the details go to the log only
             log.error("training failed:\n%s", traceback.format_exc())
-            status = "failed"
-            error = str(e) if isinstance(e, (ValueError, OSError)) else f"{type(e).__name__}: training stopped unexpectedly"
+            status, error = "failed", "training stopped unexpectedly; the details are in the server's log"
         with self._lock:
             self._state.status, self._state.error = status, error
             self._state.ended_at = time.time()
             self._state.version += 1
+        if self._on_end is not None:
+            try:
+                self._on_end()
+            except Exception:  # tidying must never take the server down
+                log.exception("after-run tidy-up failed")

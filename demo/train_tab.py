@@ -1,27 +1,39 @@
-"""Train tab: settings, Start and Stop, live curves, and the test results when the run ends.
+"""Train tab: settings, Start and Stop, live curves and attention, and the test results when the run ends.
 
-The run belongs to the server (`demo.job`), not to this page: every open page polls its snapshot once a second,
-so a refresh or a second visitor sees the same curves and can stop it.
+The run belongs to the server (`demo.job`), not to this page: the page-level timer polls its snapshot once a second,
+so a refresh or a second visitor sees the same curves. Settings travel by name: `SETTINGS` is the one table from a
+TrainConfig field to its widget, and the public `/start_training` API takes the same names as keywords. With a
+teacher key set (`--teacher-key` / CXR_TEACHER_KEY), Start and Stop need it, checked on the server.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+import inspect
+import logging
+from dataclasses import dataclass, replace
+from typing import Any, Callable
 
 import gradio as gr
+import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
+from cxr.checkpoint import checkpoint_name
+from cxr.config import BOUNDS, CHOICES, TrainConfig
 from cxr.data import display_name
-from cxr.model import FREEZE_LEVELS
-from cxr.presets import DESCRIPTIONS, apply_preset, default_preset
-from cxr.train import TrainConfig
+from cxr.events import REASONS
+from cxr.explain import overlay
+from cxr.measure import format_duration
+from cxr.presets import DESCRIPTIONS, apply_preset, default_preset, presets_for
 from cxr.transforms import AugmentConfig
 
 from .context import AppContext
-from .data_tab import AUG_LABELS
 from .job import JobBusy, Snapshot
+from .labels import AUG_CHOICES, percent, preset_title
+from .messages import user_error
+
+log = logging.getLogger(__name__)
 
 INTRO = """
 **Reading the curves.** *Training loss* is how wrong the model is on the images it is learning from; it should
@@ -30,98 +42,256 @@ they tell you whether it is learning the disease or memorising the pictures. Whe
 validation loss rises, the model is **overfitting**. Training stops when validation accuracy reaches the
 grey target line. The final score comes from the separate **test** set, checked once at the end.
 """
-PRESET_CHOICES = [("Fast (CPU)", "fast-cpu"), ("Recipe", "recipe"), ("GPU", "gpu")]
-REASONS = {"target": "reached the target accuracy", "epochs": "ran all its epochs", "max_steps": "reached the step limit",
-           "stopped": "stopped by a user"}
+ONLY_TEACHER = "Only the teacher can start or stop a run: students, watch the curves here and try the model in **Classify**."
+ANYONE = ("Anyone who opens this page can press **Start** and **Stop**. On a public Space, set a teacher key "
+          "(`CXR_TEACHER_KEY`) so that only the teacher can.")
+RANDOM_WEIGHTS = ("**Training from random weights.** The ImageNet starting weights could not be loaded ({why}), so "
+                  "this model learns vision from a few hundred X-rays: expect lower accuracy and slower progress; the "
+                  "95 % target is unlikely. To fix it, put the weights file where the README's *ImageNet weights "
+                  "offline* section says, then start again.")
+SMOOTHING = 0.6  # weight of the past in the smoothed validation curve (90 images make a jumpy line)
 
 
-def _fmt_time(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+@dataclass(frozen=True)
+class Setting:
+    """One TrainConfig field in the page: how to draw its widget and how to read a value back."""
+
+    field: str
+    widget: Callable[[Any], gr.components.Component]  # the preset's value -> the widget
+    read: Callable[[Any], Any] | None = None  # widget value -> config value (default: cast by BOUNDS' type)
+    show: Callable[[TrainConfig], Any] | None = None  # config -> widget value (default: the field)
 
 
-def preset_values(name: str) -> tuple:
-    """Widget values for a preset, in the order of `settings_widgets`."""
+def _number(label: str, field: str, **kw: Any) -> Callable[[Any], gr.components.Component]:
+    lo, hi, kind = BOUNDS[field]
+    return lambda v: gr.Number(v, label=label, minimum=lo, maximum=hi, precision=0 if kind is int else None, **kw)
+
+
+def _slider(label: str, field: str, lo: float, hi: float, step: float) -> Callable[[Any], gr.components.Component]:
+    return lambda v: gr.Slider(lo, hi, v, step=step, label=label, elem_id=field)
+
+
+def _choice(label: str, field: str) -> Callable[[Any], gr.components.Component]:
+    return lambda v: gr.Dropdown(list(CHOICES[field]), value=v, label=label, elem_id=field)
+
+
+# The one table: a new TrainConfig setting in the page needs one more line here, nothing else.
+SETTINGS: list[Setting] = [
+    Setting("image_size", _slider("Image size (px)", "image_size", 64, 320, 32)),
+    Setting("batch_size", _slider("Batch size", "batch_size", 1, 256, 1)),
+    Setting("lr", _number("Learning rate", "lr", elem_id="lr")),
+    Setting("optimizer", _choice("Optimiser", "optimizer")),
+    Setting("schedule", _choice("Learning-rate schedule", "schedule")),
+    Setting("epochs", _number("Epochs (at most)", "epochs")),
+    Setting("max_steps", _number("Max steps (0: no limit)", "max_steps", elem_id="max_steps")),
+    Setting("time_budget_s", _number("Time budget, seconds (0: none)", "time_budget_s", elem_id="time_budget_s")),
+    Setting("eval_every", _slider("Evaluate every N steps", "eval_every", 1, 100, 1)),
+    Setting("target_accuracy", _slider("Target validation accuracy", "target_accuracy", 0.5, 1.0, 0.01)),
+    Setting("label_smoothing", _slider("Label smoothing", "label_smoothing", 0.0, 0.3, 0.05)),
+    Setting("tta_flip", lambda v: gr.Checkbox(v, label="Evaluate on mirror images too (test-time flip)")),
+    Setting("freeze", _choice("Freeze layers up to (pretrained only)", "freeze")),
+    Setting("augment", lambda v: gr.CheckboxGroup(AUG_CHOICES, value=v, label="Augmentations", elem_id="augment"),
+            read=lambda v: AugmentConfig().only(v or []), show=lambda cfg: list(cfg.augment.enabled())),
+    Setting("hide_lungs", lambda v: gr.Radio([("show the lungs", "none"), ("hide a central box", "box"),
+                                             ("hide the lung masks", "mask")], value=v, elem_id="hide_lungs",
+                                            label="Shortcut experiment: hide the lungs from the model")),
+    Setting("weights", lambda v: gr.Dropdown(["auto", "imagenet", "none"], value=v, label="Starting weights")),
+    Setting("seed", _number("Seed", "seed")),
+]
+SETTING_NAMES = [s.field for s in SETTINGS]
+
+
+def preset_values(name: str) -> dict[str, Any]:
+    """The widgets' values for a preset, by setting name, plus the preset's description."""
     cfg = apply_preset(name)
-    return (DESCRIPTIONS[name], cfg.image_size, cfg.batch_size, cfg.lr, cfg.epochs, cfg.max_steps, cfg.eval_every,
-            cfg.target_accuracy, cfg.freeze, list(cfg.augment.enabled()))
+    values = {s.field: s.show(cfg) if s.show else getattr(cfg, s.field) for s in SETTINGS}
+    return {"description": DESCRIPTIONS[name], **values}
 
 
-def build_config(ctx: AppContext, preset: str, image_size: float, batch_size: float, lr: float, epochs: float,
-                 max_steps: float, eval_every: float, target: float, freeze: str, augs: list[str], weights: str,
-                 seed: float) -> TrainConfig:
-    """The widgets' values as a TrainConfig for this server's dataset, saving into its checkpoints folder."""
-    if any(v is None for v in (image_size, batch_size, lr, epochs, max_steps, eval_every, target, seed)):
-        raise ValueError("every setting needs a value")
-    cfg = apply_preset(preset)
-    return replace(
-        cfg, data=str(ctx.settings.data_dir), image_size=int(image_size), batch_size=int(batch_size), lr=float(lr),
-        epochs=int(epochs), max_steps=int(max_steps), eval_every=int(eval_every), target_accuracy=float(target),
-        freeze=freeze, augment=AugmentConfig().only(augs or []), weights=weights, seed=int(seed),
-        out=str(ctx.settings.checkpoints_dir / f"resnet18-{pd.Timestamp.now():%Y%m%d-%H%M%S}.pt"),
-    )
-
-
-def start_training(ctx: AppContext, *settings) -> str:
+def _read(setting: Setting, value: Any) -> Any:
+    if setting.read is not None:
+        return setting.read(value)
+    kind = BOUNDS.get(setting.field, (0, 0, None))[2]
     try:
-        ctx.job.start(build_config(ctx, *settings))
+        if kind is int:
+            if float(value) != int(float(value)):
+                raise ValueError
+            return int(float(value))
+        return float(value) if kind is float else value
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{setting.field.replace('_', ' ')} must be a number") from None
+
+
+def build_config(ctx: AppContext, preset: str, values: dict[str, Any]) -> TrainConfig:
+    """A TrainConfig from the preset and the widgets' values by name, for this server's data and checkpoints. A
+    setting left out (or None, an emptied field) keeps the preset's value. Raises ValueError (one sentence) for a
+    mistyped or out-of-range value."""
+    if preset not in presets_for(torch.cuda.is_available()):
+        raise ValueError("choose one of the presets offered" + ("" if torch.cuda.is_available() else
+                                                               ": the GPU preset needs a CUDA GPU, and this server has none"))
+    overrides = {s.field: _read(s, values[s.field]) for s in SETTINGS if values.get(s.field) is not None}
+    weights = overrides.get("weights", "auto")
+    if weights not in ("auto", "imagenet", "none"):  # a path is a CLI feature: visitors name no server files
+        raise ValueError("starting weights must be auto, imagenet or none")
+    cfg = replace(apply_preset(preset), **overrides, data=str(ctx.settings.data_dir),
+                  out=str(ctx.settings.checkpoints_dir / checkpoint_name()))
+    cfg.validate()
+    return cfg
+
+
+def start_run(ctx: AppContext, teacher_key: Any, preset: str, values: dict[str, Any]) -> str:
+    """Start a run if the caller may (the teacher key, when set) and the settings are sound."""
+    if not ctx.is_teacher(teacher_key):
+        raise user_error(ONLY_TEACHER.split(":")[0] + ".")  # never echoes what was typed
+    try:
+        ctx.job.start(build_config(ctx, preset, values))
     except (JobBusy, ValueError) as e:
-        raise gr.Error(str(e)) from None
+        raise user_error(str(e)) from None
     return "Starting: reading the dataset and building the model ..."
 
 
-def stop_training(ctx: AppContext) -> str:
+def start_handler(ctx: AppContext) -> Callable[..., str]:
+    """`start_run` as a function of named parameters (teacher_key, preset, then SETTINGS' names): Gradio names
+    the public API's parameters after them, so API callers pass settings by keyword, and leave out the ones that
+    should keep the preset's value."""
+    names = ["teacher_key", "preset", *SETTING_NAMES]
+
+    def start_training(*args: Any) -> str:
+        values = dict(zip(names, args))
+        return start_run(ctx, values.pop("teacher_key"), values.pop("preset"), values)
+
+    start_training.__signature__ = inspect.Signature(
+        [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None if n != "preset" else "fast-cpu")
+         for n in names])
+    return start_training
+
+
+def stop_training(ctx: AppContext, teacher_key: Any = None) -> str:
+    if not ctx.is_teacher(teacher_key):
+        raise user_error("Only the teacher can stop a run.")
     if ctx.job.stop():
         return "Stopping after the current step ..."
     return "Nothing is training."
 
 
-LOSS_CURVES = ("training loss", "validation loss")
-ACC_CURVES = ("training accuracy", "validation accuracy", "target")
-COLORS = ("#4c78a8", "#f58518", "#888888")  # training blue, validation orange, target grey, on both plots
+def check_key(ctx: AppContext, teacher_key: str) -> tuple[bool, str]:
+    """The key box: unlock Start and Stop for this page when the key is right (the key itself is never echoed)."""
+    if ctx.is_teacher(teacher_key):
+        return True, "**Teacher mode:** you can start and stop runs from this page."
+    return False, "That is not the teacher key. " + ONLY_TEACHER
 
 
-def curves(snap: Snapshot) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Long-format frames for the loss and accuracy plots (one row per point, `curve` names the line)."""
-    loss, acc = [], []
-    for e in snap.evaluations:
-        loss += [{"step": e["step"], "loss": e["train_loss"], "curve": LOSS_CURVES[0]},
-                 {"step": e["step"], "loss": e["val_loss"], "curve": LOSS_CURVES[1]}]
-        acc += [{"step": e["step"], "accuracy": e["train_accuracy"], "curve": ACC_CURVES[0]},
-                {"step": e["step"], "accuracy": e["val_accuracy"], "curve": ACC_CURVES[1]}]
-    if snap.evaluations:
-        target = snap.config.get("target_accuracy", 0.95)
-        last = max(snap.evaluations[-1]["step"], snap.last_step.get("total_steps", 0))
-        acc += [{"step": 0, "accuracy": target, "curve": "target"}, {"step": last, "accuracy": target, "curve": "target"}]
-    return _frame(loss, "loss", LOSS_CURVES), _frame(acc, "accuracy", ACC_CURVES)
+# ---------------------------------------------------------------------------------------------- the view
+COLORS = {"training": "#4c78a8", "validation": "#f58518", "smoothed": "#b3541e", "target": "#888888", "compare": "#54a24b"}
 
 
-def _frame(rows: list[dict], y: str, names: tuple[str, ...]) -> pd.DataFrame:
-    """Typed columns, and never empty: Gradio 6's plot stops drawing lines after it is given an empty frame, so
-    "no data yet" is one blank (NaN) point per curve."""
-    if not rows:
-        rows = [{"step": 0, y: float("nan"), "curve": name} for name in names]
-    return pd.DataFrame(rows, columns=["step", y, "curve"]).astype({"step": "int64", y: "float64", "curve": "str"})
+def smooth(values: list[float], weight: float = SMOOTHING) -> list[float]:
+    """An exponential moving average (as TensorBoard draws): the trend under a noisy 90-image curve."""
+    out, last = [], None
+    for v in values:
+        last = v if last is None else weight * last + (1 - weight) * v
+        out.append(last)
+    return out
+
+
+def curves_figure(evaluations: list[dict], total_steps: int, target: float, compare: tuple[str, list[dict]] | None = None) -> Figure:
+    """Loss and accuracy against step, sharing one x range; every evaluation is a marker, so one point shows."""
+    fig = Figure(figsize=(10, 3.4), layout="constrained")
+    ax_loss, ax_acc = fig.subplots(1, 2, sharex=True)
+    steps = [e["step"] for e in evaluations]
+    style = dict(marker="o", markersize=4, linewidth=1.6)
+    for ax, key, title in ((ax_loss, "loss", "Loss"), (ax_acc, "accuracy", "Accuracy")):
+        ax.plot(steps, [e[f"train_{key}"] for e in evaluations], color=COLORS["training"], label=f"training {key}", **style)
+        ax.plot(steps, [e[f"val_{key}"] for e in evaluations], color=COLORS["validation"], label=f"validation {key}", **style)
+        if len(steps) >= 3:
+            ax.plot(steps, smooth([e[f"val_{key}"] for e in evaluations]), color=COLORS["smoothed"], linewidth=2.4,
+                    linestyle="--", label=f"validation {key}, smoothed")
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    if compare is not None:
+        name, history = compare
+        ax_acc.plot([h["step"] for h in history], [h["val_accuracy"] for h in history], color=COLORS["compare"],
+                    label=f"validation accuracy: {name}", **style)
+    ax_acc.axhline(target, color=COLORS["target"], linestyle=":", label=f"target {target:.0%}")
+    ax_acc.set_ylim(0, 1.02)
+    ax_loss.set_ylim(bottom=0)
+    ax_loss.set_xlim(0, max(total_steps, max(steps, default=1), 1))
+    if not evaluations:
+        for ax in (ax_loss, ax_acc):
+            ax.text(0.5, 0.5, "no evaluation yet", transform=ax.transAxes, ha="center", va="center", color="#666")
+    for ax in (ax_loss, ax_acc):
+        ax.legend(loc="lower left" if ax is ax_acc else "upper right", fontsize=8)
+    return fig
+
+
+def attention_gallery(ctx: AppContext, snap: Snapshot, k: int = -1) -> list:
+    """Evaluation k's attention strip (default: the latest) as captioned overlays on the three X-rays."""
+    if not snap.attention:
+        return []
+    strip = snap.attention[k]
+    pictures = []
+    for file, true, called, heat in zip(strip["files"], strip["classes"], strip["predicted"], strip["maps"]):
+        image = _attention_image(ctx, file)
+        caption = f"{display_name(true)} · called {display_name(called)} · step {strip['step']}"
+        pictures.append((overlay(image, np.asarray(heat, dtype=np.float32), 0.5), caption))
+    return pictures
+
+
+def _attention_image(ctx: AppContext, relative: str) -> np.ndarray:
+    try:
+        i = ctx.index.files.index(ctx.index.root / relative)
+        images, ok = ctx.sample_cache.get([i])
+        if ok:
+            return images[0, 0].numpy()
+    except ValueError:
+        pass
+    return np.full((224, 224), 64, dtype=np.uint8)  # the run used other data: show the map on grey
+
+
+def weights_warning(snap: Snapshot) -> str:
+    started = snap.started
+    if started and not started.get("pretrained", True):
+        return RANDOM_WEIGHTS.format(why=started.get("weights", "").split(": ", 1)[-1].split(". Accuracy")[0])
+    return ""
 
 
 def status_text(snap: Snapshot) -> str:
+    started = snap.started
+    where = (f" · {preset_title(snap.config.get('preset', ''))} on {started['device']}, "
+             f"{'pretrained' if started.get('pretrained') else 'random'} weights") if started else ""
     if snap.status == "idle":
         return "No training yet. Choose settings and press **Start**."
     if snap.status == "failed":
         return f"**Training failed:** {snap.error}. The best checkpoint so far is kept."
     if snap.status == "done" and snap.done:
         d = snap.done
+        head = f"**Finished** after {d['steps']} steps ({d['epochs']:g} epochs, {format_duration(d['seconds'])}): " \
+               f"{REASONS.get(d['reason'], d['reason'])}{where}."
+        if not d["checkpoint"]:
+            return head + " It ended before its first evaluation, so nothing was saved."
         name = d["checkpoint"].rsplit("/", 1)[-1]
-        return (f"**Finished** after {d['steps']} steps ({d['epochs']:g} epochs): {REASONS.get(d['reason'], d['reason'])}. "
-                f"Best validation accuracy {d['best_val_accuracy']:.1%}; **test accuracy {d['test_accuracy']:.1%}** "
-                f"on {d['test_report']['count']} held-out images. Saved as `{name}`: pick it in **Classify**.")
+        return (f"{head} Best validation accuracy {percent(d['best_val_accuracy'])} (step {d['best_step']}); "
+                f"**test accuracy {percent(d['test_accuracy'])}** on {d['test_report']['count']} held-out images. "
+                f"Saved as `{name}`: pick it in **Classify**.{hidden_lungs_sentence(snap)}")
     step = snap.last_step
     if not step:
-        return "Starting: reading the dataset and building the model ..." if snap.status == "running" else "Stopping ..."
+        return ("Starting: reading the dataset and building the model ..." if snap.status == "running" else "Stopping ...")
     head = "**Stopping** after this step" if snap.status == "stopping" else "**Training**"
     bar = f"<progress value='{step['step']}' max='{step['total_steps']}' style='width:100%'></progress>"
-    return (f"{head} · step {step['step']} of {step['total_steps']} (epoch {step['epoch'] + 1}) · "
-            f"{step['train_images_per_sec']:.1f} images/s · about {_fmt_time(step['eta_s'])} left{bar}")
+    return (f"{head}{where} · step {step['step']} of {step['total_steps']} (epoch {step['epoch'] + 1}) · "
+            f"{step['train_images_per_sec']:.1f} images/s · about {format_duration(step['eta_s'])} left{bar}")
+
+
+def hidden_lungs_sentence(snap: Snapshot) -> str:
+    """The shortcut lesson in one sentence, against chance, when the lungs were hidden."""
+    mode = snap.config.get("hide_lungs", "none")
+    if mode == "none" or not snap.done.get("test_report"):
+        return ""
+    acc, chance = snap.done["test_accuracy"], 1 / len(snap.done["test_report"]["classes"])
+    verdict = ("it is using something other than the lungs" if acc > chance + 0.1
+               else "without the lungs it is close to guessing")
+    return f"\n\nWith the lungs hidden ({mode}) it still gets **{percent(acc)}** right; chance is {percent(chance)}: {verdict}."
 
 
 def report_frame(report: dict) -> pd.DataFrame:
@@ -134,11 +304,11 @@ def report_frame(report: dict) -> pd.DataFrame:
 def confusion_figure(report: dict) -> Figure:
     """The confusion matrix as a figure (rows: true class, columns: predicted). Not pyplot: nothing global leaks."""
     names = [display_name(k) for k in report["classes"]]
-    cm = torch.tensor(report["confusion_matrix"]).numpy()
+    cm = np.asarray(report["confusion_matrix"])
     fig = Figure(figsize=(4.6, 3.8), layout="constrained")
     ax = fig.subplots()
     ax.imshow(cm, cmap="Blues")
-    for (r, c), v in pd.DataFrame(cm).stack().items():
+    for (r, c), v in np.ndenumerate(cm):
         ax.text(c, r, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black", fontsize=12)
     ax.set_xticks(range(len(names)), names, rotation=20)
     ax.set_yticks(range(len(names)), names)
@@ -148,65 +318,132 @@ def confusion_figure(report: dict) -> Figure:
     return fig
 
 
-def poll(ctx: AppContext, seen: int):
+@dataclass
+class TrainView:
+    """The components the page-level timer updates, by name (so `poll` returns a dict, not a long tuple)."""
+
+    status: gr.Markdown
+    warning: gr.Markdown
+    curves: gr.Plot
+    attention: gr.Gallery
+    attention_step: gr.Slider
+    metrics: gr.DataFrame
+    cm_plot: gr.Plot
+    start_btn: gr.Button
+    stop_btn: gr.Button
+    seen: gr.State
+    teacher: gr.State
+    compare: gr.Dropdown
+    key_box: gr.Textbox
+
+    def outputs(self) -> list[gr.components.Component]:
+        return [self.status, self.warning, self.curves, self.attention, self.attention_step, self.metrics,
+                self.cm_plot, self.start_btn, self.stop_btn, self.seen]
+
+
+def _compare_history(ctx: AppContext, name: str | None) -> tuple[str, list[dict]] | None:
+    if not name:
+        return None
+    try:
+        clf = ctx.classifier(name)
+    except ValueError:
+        return None
+    return next((m.label for m in ctx.models() if m.name == name), name), clf.checkpoint.metrics.get("history", [])
+
+
+def poll(ctx: AppContext, view: TrainView, seen: int, teacher: bool, compare: str | None = None) -> dict:
     """One tick of the page's timer: the progress line always, curves and results only when they changed."""
     snap = ctx.job.snapshot()
-    buttons = (gr.update(interactive=not snap.active), gr.update(interactive=snap.status == "running"))
+    out = {view.status: status_text(snap), view.start_btn: gr.update(interactive=teacher and not snap.active),
+           view.stop_btn: gr.update(interactive=teacher and snap.status == "running")}
     if snap.version == seen:
-        return (status_text(snap), gr.skip(), gr.skip(), gr.skip(), gr.skip(), *buttons, seen)
-    loss, acc = curves(snap)
-    if snap.done:
-        report = snap.done["test_report"]
-        results = (gr.update(value=report_frame(report), visible=True), gr.update(value=confusion_figure(report), visible=True))
-    else:
-        results = (gr.update(visible=False), gr.update(visible=False))
-    return (status_text(snap), loss, acc, *results, *buttons, snap.version)
+        return out
+    target = snap.config.get("target_accuracy", 0.95)
+    total = snap.last_step.get("total_steps", 0)
+    out[view.curves] = curves_figure(snap.evaluations, total, target, _compare_history(ctx, compare))
+    out[view.warning] = gr.update(value=weights_warning(snap), visible=bool(weights_warning(snap)))
+    out[view.attention] = attention_gallery(ctx, snap)
+    n = len(snap.attention)
+    out[view.attention_step] = gr.update(maximum=max(n - 1, 1), value=max(n - 1, 0), visible=n > 1 and not snap.active)
+    report = snap.done.get("test_report")
+    out[view.metrics] = gr.update(value=report_frame(report), visible=True) if report else gr.update(visible=False)
+    out[view.cm_plot] = gr.update(value=confusion_figure(report), visible=True) if report else gr.update(visible=False)
+    out[view.seen] = snap.version
+    return out
 
 
-def build(ctx: AppContext) -> tuple[gr.Timer, list]:
+def training_status(ctx: AppContext) -> dict:
+    """The public `/training_status` API: the run's state as data (what the page draws, without the pictures)."""
+    snap = ctx.job.snapshot()
+    return {"status": snap.status, "text": status_text(snap), "config": snap.config, "started": snap.started,
+            "last_step": snap.last_step, "evaluations": snap.evaluations, "notes": snap.notes, "done": snap.done,
+            "error": snap.error}
+
+
+def scrub_attention(ctx: AppContext, k: float) -> list:
+    return attention_gallery(ctx, ctx.job.snapshot(), int(k))
+
+
+def redraw_curves(ctx: AppContext, compare: str | None) -> Figure:
+    snap = ctx.job.snapshot()
+    return curves_figure(snap.evaluations, snap.last_step.get("total_steps", 0), snap.config.get("target_accuracy", 0.95),
+                         _compare_history(ctx, compare))
+
+
+def build(ctx: AppContext) -> TrainView:
     cuda = torch.cuda.is_available()
     preset0 = default_preset(cuda)
     values = preset_values(preset0)
     gr.Markdown(INTRO)
+    teacher_only = ctx.settings.teacher_only
+    with gr.Row(equal_height=True):
+        key_box = gr.Textbox(label="Teacher key", type="password", visible=teacher_only, elem_id="teacher_key", scale=1,
+                             placeholder="teachers only: press Enter")
+        who = gr.Markdown(ONLY_TEACHER if teacher_only else ANYONE, elem_id="who_may_train")
     with gr.Row():
-        preset = gr.Radio(PRESET_CHOICES, value=preset0, label="Preset", elem_id="preset", scale=1)
-        preset_info = gr.Markdown(values[0])
+        choices = [(preset_title(n), n) for n in presets_for(cuda)]
+        preset = gr.Radio(choices, value=preset0, label="Preset", elem_id="preset", scale=1)
+        no_gpu = "" if cuda else "\n\n*The GPU preset is not offered: this server has no CUDA GPU.*"
+        preset_info = gr.Markdown(values["description"] + no_gpu, elem_id="preset_info")
+    widgets: dict[str, gr.components.Component] = {}
     with gr.Accordion("Settings", open=False, elem_id="settings_acc"):
-        with gr.Row():
-            image_size = gr.Slider(64, 320, values[1], step=32, label="Image size (px)")
-            batch_size = gr.Slider(1, 256, values[2], step=1, label="Batch size")
-            lr = gr.Number(values[3], label="Learning rate (Adam)", elem_id="lr")
-        with gr.Row():
-            epochs = gr.Number(values[4], precision=0, minimum=1, label="Epochs (at most)")
-            max_steps = gr.Number(values[5], precision=0, minimum=0, label="Max steps (0: no limit)", elem_id="max_steps")
-            eval_every = gr.Slider(1, 100, values[6], step=1, label="Evaluate every N steps", elem_id="eval_every")
-            target = gr.Slider(0.5, 1.0, values[7], step=0.01, label="Target validation accuracy")
-        with gr.Row():
-            freeze = gr.Dropdown(list(FREEZE_LEVELS), value=values[8], label="Freeze layers up to (pretrained only)")
-            augs = gr.CheckboxGroup([(AUG_LABELS[n], n) for n in AugmentConfig.names()], value=values[9], label="Augmentations")
-            weights = gr.Dropdown(["auto", "imagenet", "none"], value="auto", label="Starting weights")
-            seed = gr.Number(0, precision=0, label="Seed")
+        for row in (SETTINGS[0:5], SETTINGS[5:10], SETTINGS[10:14], SETTINGS[14:]):
+            with gr.Row():
+                for s in row:
+                    widgets[s.field] = s.widget(values[s.field])
     with gr.Row():
-        start_btn = gr.Button("Start", variant="primary", elem_id="start_btn")
+        start_btn = gr.Button("Start", variant="primary", elem_id="start_btn", interactive=not teacher_only)
         stop_btn = gr.Button("Stop", variant="stop", elem_id="stop_btn", interactive=False)
     status = gr.Markdown(status_text(ctx.job.snapshot()), elem_id="train_status")
-    with gr.Row():
-        empty = curves(Snapshot())
-        loss_plot = gr.LinePlot(empty[0], x="step", y="loss", color="curve", title="Loss", height=300, elem_id="loss_plot",
-                                y_lim=[0, None], color_map=dict(zip(LOSS_CURVES, COLORS)))
-        acc_plot = gr.LinePlot(empty[1], x="step", y="accuracy", color="curve", title="Accuracy", height=300, elem_id="acc_plot",
-                               y_lim=[0, 1], color_map=dict(zip(ACC_CURVES, COLORS)))
+    warning = gr.Markdown(visible=False, elem_id="weights_warning")
+    curves = gr.Plot(curves_figure([], 0, values["target_accuracy"]), label="Curves", elem_id="curves", format="png")
+    compare = gr.Dropdown([], value=None, label="Compare with a saved run (its validation accuracy in green)",
+                          elem_id="compare", allow_custom_value=False)
+    gr.Markdown("**Attention forming.** One validation X-ray per class, explained with Grad-CAM at every evaluation: "
+                "watch where the model looks as it learns (after the run, scrub through the steps).")
+    attention = gr.Gallery(label="Where the model looks now", columns=3, height=260, allow_preview=False,
+                           elem_id="attention_strip")
+    attention_step = gr.Slider(0, 1, 0, step=1, label="Evaluation (scrub through the run)", visible=False,
+                               elem_id="attention_step")
     with gr.Row():
         metrics = gr.DataFrame(label="Test set: per-class metrics", visible=False, elem_id="test_metrics")
-        cm_plot = gr.Plot(label="Confusion matrix", visible=False, elem_id="cm_plot")
-    seen = gr.State(-1)
-    timer = gr.Timer(1.0)
+        cm_plot = gr.Plot(label="Confusion matrix", visible=False, elem_id="cm_plot", format="png")
+    view = TrainView(status=status, warning=warning, curves=curves, attention=attention, attention_step=attention_step,
+                     metrics=metrics, cm_plot=cm_plot, start_btn=start_btn, stop_btn=stop_btn, seen=gr.State(-1),
+                     teacher=gr.State(not teacher_only), compare=compare, key_box=key_box)
 
-    settings = [preset, image_size, batch_size, lr, epochs, max_steps, eval_every, target, freeze, augs, weights, seed]
-    preset.change(preset_values, [preset], [preset_info, image_size, batch_size, lr, epochs, max_steps, eval_every,
-                                             target, freeze, augs], api_name=False)
-    start_btn.click(ctx.bind(start_training), settings, [status], api_name="start_training", concurrency_limit=None)
-    stop_btn.click(ctx.bind(stop_training), None, [status], api_name="stop_training", concurrency_limit=None)
-    poll_outputs = [status, loss_plot, acc_plot, metrics, cm_plot, start_btn, stop_btn, seen]
-    timer.tick(ctx.bind(poll), [seen], poll_outputs, api_name="poll", concurrency_limit=None, show_progress="hidden")
-    return timer, poll_outputs
+    def show_preset(name: str) -> list:
+        v = preset_values(name)
+        return [v["description"] + no_gpu] + [v[n] for n in SETTING_NAMES]
+
+    preset.change(show_preset, [preset], [preset_info, *widgets.values()], api_name=False)
+    key_box.submit(ctx.bind(check_key), [key_box], [view.teacher, who], api_name=False)
+    start_btn.click(start_handler(ctx), [key_box, preset, *[widgets[n] for n in SETTING_NAMES]], [status],
+                    api_name="start_training", concurrency_limit=None)
+    stop_btn.click(ctx.bind(stop_training), [key_box], [status], api_name="stop_training", concurrency_limit=None)
+    status_api = ctx.bind(training_status)
+    status_api.__annotations__ = {"return": dict}
+    gr.api(status_api, api_name="training_status", concurrency_limit=None)
+    attention_step.input(ctx.bind(scrub_attention), [attention_step], [attention], api_name=False)
+    compare.input(ctx.bind(redraw_curves), [compare], [curves], api_name=False)
+    return view

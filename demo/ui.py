@@ -1,11 +1,16 @@
-"""The app's page: a header with the not-for-clinical-use notice, a data banner, and the three tabs."""
+"""The app's page: a header with the not-for-clinical-use notice, a data banner, the four tabs, and the one
+page-level timer that keeps every tab current (the training view and every list of models), whichever tab is open.
+The tab a visitor had open is remembered in their browser, so a reload returns to it."""
 
 from __future__ import annotations
 
 import gradio as gr
 
-from . import classify_tab, data_tab, train_tab
+from gradio.utils import get_upload_folder
+
+from . import classify_tab, data_tab, evaluate_tab, train_tab
 from .context import AppContext
+from .limits import UploadJanitor, limit_files_per_request
 
 TITLE = "Chest X-ray classifier: train it, then ask it why"
 NOTICE = (
@@ -16,36 +21,79 @@ NOTICE = (
 CSS = """
 #notice { border-left: 6px solid #d97706; padding: 4px 12px; background: rgba(217,119,6,0.08); }
 #banner { border-left: 6px solid #2563eb; padding: 4px 12px; background: rgba(37,99,235,0.08); }
+#weights_warning { border-left: 6px solid #dc2626; padding: 4px 12px; background: rgba(220,38,38,0.08); }
 #train_status progress { height: 14px; margin-top: 6px; }
 /* Fill the overlay box whatever the upload's size: a 299-px X-ray must read on a projector. */
 #overlay img { width: 100%; height: 100%; object-fit: contain; }
+#colour_bar img { width: 100%; height: 14px; object-fit: fill; }
+#colour_bar_words { font-size: 0.85em; margin-top: -6px; }
+#probs .output-class { font-size: 1.6em; }
 """
-MAX_UPLOAD = "20mb"  # an X-ray PNG is 0.1 to 5 MB; a DICOM up to ~20 MB
+MAX_UPLOAD = "64mb"  # the largest thing a visitor sends is a model (~45 MB); X-rays are held to 20 MB by Classify
+TABS = ("data", "train", "classify", "evaluate")
+
+
+def remember_tab(evt: gr.SelectData) -> str:
+    return TABS[evt.index] if isinstance(evt.index, int) and 0 <= evt.index < len(TABS) else "data"
+
+
+def restore_tab(stored: str | None):
+    return gr.Tabs(selected=stored if stored in TABS else "data")
 
 
 def build_app(ctx: AppContext) -> gr.Blocks:
-    # delete_cache: uploads and rendered images older than an hour are removed every 10 minutes, so a day of
-    # classes does not fill the Space's disk.
-    with gr.Blocks(title="cxr: chest X-ray classifier", delete_cache=(600, 3600)) as demo:
+    limit_files_per_request()
+    if getattr(ctx, "janitor", None) is None:
+        ctx.janitor = UploadJanitor(get_upload_folder()).start()
+    # delete_cache: uploads and rendered images older than 15 minutes are removed every 5 minutes (Classify also
+    # deletes each X-ray as soon as it is read), so a day of classes does not fill the Space's disk.
+    with gr.Blocks(title="cxr: chest X-ray classifier", delete_cache=(300, 900)) as demo:
         gr.Markdown(f"# {TITLE}")
         gr.Markdown(NOTICE, elem_id="notice")
         if ctx.settings.banner:
             gr.Markdown(ctx.settings.banner, elem_id="banner")
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             with gr.Tab("Data", id="data"):
                 data_tab.build(ctx)
             with gr.Tab("Train", id="train"):
-                timer, _ = train_tab.build(ctx)
+                train = train_tab.build(ctx)
             with gr.Tab("Classify", id="classify"):
-                parts = classify_tab.build(ctx)
-        # One timer drives both the training view and the list of checkpoints Classify can use.
-        timer.tick(ctx.bind(classify_tab.refresh_checkpoints), [parts["known"], parts["checkpoint"]],
-                   [parts["checkpoint"], parts["known"], parts["hint"]], api_name=False, concurrency_limit=None,
-                   show_progress="hidden")
+                classify = classify_tab.build(ctx)
+            with gr.Tab("Evaluate", id="evaluate"):
+                evaluate = evaluate_tab.build(ctx)
+        open_tab = gr.BrowserState("data", storage_key="cxr_open_tab")
+        tabs.select(remember_tab, None, [open_tab], api_name=False, show_progress="hidden")
+
+        # The one page-level timer: the training view, then every list of models.
+        timer = gr.Timer(1.0)
+        view = train
+
+        def poll(seen: int, teacher: bool, compare: str | None) -> dict:
+            return train_tab.poll(ctx, view, seen, teacher, compare)
+
+        timer.tick(poll, [train.seen, train.teacher, train.compare], view.outputs(), api_name=False,
+                   concurrency_limit=None, show_progress="hidden")
+        lists = [classify["checkpoint"], classify["known"], classify["hint"], train.compare, evaluate["model"]]
+        timer.tick(ctx.bind(classify_tab.model_list), [classify["known"], classify["checkpoint"]], lists,
+                   api_name=False, concurrency_limit=None, show_progress="hidden")
+        # A new page: its tab, the current default model (not the one of when the server started).
+        demo.load(restore_tab, [open_tab], [tabs], api_name=False, show_progress="hidden")
+        demo.load(ctx.bind(classify_tab.model_list), [classify["known"], gr.State(None)], lists, api_name=False,
+                  show_progress="hidden")
+        # Evaluate -> Classify: a clicked top loss or matrix-cell image opens in Classify.
+        evaluate["open_id"].change(ctx.bind(classify_tab.classify_id), [evaluate["open_id"], evaluate["model"],
+                                   classify["target"], classify["alpha"]], classify["outputs"], api_name=False,
+                                   concurrency_id="classify").then(lambda: gr.Tabs(selected="classify"), None, [tabs],
+                                                                   api_name=False)
+        classify["add_file"].upload(ctx.bind(classify_tab.add_model), [classify["add_file"], train.key_box],
+                                    [classify["add_status"]], api_name=False)
     # Classification is CPU-bound: two at a time use both cores; the rest wait their turn in the queue.
     demo.queue(default_concurrency_limit=2, max_size=200)
     return demo
 
 
-def launch_kwargs() -> dict:
-    return {"theme": gr.themes.Soft(), "css": CSS, "max_file_size": MAX_UPLOAD, "show_error": False}
+def launch_kwargs(ctx: AppContext | None = None) -> dict:
+    kwargs = {"theme": gr.themes.Soft(), "css": CSS, "max_file_size": MAX_UPLOAD, "show_error": False}
+    if ctx is not None:
+        kwargs["allowed_paths"] = [str(ctx.settings.checkpoints_dir)]  # the Download button serves models from here
+    return kwargs

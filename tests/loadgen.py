@@ -21,8 +21,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-SETTINGS_SMALL = ("fast-cpu", 128, 16, 1e-3, 100, 4, 2, 0.99, "none", ["hflip"], "none", 0)
-SETTINGS_LONG = ("fast-cpu", 128, 16, 1e-7, 1000, 0, 5, 0.99, "none", ["hflip"], "none", 0)
+# Settings by name, as the public API takes them (any left out keep the preset's values).
+SETTINGS_SMALL = dict(preset="fast-cpu", image_size=128, batch_size=16, lr=1e-3, epochs=100, max_steps=4, eval_every=2,
+                      target_accuracy=0.99, time_budget_s=0, augment=["hflip"], weights="none", seed=0, teacher_key="")
+SETTINGS_LONG = {**SETTINGS_SMALL, "lr": 1e-7, "epochs": 1000, "max_steps": 0, "eval_every": 5}
 
 
 def _rss_mb(pid: int) -> float:
@@ -41,9 +43,9 @@ def _cpu_seconds(pid: int) -> float:
 def _wait_training(client, timeout: float = 300) -> str:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        status = client.predict(-1, api_name="/poll")[0]
-        if "Finished" in status or "failed" in status:
-            return status
+        state = client.predict(api_name="/training_status")
+        if state["status"] in ("done", "failed"):
+            return state["text"]
         time.sleep(1)
     raise RuntimeError("training did not finish in time")
 
@@ -101,13 +103,13 @@ def main(argv: list[str] | None = None) -> int:
             if not checkpoint:
                 p.error("--url needs --checkpoint")
         else:
-            server, url = start_app(["--data", str(data)], {"CXR_CHECKPOINTS": str(tmp / "checkpoints")})
+            server, url = start_app(["--data", str(data), "--no-starter"], {"CXR_CHECKPOINTS": str(tmp / "checkpoints")})
             wait_http(url, server)
             client = Client(url, verbose=False)
-            client.predict(*SETTINGS_SMALL, api_name="/start_training")
+            client.predict(**SETTINGS_SMALL, api_name="/start_training")
             print("small model:", _wait_training(client).split(":")[0])
             checkpoint = next(p.name for p in sorted((tmp / "checkpoints").glob("*.pt")) if not p.stem.endswith("-last"))
-            client.predict(*SETTINGS_LONG, api_name="/start_training")
+            client.predict(**SETTINGS_LONG, api_name="/start_training")
             time.sleep(3)
             print("a training run is going while the class classifies")
         cpu0 = (_cpu_seconds(server.pid) if server else float("nan"), time.process_time())
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             print("  error:", e)
         growth = 0.0
         if server is not None and args.memory_requests:
-            client.predict(api_name="/stop_training")
+            client.predict(teacher_key="", api_name="/stop_training")
             _wait_training(client)
             classify_load(url, images, checkpoint, 2, 25)  # warm-up: caches and allocator pools fill here
             marks = [_rss_mb(server.pid)]

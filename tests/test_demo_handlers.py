@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxr.events import Done, Evaluated, Started, Step
+from cxr.events import Attention, Done, Evaluated, Started, Step
+from cxr.data import display_name
 from demo import classify_tab, data_tab, train_tab
 from demo.context import resolve_settings
 from demo.job import TrainingJob
@@ -40,20 +41,49 @@ def test_new_batch_shows_labelled_unnormalised_samples_and_variants(ctx, augs):
         assert any(not np.array_equal(v, original) for v, _ in compare[1:])
 
 
+def test_switching_an_augmentation_redraws_the_batch_and_its_variants(ctx):
+    gallery, ids, _ = data_tab.new_batch(ctx, [])
+    redrawn, compare = data_tab.same_batch(ctx, ids, ["rotate", "brightness"])
+    assert [c for _, c in redrawn] == [c for _, c in gallery]  # the same images...
+    assert any(not np.array_equal(a, b) for (a, _), (b, _) in zip(gallery, redrawn))  # ...now augmented
+    assert compare[0][1].startswith("original") and len(compare) == 1 + data_tab.VARIANTS
+
+
+@pytest.mark.parametrize("hide", ["box", "mask"])
+def test_the_preview_shows_the_lungs_hidden_as_the_model_gets_them(ctx, hide):
+    gallery, ids, compare = data_tab.new_batch(ctx, [], hide)
+    shown = [np.asarray(p) for p, _ in gallery]
+    assert all((p == 0).mean() > 0.1 for p in shown)  # a large black region in every sample
+    assert (np.asarray(compare[0][0]) == 0).mean() < 0.1  # the original beside them is whole
+    if hide == "box":
+        assert all((p[40:180, 50:170] == 0).all() for p in shown)  # inside x 15-85 %, y 10-90 % of 224 px
+
+
+def test_the_augmentation_labels_come_from_the_config():
+    from dataclasses import replace
+
+    from cxr.transforms import AugmentConfig
+    from demo.labels import augmentation_labels
+
+    assert augmentation_labels()["rotate"] == "rotate ±10°"
+    assert augmentation_labels(replace(AugmentConfig(), rotate=15.0, scale=0.2))["rotate"] == "rotate ±15°"
+    assert augmentation_labels(replace(AugmentConfig(), scale=0.2))["scale"] == "zoom ±20%"
+
+
 def test_selecting_a_sample_shows_its_variants(ctx):
     _, ids, _ = data_tab.new_batch(ctx, ["rotate"])
-    out = data_tab.select_variant(ctx, ids, ["rotate"], SimpleNamespace(index=3))
-    label = ctx.index.classes[ctx.index.labels[ids[3]]]
-    assert data_tab._caption(ctx, ids[3]) in out[0][1] and label
+    out = data_tab.select_variant(ctx, ids, ["rotate"], "none", SimpleNamespace(index=3))
+    label = display_name(ctx.index.classes[ctx.index.labels[ids[3]]])
+    assert out[0][1] == f"original: {label} (synthetic)" and len(out) == 1 + data_tab.VARIANTS
 
 
 # ---------------------------------------------------------------------------------------------- classify
 def test_classify_returns_probabilities_overlay_and_state(ctx, synthetic_root):
     image = synthetic_root / "COVID" / "images" / "COVID-1.png"
-    probs, shown, caption, state, targets = classify_tab.classify(ctx, str(image), "tiny.pt", "predicted class", 0.5)
+    probs, shown, original, caption, state, targets = classify_tab.classify(ctx, str(image), "tiny.pt", "predicted class", 0.5)
     assert set(probs) == {"COVID", "Normal", "Viral Pneumonia"} and sum(probs.values()) == pytest.approx(1, abs=1e-5)
-    assert shown.dtype == np.uint8 and shown.shape == (64, 64, 3)
-    assert "Grad-CAM for" in caption and "(synthetic model)" in caption
+    assert shown.dtype == np.uint8 and shown.shape == (64, 64, 3) and original.shape == (64, 64)
+    assert "Grad-CAM for" in caption and "(synthetic model)" in caption and "2 x 2 cells" in caption
     assert [c if isinstance(c, str) else c[1] for c in targets["choices"]] == ["predicted class", "covid", "normal", "viral"]
     redrawn = classify_tab.reblend(state, 0.0)
     assert np.array_equal(redrawn, np.repeat(np.asarray(state[0])[..., None], 3, axis=2))
@@ -67,7 +97,7 @@ def test_classify_explains_the_chosen_class(ctx, synthetic_root):
 
 def test_classify_refuses_a_class_the_model_does_not_know(ctx, synthetic_root):
     image = str(synthetic_root / "Normal" / "images" / "Normal-1.png")
-    with pytest.raises(gr.Error, match="cannot explain 'lung_opacity'"):
+    with pytest.raises(gr.Error, match="cannot explain that class"):
         classify_tab.classify(ctx, image, "tiny.pt", "lung_opacity", 0.5)
 
 
@@ -86,27 +116,48 @@ def test_classify_without_file_or_checkpoint_says_what_to_do(ctx, synthetic_root
         classify_tab.classify(ctx, str(synthetic_root / "COVID" / "images" / "COVID-1.png"), None, "x", 0.5)
 
 
+def test_an_upload_is_deleted_once_classified_and_a_dataset_image_never_is(ctx, synthetic_root, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(classify_tab, "get_upload_folder", lambda: str(tmp_path))
+    upload = tmp_path / "abc123" / "xray.png"
+    upload.parent.mkdir()
+    shutil.copy(synthetic_root / "COVID" / "images" / "COVID-1.png", upload)
+    classify_tab.classify(ctx, str(upload), "tiny.pt", "predicted class", 0.5)
+    assert not upload.exists()
+    dataset_image = synthetic_root / "COVID" / "images" / "COVID-2.png"
+    classify_tab.classify(ctx, str(dataset_image), "tiny.pt", "predicted class", 0.5)
+    assert dataset_image.exists()
+
+
+def test_an_xray_over_20_mb_is_refused_before_decoding(ctx, tmp_path):
+    big = tmp_path / "huge-scan.png"
+    big.write_bytes(b"\x89PNG" + b"\0" * (21 * 2**20))
+    with pytest.raises(gr.Error, match="huge-scan.png is 21 MB; X-rays of at most 20 MB are accepted"):
+        classify_tab.classify(ctx, str(big), "tiny.pt", "predicted class", 0.5)
+
+
 @pytest.mark.parametrize("name", ["../../etc/passwd", "/etc/passwd", "tiny.pt/../x.pt", "missing.pt", "notes.txt"])
 def test_checkpoints_are_chosen_by_name_from_the_folder_only(ctx, synthetic_root, name):
     with pytest.raises(gr.Error):
         classify_tab.classify(ctx, str(synthetic_root / "COVID" / "images" / "COVID-1.png"), name, "x", 0.5)
 
 
-def test_examples_come_from_the_test_split(ctx):
-    ids = classify_tab.example_ids(ctx)
-    assert ids and set(ids) <= set(ctx.split.test)
-    gallery = classify_tab.example_gallery(ctx)
+def test_examples_come_from_the_models_own_test_split(ctx, trained_checkpoint):
+    ids = classify_tab.example_ids(ctx, "tiny.pt")
+    assert ids and set(ids) <= set(ctx.split_for("tiny.pt").test)  # tiny.pt's split (3 per class), not the default
+    assert set(ids) != set(classify_tab.example_ids(ctx))
+    other = _copy_model(trained_checkpoint, ctx.settings.checkpoints_dir / "seed5.pt", test_accuracy=0.5)
+    from cxr.checkpoint import load_checkpoint, save_checkpoint
+
+    ck = load_checkpoint(other)
+    save_checkpoint(other, ck.model, ck.classes, ck.image_size, {**ck.config, "seed": 5}, ck.metrics)
+    seed5 = classify_tab.example_ids(ctx, "seed5.pt")
+    assert set(seed5) <= set(ctx.split_for("seed5.pt").test) and set(seed5) != set(ids)
+    gallery = classify_tab.example_gallery(ctx, "tiny.pt")
     assert len(gallery) == len(ids) and gallery[0][0].dtype == np.uint8
     probs, *_ = classify_tab.classify_example(ctx, "tiny.pt", "predicted class", 0.5, SimpleNamespace(index=0))
     assert len(probs) == 3
-
-
-def test_checkpoint_list_refreshes_only_when_the_folder_changes(ctx, trained_checkpoint):
-    names = ctx.checkpoint_names()
-    assert classify_tab.refresh_checkpoints(ctx, names, "tiny.pt")[1] == names
-    (ctx.settings.checkpoints_dir / "new.pt").write_bytes(trained_checkpoint.read_bytes())
-    update, known, hint = classify_tab.refresh_checkpoints(ctx, names, "tiny.pt")
-    assert "new.pt" in known and update["value"] == "tiny.pt" and hint["visible"] is False
 
 
 def test_loaded_models_are_reused(ctx):
@@ -114,68 +165,133 @@ def test_loaded_models_are_reused(ctx):
 
 
 # ---------------------------------------------------------------------------------------------- train tab
-def _fake_fit(n_evals=3, hold: threading.Event | None = None):
+REPORT = {"classes": ["covid", "normal", "viral"], "confusion_matrix": [[1, 0, 0], [0, 1, 0], [0, 1, 0]],
+          "per_class": {c: {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 1} for c in ("covid", "normal", "viral")},
+          "macro": {"precision": 1.0, "recall": 1.0, "f1": 1.0}, "accuracy": 2 / 3, "count": 3}
+
+
+def _fake_fit(n_evals=3, hold: threading.Event | None = None, pretrained=False):
     """A stand-in for cxr.train.fit that emits a realistic stream instantly (or waits on `hold`)."""
 
     def fake(cfg, stop=None):
-        yield Started(["covid", "normal", "viral"], {}, {"train": 8, "val": 3, "test": 3}, "kaggle-v4", True, "cpu",
-                      "random", 1, n_evals * 2, 0)
+        total = n_evals * 2
+        yield Started(classes=["covid", "normal", "viral"], counts={}, split={"train": 8, "val": 3, "test": 3},
+                      layout="kaggle-v4", synthetic=True, device="cpu", pretrained=pretrained, trainable_params=1,
+                      weights="ImageNet" if pretrained else "random initialisation: no file there. Accuracy will be much lower",
+                      total_steps=total, start_step=0, checkpoint="x.pt")
+        k = 0
         for k in range(1, n_evals + 1):
             if hold is not None:
                 hold.wait(10)
             if stop is not None and stop.is_set():
                 break
-            yield Step(2 * k, 0, n_evals * 2, 1.0 / k, 10.0, 5.0)
-            yield Evaluated(2 * k, 0, n_evals * 2, 1.0 / k, 0.5, 1.2 / k, 0.3 * k, 10.0, 5.0, True, "x.pt")
-        report = {"classes": ["covid", "normal", "viral"], "confusion_matrix": [[1, 0, 0], [0, 1, 0], [0, 1, 0]],
-                  "per_class": {c: {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 1} for c in ("covid", "normal", "viral")},
-                  "macro": {"precision": 1.0, "recall": 1.0, "f1": 1.0}, "accuracy": 2 / 3, "count": 3}
-        yield Done(2 * k, 1.0, "stopped" if stop is not None and stop.is_set() else "max_steps", 10.0, 0.9, 2 / 3, 0.5,
-                   report, "checkpoints/x.pt", "", 1.0, 0.1, 0.1, 0.1, 0.1, 100.0, [])
+            yield Step(step=2 * k, epoch=0, total_steps=total, train_loss=1.0 / k, train_images_per_sec=10.0, eta_s=5.0)
+            yield Evaluated(step=2 * k, epoch=0, total_steps=total, train_loss=1.0 / k, train_accuracy=0.5,
+                            val_loss=1.2 / k, val_accuracy=0.3 * k, train_images_per_sec=10.0, eta_s=5.0, is_best=True,
+                            checkpoint="x.pt")
+            yield Attention(step=2 * k, files=["COVID/images/COVID-1.png"] * 3, classes=["covid", "normal", "viral"],
+                            predicted=["covid", "covid", "viral"], maps=[[[k / n_evals] * 16] * 16] * 3)
+        yield Done(steps=2 * k, epochs=1.0, reason="stopped" if stop is not None and stop.is_set() else "max_steps",
+                   train_images_per_sec=10.0, best_val_accuracy=0.9, best_step=2 * k, test_accuracy=2 / 3, test_loss=0.5,
+                   test_report=REPORT, checkpoint="checkpoints/x.pt", last_checkpoint="", seconds=1.0, seconds_data=0.1,
+                   seconds_eval=0.1, seconds_attention=0.01, seconds_checkpoint=0.1, seconds_test=0.1,
+                   peak_memory_mb=100.0, skipped_files=[])
 
     return fake
 
 
-def _settings(preset="fast-cpu"):
-    return (preset, 64, 8, 1e-3, 2, 4, 2, 0.95, "none", ["hflip"], "none", 0)
+def _settings(**changes):
+    values = {"image_size": 64, "batch_size": 8, "lr": 1e-3, "epochs": 2, "max_steps": 4, "eval_every": 2,
+              "target_accuracy": 0.95, "augment": ["hflip"], "weights": "none", "seed": 0}
+    return {**values, **changes}
 
 
-def test_preset_values_fill_every_widget():
+@pytest.fixture
+def view(ctx):
+    with gr.Blocks():
+        return train_tab.build(ctx)
+
+
+def test_preset_values_fill_every_widget_by_name():
     values = train_tab.preset_values("recipe")
-    assert values[1:4] == (224, 6, 3e-5) and values[-1] == ["hflip"]
+    assert set(values) == {"description", *train_tab.SETTING_NAMES}
+    assert (values["image_size"], values["batch_size"], values["lr"], values["augment"]) == (224, 6, 3e-5, ["hflip"])
 
 
-def test_build_config_uses_the_server_dataset_and_checkpoint_folder(ctx):
-    cfg = train_tab.build_config(ctx, *_settings())
+def test_build_config_reads_settings_by_name_for_the_server_dataset_and_folder(ctx):
+    cfg = train_tab.build_config(ctx, "fast-cpu", _settings())
     assert cfg.data == str(ctx.settings.data_dir) and cfg.out.startswith(str(ctx.settings.checkpoints_dir))
-    assert cfg.image_size == 64 and cfg.augment.enabled() == ("hflip",)
-    with pytest.raises(ValueError, match="needs a value"):
-        train_tab.build_config(ctx, "fast-cpu", None, 8, 1e-3, 2, 4, 2, 0.95, "none", [], "none", 0)
+    assert (cfg.image_size, cfg.batch_size, cfg.max_steps) == (64, 8, 4) and cfg.augment.enabled() == ("hflip",)
+    assert cfg.preset == "fast-cpu" and cfg.optimizer == train_tab.preset_values("fast-cpu")["optimizer"]
 
 
-def test_poll_shows_curves_then_results_and_skips_when_nothing_changed(ctx):
+@pytest.mark.parametrize("changes, words", [
+    ({"lr": 1e30}, "learning rate must be between"),
+    ({"seed": 2**70}, "seed must be between"), ({"seed": 1.5}, "seed must be a number"),
+    ({"weights": "/etc/passwd"}, "auto, imagenet or none"), ({"batch_size": "many"}, "batch size must be a number"),
+])
+def test_bad_settings_get_one_sentence_before_any_training(ctx, changes, words):
+    with pytest.raises(ValueError, match=words):
+        train_tab.build_config(ctx, "fast-cpu", _settings(**changes))
+
+
+def test_the_start_api_takes_settings_by_keyword_and_a_left_out_one_keeps_the_presets_value(ctx):
+    import inspect
+
+    fn = train_tab.start_handler(ctx)
+    assert list(inspect.signature(fn).parameters) == ["teacher_key", "preset", *train_tab.SETTING_NAMES]
+    cfg = train_tab.build_config(ctx, "recipe", {"lr": 1e-4, "image_size": None})
+    assert cfg.lr == 1e-4 and cfg.image_size == 224 and cfg.batch_size == 6
+
+
+def test_poll_shows_curves_attention_then_results_and_skips_when_nothing_changed(ctx, view):
     ctx.job = TrainingJob(train=_fake_fit())
-    assert "No training yet" in train_tab.poll(ctx, -1)[0]
-    train_tab.start_training(ctx, *_settings())
+    assert "No training yet" in train_tab.poll(ctx, view, -1, True)[view.status]
+    train_tab.start_run(ctx, None, "fast-cpu", _settings())
     assert ctx.job.wait(10)
-    out = train_tab.poll(ctx, -1)
-    status, loss, acc, metrics, cm, start, stop, version = out
-    assert "Finished" in status and "test accuracy 66.7%" in status
-    assert isinstance(loss, pd.DataFrame) and set(loss["curve"]) == {"training loss", "validation loss"} and len(loss) == 6
-    assert set(acc["curve"]) == {"training accuracy", "validation accuracy", "target"}
-    assert (acc[acc["curve"] == "target"]["accuracy"] == 0.95).all()
-    assert metrics["visible"] and list(metrics["value"]["class"])[-1] == "macro average"
-    assert cm["visible"] and start["interactive"] and not stop["interactive"]
-    again = train_tab.poll(ctx, version)
-    assert again[1] == gr.skip() and again[-1] == version
+    out = train_tab.poll(ctx, view, -1, True)
+    assert "Finished" in out[view.status] and "test accuracy 66.7 %" in out[view.status]
+    fig = out[view.curves]
+    loss_ax, acc_ax = fig.axes
+    assert [line.get_label() for line in loss_ax.lines][:2] == ["training loss", "validation loss"]
+    assert loss_ax.get_xlim() == acc_ax.get_xlim()  # one x range for both plots
+    assert len(out[view.attention]) == 3 and out[view.attention][0][1].startswith("COVID · called COVID · step 6")
+    assert out[view.attention_step]["visible"] and out[view.attention_step]["maximum"] == 2
+    assert out[view.metrics]["visible"] and list(out[view.metrics]["value"]["class"])[-1] == "macro average"
+    assert out[view.start_btn]["interactive"] and not out[view.stop_btn]["interactive"]
+    again = train_tab.poll(ctx, view, out[view.seen], True)
+    assert view.curves not in again and view.status in again  # only the progress line when nothing changed
+    first = train_tab.scrub_attention(ctx, 0)
+    assert first[0][1].endswith("step 2") and not np.array_equal(first[0][0], out[view.attention][0][0])
+
+
+def test_a_single_evaluation_is_drawn_as_a_point_and_an_empty_plot_says_so():
+    one = train_tab.curves_figure([{"step": 5, "train_loss": 1.0, "train_accuracy": 0.5, "val_loss": 1.1,
+                                    "val_accuracy": 0.4}], 100, 0.95)
+    assert all(line.get_marker() == "o" for line in one.axes[0].lines)
+    empty = train_tab.curves_figure([], 0, 0.95)
+    assert "no evaluation yet" in [t.get_text() for t in empty.axes[0].texts]
+
+
+def test_random_weights_are_announced_in_a_visible_warning(ctx, view):
+    ctx.job = TrainingJob(train=_fake_fit(pretrained=False))
+    train_tab.start_run(ctx, None, "fast-cpu", _settings())
+    assert ctx.job.wait(10)
+    out = train_tab.poll(ctx, view, -1, True)
+    assert out[view.warning]["visible"] and "Training from random weights" in out[view.warning]["value"]
+    assert "random weights" in out[view.status] and "cpu" in out[view.status]
+    ctx.job = TrainingJob(train=_fake_fit(pretrained=True))
+    train_tab.start_run(ctx, None, "fast-cpu", _settings())
+    assert ctx.job.wait(10)
+    assert not train_tab.poll(ctx, view, -1, True)[view.warning]["visible"]
 
 
 def test_second_start_while_running_is_refused_and_stop_works(ctx):
     hold = threading.Event()
     ctx.job = TrainingJob(train=_fake_fit(n_evals=5, hold=hold))
-    train_tab.start_training(ctx, *_settings())
+    train_tab.start_run(ctx, None, "fast-cpu", _settings())
     with pytest.raises(gr.Error, match="already going"):
-        train_tab.start_training(ctx, *_settings())
+        train_tab.start_run(ctx, None, "fast-cpu", _settings())
     assert "Stopping" in train_tab.stop_training(ctx)
     hold.set()
     assert ctx.job.wait(10)
@@ -184,24 +300,59 @@ def test_second_start_while_running_is_refused_and_stop_works(ctx):
     assert train_tab.stop_training(ctx) == "Nothing is training."
 
 
-def test_failed_run_is_reported_and_the_job_can_start_again(ctx):
+def test_with_a_teacher_key_only_the_teacher_may_start_stop_and_add_models(ctx, trained_checkpoint, tmp_path):
+    from dataclasses import replace
+
+    from demo.context import digest_key
+
+    ctx.settings = replace(ctx.settings, teacher_key_digest=digest_key("s3cret-key"))
+    hold = threading.Event()
+    ctx.job = TrainingJob(train=_fake_fit(n_evals=5, hold=hold))
+    for key in (None, "", "wrong", 12):
+        with pytest.raises(gr.Error, match="Only the teacher") as info:
+            train_tab.start_run(ctx, key, "fast-cpu", _settings())
+        assert "s3cret" not in str(info.value)
+    assert not ctx.job.snapshot().active
+    train_tab.start_run(ctx, "s3cret-key", "fast-cpu", _settings())
+    with pytest.raises(gr.Error, match="Only the teacher"):
+        train_tab.stop_training(ctx, "wrong")
+    assert "Stopping" in train_tab.stop_training(ctx, "s3cret-key")
+    hold.set()
+    assert ctx.job.wait(10)
+    assert train_tab.check_key(ctx, "wrong")[0] is False and train_tab.check_key(ctx, "s3cret-key")[0] is True
+    upload = tmp_path / "model.pt"
+    upload.write_bytes(trained_checkpoint.read_bytes())
+    with pytest.raises(gr.Error, match="Only the teacher"):
+        classify_tab.add_model(ctx, str(upload), "wrong")
+
+
+def test_failed_run_is_reported_in_a_sentence_and_the_job_can_start_again(ctx, view):
     def broken(cfg, stop=None):
-        yield Started(["a", "b"], {}, {}, "", True, "cpu", "", 1, 1, 0)
         raise ValueError("class 'viral' has 1 image; at least 3 are needed")
+        yield  # a generator, like fit
+
+    def buggy(cfg, stop=None):
+        raise OverflowError("Overflow when unpacking long long")
+        yield
 
     ctx.job = TrainingJob(train=broken)
-    train_tab.start_training(ctx, *_settings())
+    train_tab.start_run(ctx, None, "fast-cpu", _settings())
     ctx.job.wait(10)
-    assert "Training failed" in train_tab.poll(ctx, -1)[0] and "at least 3" in train_tab.poll(ctx, -1)[0]
+    status = train_tab.poll(ctx, view, -1, True)[view.status]
+    assert "Training failed" in status and "at least 3" in status
+    ctx.job._train = buggy
+    train_tab.start_run(ctx, None, "fast-cpu", _settings())
+    ctx.job.wait(10)
+    status = train_tab.poll(ctx, view, -1, True)[view.status]
+    assert "stopped unexpectedly" in status and "Overflow" not in status  # details go to the log, not to visitors
     ctx.job._train = _fake_fit()
-    train_tab.start_training(ctx, *_settings())
+    train_tab.start_run(ctx, None, "fast-cpu", _settings())
     assert ctx.job.wait(10) and ctx.job.snapshot().status == "done"
 
 
 def test_real_training_job_writes_a_checkpoint_classify_can_use(ctx):
     ctx.job = TrainingJob()
-    settings = ("fast-cpu", 64, 8, 1e-3, 2, 3, 3, 0.95, "none", ["hflip"], "none", 0)
-    train_tab.start_training(ctx, *settings)
+    train_tab.start_run(ctx, None, "fast-cpu", _settings(max_steps=3, eval_every=3))
     assert ctx.job.wait(120)
     snap = ctx.job.snapshot()
     assert snap.status == "done", snap.error
@@ -210,6 +361,118 @@ def test_real_training_job_writes_a_checkpoint_classify_can_use(ctx):
     image = ctx.index.files[ctx.split.test[0]]
     probs, *_ = classify_tab.classify(ctx, str(image), name, "predicted class", 0.4)
     assert len(probs) == 3
+
+
+# ---------------------------------------------------------------------------------------------- models
+def _copy_model(src, dst, **metrics):
+    from cxr.checkpoint import read_checkpoint_file, save_checkpoint, load_checkpoint
+
+    ck = load_checkpoint(src)
+    save_checkpoint(dst, ck.model, ck.classes, ck.image_size, {**ck.config, "preset": "fast-cpu"},
+                    {**ck.metrics, **metrics}, synthetic=False)
+    return dst
+
+
+def test_models_are_labelled_once_and_the_default_is_the_best_finished_one(ctx, trained_checkpoint):
+    folder = ctx.settings.checkpoints_dir
+    _copy_model(trained_checkpoint, folder / "resnet18-a.pt", test_accuracy=0.9)
+    _copy_model(trained_checkpoint, folder / "resnet18-b.pt", test_accuracy=0.5)
+    _copy_model(trained_checkpoint, folder / "resnet18-c.pt", test_accuracy=None, val_accuracy=0.78)  # newest, aborted
+    (folder / "resnet18-a-last.pt").write_bytes((folder / "resnet18-a.pt").read_bytes())
+    models = ctx.models()
+    names = [m.name for m in models]
+    assert "resnet18-a-last.pt" not in names and len(names) == len(set(names)) == 4
+    labels = {m.name: m.label for m in models}
+    assert labels["resnet18-a.pt"].startswith("Fast (CPU) · ") and labels["resnet18-a.pt"].endswith("test 90.0 %")
+    assert labels["resnet18-c.pt"].endswith("val 78.0 %, unfinished")
+    assert ctx.default_model() == "resnet18-a.pt"
+
+
+def test_the_model_list_keeps_a_visitors_choice_and_gives_new_pages_the_default(ctx, trained_checkpoint):
+    known = []
+    update, known, hint, _, evaluate = classify_tab.model_list(ctx, known, None)
+    assert update["value"] == evaluate["value"] == "tiny.pt" and not hint["visible"]
+    _copy_model(trained_checkpoint, ctx.settings.checkpoints_dir / "resnet18-best.pt", test_accuracy=0.99)
+    update, known, _, _, evaluate = classify_tab.model_list(ctx, known, "tiny.pt")
+    assert update["value"] == "tiny.pt" and "resnet18-best.pt" in [c[1] for c in update["choices"]]
+    assert "value" not in evaluate  # the other lists get the new choices and keep their own choice
+    assert classify_tab.model_list(ctx, known, "tiny.pt")[0] == gr.skip()  # nothing changed: nothing sent
+    assert classify_tab.model_list(ctx, known, None)[0]["value"] == "resnet18-best.pt"  # a new page
+
+
+def test_a_server_with_no_model_says_the_starter_is_training(ctx):
+    for p in ctx.settings.checkpoints_dir.iterdir():
+        p.unlink()
+    hold = threading.Event()
+    ctx.job = TrainingJob(train=_fake_fit(n_evals=5, hold=hold))
+    assert "No trained model yet" in classify_tab.starter_message(ctx)
+    ctx.job.start(train_tab.build_config(ctx, "fast-cpu", _settings()))
+    _, _, hint, _, _ = classify_tab.model_list(ctx, [], None)
+    assert hint["visible"] and "starter model is training" in hint["value"]
+    hold.set()
+    ctx.job.wait(10)
+
+
+def test_a_model_file_can_be_downloaded_and_added_back(ctx, trained_checkpoint, tmp_path):
+    assert classify_tab.download_model(ctx, "tiny.pt") == str(ctx.settings.checkpoints_dir / "tiny.pt")
+    upload = tmp_path / "from-home.pt"
+    upload.write_bytes(trained_checkpoint.read_bytes())
+    message = classify_tab.add_model(ctx, str(upload))
+    assert message.startswith("Added the model as `resnet18-") and len(ctx.models()) == 2
+
+
+@pytest.mark.parametrize("kind", ["text", "other_classes", "code"])
+def test_a_bad_model_file_is_refused_in_one_sentence(ctx, tmp_path, kind):
+    import pickle
+
+    import torch
+
+    from cxr.checkpoint import save_checkpoint
+    from cxr.model import build_model
+
+    path = tmp_path / "bad.pt"
+    if kind == "text":
+        path.write_text("not a model")
+    elif kind == "other_classes":
+        save_checkpoint(path, build_model(2)[0], ("covid", "normal"), 64, {}, {})
+    else:
+        torch.save({"format": "cxr-checkpoint", "x": SimpleNamespace(a=1)}, path)
+    with pytest.raises(gr.Error) as info:
+        classify_tab.add_model(ctx, str(path))
+    assert "\n" not in str(info.value) and len(ctx.models()) == 1
+
+
+def test_opening_the_dropdowns_before_an_image_does_nothing(ctx):
+    assert all(v == gr.skip() for v in classify_tab.reexplain(ctx, None, "tiny.pt", "covid", 0.5))
+
+
+def test_re_explaining_uses_the_image_kept_in_the_session(ctx, synthetic_root):
+    image = str(synthetic_root / "COVID" / "images" / "COVID-1.png")
+    *_, state, _ = classify_tab.classify(ctx, image, "tiny.pt", "predicted class", 0.5)
+    probs, shown, original, caption, _, _ = classify_tab.reexplain(ctx, state, "tiny.pt", "viral", 0.5)
+    assert "Viral Pneumonia" in caption and original.shape == state[0].shape
+
+
+def test_the_maps_coarseness_is_said_from_the_models_input_size():
+    assert "4 x 4 cells" in classify_tab.coarseness(128) and "7 x 7 cells" in classify_tab.coarseness(224)
+
+
+def test_the_checkpoints_folder_is_kept_under_its_cap_oldest_first(ctx, trained_checkpoint):
+    import os
+    from dataclasses import replace
+
+    folder = ctx.settings.checkpoints_dir
+    for k, name in enumerate(["resnet18-1.pt", "resnet18-2.pt", "resnet18-3.pt"]):
+        _copy_model(trained_checkpoint, folder / name, test_accuracy=0.5 + k / 10)
+        os.utime(folder / name, (1000 + k, 1000 + k))
+    (folder / ".resnet18-4.pt.abc.tmp").write_bytes(b"half a save")
+    size = (folder / "tiny.pt").stat().st_size
+    ctx.settings = replace(ctx.settings, max_checkpoint_bytes=int(2.5 * size))
+    ctx.start_up()
+    left = sorted(p.name for p in folder.iterdir())
+    assert ".resnet18-4.pt.abc.tmp" not in left
+    assert "resnet18-1.pt" not in left and "resnet18-2.pt" not in left  # the oldest went first
+    assert "tiny.pt" in left and len(left) == 2
 
 
 def test_settings_choose_synthetic_data_with_a_banner_when_there_is_none(tmp_path, monkeypatch):

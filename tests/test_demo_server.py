@@ -14,7 +14,7 @@ def client(server):
 
 def test_classify_an_image_over_http(client, synthetic_root):
     image = synthetic_root / "Viral Pneumonia" / "images" / "Viral Pneumonia-2.png"
-    probs, overlay, caption, _targets = client.predict(
+    probs, overlay, _original, caption, _targets = client.predict(
         handle_file(str(image)), "tiny.pt", "predicted class", 0.5, api_name="/classify")
     assert probs["label"] in ("COVID", "Normal", "Viral Pneumonia")
     assert {c["label"] for c in probs["confidences"]} == {"COVID", "Normal", "Viral Pneumonia"}
@@ -35,23 +35,32 @@ def test_new_batch_over_http(client):
     assert len(gallery) == 12 and len(compare) == 6
 
 
+# A learning rate too small to reach the target, so the run is still going when we press Stop. By keyword: the API
+# takes settings by name, and any left out keep the preset's values.
+SETTINGS = dict(preset="fast-cpu", image_size=64, batch_size=8, lr=1e-7, epochs=50, max_steps=0, eval_every=1,
+                target_accuracy=0.99, augment=["hflip"], weights="none", seed=0, teacher_key="")
+
+
 def test_start_watch_and_stop_a_training_run(client, server):
     _, ctx = server
-    # a learning rate too small to reach the target, so the run is still going when we press Stop
-    settings = ("fast-cpu", 64, 8, 1e-7, 50, 0, 1, 0.99, "none", ["hflip"], "none", 0)
-    assert "Starting" in client.predict(*settings, api_name="/start_training")
+    assert "Starting" in client.predict(**SETTINGS, api_name="/start_training")
     with pytest.raises(Exception, match="already going"):
-        client.predict(*settings, api_name="/start_training")
-    deadline, seen, status = time.time() + 120, -1, ""
+        client.predict(**SETTINGS, api_name="/start_training")
+    deadline, state = time.time() + 120, {}
     while time.time() < deadline:
-        status, loss, *_rest, seen = client.predict(seen, api_name="/poll")
-        points = [row for row in (loss or {}).get("data", []) if isinstance(row[1], (int, float)) and row[1] == row[1]]
-        if points:  # rows with a real (not NaN placeholder) loss: an evaluation has landed
+        state = client.predict(api_name="/training_status")
+        if state["evaluations"]:
             break
         time.sleep(0.5)
-    assert "Training" in status and "images/s" in status, status
-    assert len(points) >= 2  # a training and a validation point: the curve has begun
-    client.predict(api_name="/stop_training")
+    assert state["status"] == "running" and "images/s" in state["text"], state
+    assert state["evaluations"][0]["step"] == 1 and 0 <= state["evaluations"][0]["val_accuracy"] <= 1
+    client.predict(teacher_key="", api_name="/stop_training")
     assert ctx.job.wait(60)
-    status = client.predict(-1, api_name="/poll")[0]
-    assert "Finished" in status and "stopped by a user" in status
+    state = client.predict(api_name="/training_status")
+    assert state["status"] == "done" and "stopped by a user" in state["text"]
+
+
+def test_bad_settings_over_the_api_get_one_sentence(client):
+    with pytest.raises(Exception, match="learning rate must be between") as info:
+        client.predict(**{**SETTINGS, "lr": 1e30}, api_name="/start_training")
+    assert "Traceback" not in str(info.value)

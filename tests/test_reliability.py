@@ -126,9 +126,10 @@ def test_an_error_in_a_batch_keeps_the_best_checkpoint_and_resume_goes_on(synthe
     real, calls = cxr.train.to_model_input, {"n": 0}
 
     def flaky(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise RuntimeError("simulated failure in batch 5")
+        if len(args) > 1:  # a training batch (evaluation and the attention strip call it without augmentation)
+            calls["n"] += 1
+            if calls["n"] == 5:
+                raise RuntimeError("simulated failure in batch 5")
         return real(*args, **kwargs)
 
     monkeypatch.setattr(cxr.train, "to_model_input", flaky)
@@ -199,7 +200,7 @@ def test_load_script_smoke(tmp_path):
     assert "0 errors" in proc.stdout and "p95" in proc.stdout and "server memory" in proc.stdout
 
 
-def test_upload_over_the_size_limit_is_refused(tmp_path, synthetic_root, trained_checkpoint):
+def test_uploads_are_limited_in_size_and_number_and_the_cache_is_trimmed(tmp_path, synthetic_root, trained_checkpoint):
     import httpx
     from gradio_client import Client, handle_file
 
@@ -211,16 +212,36 @@ def test_upload_over_the_size_limit_is_refused(tmp_path, synthetic_root, trained
     port = free_port()
     app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
     try:
-        big = tmp_path / "big.png"
-        big.write_bytes(b"\x89PNG" + os.urandom(21 * 2**20))
         url = f"http://127.0.0.1:{port}/"
         client = Client(url, verbose=False)
-        with pytest.raises(ValueError, match="maximum file size"):  # the client reads the limit from the app
+        big = tmp_path / "big.png"
+        big.write_bytes(b"\x89PNG" + os.urandom(65 * 2**20))
+        with pytest.raises(ValueError, match="maximum file size"):  # the client reads the page's 64 MB limit
             client.predict(handle_file(str(big)), "tiny.pt", "predicted class", 0.5, api_name="/classify")
-        with big.open("rb") as f:  # and a caller that ignores it is refused by the server before anything is kept
+        with big.open("rb") as f:  # a caller that ignores it is refused by the server before anything is kept
             r = httpx.post(url + "gradio_api/upload", files={"files": ("big.png", f, "image/png")}, timeout=60)
         assert r.status_code == 413 and "maximum allowed size" in r.text
+        scan = tmp_path / "scan.png"
+        scan.write_bytes(b"\x89PNG" + os.urandom(21 * 2**20))  # under the page's limit, over an X-ray's
+        with pytest.raises(Exception, match="scan.png is 21 MB; X-rays of at most 20 MB are accepted"):
+            client.predict(handle_file(str(scan)), "tiny.pt", "predicted class", 0.5, api_name="/classify")
+        many = [("files", (f"x{k}.png", b"\x89PNG small", "image/png")) for k in range(5)]
+        r = httpx.post(url + "gradio_api/upload", files=many, timeout=60)
+        assert r.status_code == 400 and "Too many files" in r.text  # a page never sends more than one at a time
         good = synthetic_root / "Normal" / "images" / "Normal-1.png"
         assert client.predict(handle_file(str(good)), "tiny.pt", "predicted class", 0.5, api_name="/classify")[0]
     finally:
         app.close()
+
+
+def test_the_upload_cache_is_trimmed_oldest_first(tmp_path):
+    from demo.limits import trim_folder
+
+    for k in range(5):
+        path = tmp_path / f"u{k}" / "x.png"
+        path.parent.mkdir()
+        path.write_bytes(b"0" * 1000)
+        os.utime(path, (1000 + k, 1000 + k))
+    removed = trim_folder(tmp_path, 2500)
+    assert sorted(p.parent.name for p in removed) == ["u0", "u1", "u2"]
+    assert sum(p.stat().st_size for p in tmp_path.rglob("*.png")) == 2000

@@ -209,3 +209,36 @@ def test_training_learns_the_synthetic_classes(synthetic_root, tmp_path):
     cfg = tiny_config(synthetic_root, tmp_path / "m.pt", max_steps=60, eval_every=10, target_accuracy=0.99)
     done = _run(cfg)[-1]
     assert done.best_val_accuracy >= 0.66
+
+
+@pytest.mark.parametrize("mode", ["box", "mask"])
+def test_hidden_lungs_are_black_in_every_batch_fit_trains_and_evaluates_on(synthetic_root, tmp_path, monkeypatch, mode):
+    import cxr.evaluate
+    import cxr.train
+    from cxr.lungs import box_region
+    from cxr.transforms import denormalize
+
+    seen = {"train": [], "eval": []}
+    real_step, real_eval = cxr.train.train_step, cxr.train.evaluate
+
+    def spy_step(model, optimizer, x, y, *args, **kwargs):
+        seen["train"].append(denormalize(x)[:, 0])
+        return real_step(model, optimizer, x, y, *args, **kwargs)
+
+    def spy_eval(model, batches, *args, **kwargs):
+        batches = list(batches)
+        seen["eval"] += [images[:, 0] for images, _ in batches]
+        return real_eval(model, iter(batches), *args, **kwargs)
+
+    monkeypatch.setattr(cxr.train, "train_step", spy_step)
+    monkeypatch.setattr(cxr.train, "evaluate", spy_eval)
+    done = list(fit(tiny_config(synthetic_root, tmp_path / "m.pt", max_steps=2, eval_every=2, hide_lungs=mode)))[-1]
+    assert done.test_accuracy is not None and seen["train"] and seen["eval"]
+    black = lambda x: (x.float() == 0).float().mean()  # noqa: E731
+    if mode == "box":  # evaluation: exactly the box; training: the box moved with the augmented image, as big
+        inside = box_region((0.15, 0.85, 0.10, 0.90), (64, 64))
+        assert all((x[:, inside] == 0).all() for x in seen["eval"])
+        assert all(black(x) > 0.45 for x in seen["train"])  # the box is 56 % of the image
+    else:  # black where the masks are: a large share of each image, in training and in evaluation alike
+        assert all(black(x) > 0.1 for x in seen["train"] + seen["eval"])
+    assert load_checkpoint(done.checkpoint).config["hide_lungs"] == mode
