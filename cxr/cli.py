@@ -1,8 +1,11 @@
-"""The command line: `python -m cxr train | evaluate | predict | make-synthetic | download | bench`.
+"""The command line: `python -m cxr train | evaluate | report | predict | make-synthetic | download | bench`.
 
 Each command is a thin reader of the library: `train` prints the events of `fit` (a progress bar, or JSON lines
-with --json), `evaluate` and `predict` load a checkpoint with `load_checkpoint`. Bad arguments and unreadable
-inputs end with one sentence on stderr and a non-zero exit, never a traceback.
+with --json), `evaluate` interprets a checkpoint once over a folder (`cxr.interpret`), `report` writes its model
+card (`cxr.report`), `predict` classifies images with `Classifier`. `train`'s flags are made from
+`TrainConfig` itself (one flag per field, ranges from `BOUNDS`), so a new setting needs no edit here. Bad input
+(a `ValueError`, which `UserError` is) ends with one sentence on stderr and exit code 2; anything else is a bug and
+ends with its traceback and exit code 1.
 """
 
 from __future__ import annotations
@@ -12,23 +15,27 @@ import json
 import os
 import sys
 import time
-import warnings
-from dataclasses import fields, replace
+import traceback
+from dataclasses import MISSING, fields, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 from .data import DEFAULT_CLASSES, display_name, parse_classes
+from .errors import UserError
+from .measure import format_duration
 
 EXIT_BAD_INPUT = 2
+EXIT_BUG = 1
+CliError = UserError  # kept for callers of the first round
 
 
-class CliError(ValueError):
-    pass
-
-
-def _fmt_time(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+def existing_folder(path: str, flag: str) -> Path:
+    p = Path(path).expanduser()
+    if p.is_file():
+        raise UserError(f"{flag} {path} is a file; give the folder that holds the class folders")
+    if not p.is_dir():
+        raise UserError(f"{flag} {path} does not exist")
+    return p
 
 
 def _print_json(obj: dict[str, Any]) -> None:
@@ -54,15 +61,48 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------- train
+# TrainConfig fields the train command handles itself (not one plain flag each).
+_SPECIAL_FIELDS = ("data", "classes", "augment", "preset", "hide_box")
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field: numbers typed and ranged from BOUNDS, choices from CHOICES, switches for
+    booleans. Defaults stay None here, so only the flags given override the preset."""
+    from .config import BOUNDS, CHOICES, TrainConfig
+
+    for f in fields(TrainConfig):
+        if f.name in _SPECIAL_FIELDS:
+            continue
+        flag, default = "--" + f.name.replace("_", "-"), f.default if f.default is not MISSING else None
+        if f.name in BOUNDS:
+            lo, hi, kind = BOUNDS[f.name]
+            parser.add_argument(flag, type=kind, metavar="N" if kind is int else "X", help=f"{lo:g} to {hi:g}")
+        elif isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"default: {default}")
+        elif f.name in CHOICES:
+            parser.add_argument(flag, choices=CHOICES[f.name], help=f"default: {default}")
+        else:
+            parser.add_argument(flag, help=f"default: {default or 'none'}")
+
+
 def _train_config(args: argparse.Namespace):
-    from .presets import apply_preset
-    from .train import TrainConfig
+    import torch
+
+    from .config import TrainConfig
+    from .presets import apply_preset, default_preset
     from .transforms import AugmentConfig
 
-    cfg = apply_preset(args.preset) if args.preset else TrainConfig()
+    # No --preset: the preset for this machine, as the app does (Fast on a CPU, GPU on CUDA).
+    cuda = args.device in (None, "auto", "cuda") and torch.cuda.is_available()
+    cfg = apply_preset(args.preset or default_preset(cuda))
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
     if "classes" in overrides:
         overrides["classes"] = parse_classes(overrides["classes"])
+    if args.hide_box:
+        try:
+            overrides["hide_box"] = tuple(float(v) for v in args.hide_box.split(","))
+        except ValueError:
+            raise UserError(f"--hide-box takes four fractions such as 0.15,0.85,0.10,0.90, got {args.hide_box!r}") from None
     if args.augment is not None:
         names = [] if args.augment == "none" else list(AugmentConfig.names()) if args.augment == "all" else args.augment.split(",")
         overrides["augment"] = AugmentConfig().only([n.strip() for n in names if n.strip()])
@@ -70,45 +110,50 @@ def _train_config(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .events import Done, Evaluated, Note, Started, Step
+    from .events import REASONS, Attention, Done, Evaluated, Note, Started, Step
     from .train import fit
 
     cfg = _train_config(args)
+    existing_folder(cfg.data, "--data")
+    if cfg.resume and Path(cfg.resume).is_dir():
+        raise UserError(f"--resume {cfg.resume} is a folder; name the checkpoint file (.pt) inside it")
     bar = None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # fit reports its warnings as Note events
-            for ev in fit(cfg):
-                if args.json:
-                    _print_json(ev.to_dict())
-                    continue
-                if isinstance(ev, Started):
-                    from tqdm import tqdm
+        for ev in fit(cfg):
+            if args.json:
+                _print_json(ev.to_dict(maps=args.json_attention) if isinstance(ev, Attention) else ev.to_dict())
+                continue
+            if isinstance(ev, Started):
+                from tqdm import tqdm
 
-                    sizes = ", ".join(f"{k} {v}" for k, v in ev.split.items())
-                    counts = ", ".join(f"{display_name(k)} {v}" for k, v in ev.counts.items())
-                    print(f"data: {cfg.data} ({ev.layout}{', SYNTHETIC' if ev.synthetic else ''}): {counts}")
-                    print(f"split: {sizes}  |  device: {ev.device}  |  weights: {ev.weights}")
-                    bar = tqdm(total=ev.total_steps, initial=ev.start_step, unit="step", dynamic_ncols=True)
-                elif isinstance(ev, Step) and bar is not None:
-                    bar.update(ev.step - bar.n)
-                    bar.set_postfix(loss=f"{ev.train_loss:.3f}", img_s=f"{ev.train_images_per_sec:.1f}")
-                elif isinstance(ev, Evaluated):
-                    line = (
-                        f"step {ev.step}/{ev.total_steps}  train loss {ev.train_loss:.3f}  val loss {ev.val_loss:.3f}  "
-                        f"val accuracy {ev.val_accuracy:.1%}  {ev.train_images_per_sec:.1f} img/s  "
-                        f"ETA {_fmt_time(ev.eta_s)}{'  [best]' if ev.is_best else ''}"
-                    )
-                    (bar.write if bar is not None else print)(line)
-                elif isinstance(ev, Note):
-                    (bar.write if bar is not None else print)(f"warning: {ev.message}")
-                elif isinstance(ev, Done):
-                    if bar is not None:
-                        bar.close()
-                    print(f"\nstopped after {ev.steps} steps ({ev.reason}); {ev.train_images_per_sec:.1f} training images/s")
-                    print(f"best validation accuracy {ev.best_val_accuracy:.1%}; on the held-out test set:")
-                    print(format_report(ev.test_report))
-                    print(f"checkpoint: {ev.checkpoint}" + (f"  (last: {ev.last_checkpoint})" if ev.last_checkpoint else ""))
+                sizes = ", ".join(f"{k} {v}" for k, v in ev.split.items())
+                counts = ", ".join(f"{display_name(k)} {v}" for k, v in ev.counts.items())
+                print(f"data: {cfg.data} ({ev.layout}{', SYNTHETIC' if ev.synthetic else ''}): {counts}")
+                print(f"split: {sizes}  |  device: {ev.device}  |  preset: {cfg.preset or 'none'}  |  weights: {ev.weights}")
+                bar = tqdm(total=ev.total_steps, initial=ev.start_step, unit="step", dynamic_ncols=True)
+            elif isinstance(ev, Step) and bar is not None:
+                bar.update(ev.step - bar.n)
+                bar.set_postfix(loss=f"{ev.train_loss:.3f}", img_s=f"{ev.train_images_per_sec:.1f}")
+            elif isinstance(ev, Evaluated):
+                line = (
+                    f"step {ev.step}/{ev.total_steps}  train loss {ev.train_loss:.3f}  val loss {ev.val_loss:.3f}  "
+                    f"val accuracy {ev.val_accuracy:.1%}  {ev.train_images_per_sec:.1f} img/s  "
+                    f"ETA {format_duration(ev.eta_s)}{'  [best]' if ev.is_best else ''}"
+                )
+                (bar.write if bar is not None else print)(line)
+            elif isinstance(ev, Note):
+                (bar.write if bar is not None else print)(f"warning: {ev.message}")
+            elif isinstance(ev, Done):
+                if bar is not None:
+                    bar.close()
+                print(f"\nstopped after {ev.steps} steps ({REASONS.get(ev.reason, ev.reason)}); "
+                      f"{ev.train_images_per_sec:.1f} training images/s, {format_duration(ev.seconds)}")
+                if not ev.checkpoint:
+                    print("it ended before its first evaluation: nothing was saved")
+                    continue
+                print(f"best validation accuracy {ev.best_val_accuracy:.1%} (step {ev.best_step}); on the held-out test set:")
+                print(format_report(ev.test_report))
+                print(f"checkpoint: {ev.checkpoint}" + (f"  (last: {ev.last_checkpoint})" if ev.last_checkpoint else ""))
     except KeyboardInterrupt:
         if bar is not None:
             bar.close()
@@ -118,27 +163,73 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-# -------------------------------------------------------------------------------------------------- evaluate
+# -------------------------------------------------------------------------------------------- evaluate, report
+TOP_LOSSES = 10  # the most confidently wrong images `evaluate` lists
+
+
+def _checkpoint_file(path: str) -> None:
+    if Path(path).is_dir():
+        raise UserError(f"--checkpoint {path} is a folder; name the checkpoint file (.pt) inside it")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
-    from .data import ImageCache, index_dataset, iterate_batches
-    from .evaluate import classification_report, evaluate
+    from .data import index_dataset
+    from .interpret import cache_for, interpret_as_trained, rebuild_test_set
     from .train import resolve_device
 
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    _checkpoint_file(args.checkpoint)
+    existing_folder(args.data, "--data")
     device = resolve_device(args.device)
     ckpt = load_checkpoint(args.checkpoint, device)
-    index = index_dataset(args.data, ckpt.classes)
-    cache = ImageCache(index.files, ckpt.image_size)
-    ids = list(range(len(index.files)))
-    result = evaluate(ckpt.model, iterate_batches(cache, ids, index.labels, args.batch_size), device)
-    report = classification_report(result.y_true, result.y_pred, ckpt.classes)
-    report["loss"] = result.loss
-    report["skipped_files"] = [index.files[i].name for i in cache.bad]
+    if args.split == "test":  # the checkpoint's own test split, rebuilt from its saved settings
+        index, split, cache = rebuild_test_set(ckpt, args.data)
+        ids, what = list(split.test), "test images of this checkpoint's split"
+    else:
+        index = index_dataset(args.data, ckpt.classes)
+        cache, ids, what = cache_for(ckpt, index), list(range(len(index.files))), "images"
+    ignored = sorted(set(p.name for p in index.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+                     - set(p.name for p in index.class_dirs))
+    # One pass of the model: every view (report, top losses, ROC AUC) derives from the same probabilities.
+    interp = interpret_as_trained(ckpt, cache, ids, index.labels, args.batch_size, device)
+    report = {**interp.report, "loss": float(interp.losses.mean()), "roc_auc": interp.roc_auc(),
+              "top_losses": [r.to_dict() for r in interp.top_losses(TOP_LOSSES)],
+              "skipped_files": [index.files[i].name for i in cache.bad], "ignored_folders": ignored}
     if args.json:
         _print_json(report)
-    else:
-        print(f"{len(ids)} images under {args.data}" + (f"; {cache.bad_report()}" if cache.bad else ""))
-        print(format_report(report))
+        return 0
+    print(f"{len(ids)} {what} under {args.data}" + (f"; {cache.bad_report()}" if cache.bad else ""))
+    if ignored:
+        print(f"note: this model knows {', '.join(ckpt.class_names)}; ignored the folders {', '.join(ignored)}")
+    print(format_report(report))
+    auc = ", ".join(f"{display_name(k)} {'n/a' if v is None else f'{v:.3f}'}" for k, v in report["roc_auc"].items())
+    print(f"ROC AUC (one class against the rest): {auc}")
+    wrong = [r for r in interp.top_losses(5) if r.true != r.predicted]
+    if wrong:
+        print("most confidently wrong:")
+    for r in wrong:
+        print(f"  {r.file}: true {display_name(r.true)}, called {display_name(r.predicted)} "
+              f"(p={r.probability:.2f}, loss {r.loss:.2f})")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+    from .train import resolve_device
+
+    _checkpoint_file(args.checkpoint)
+    existing_folder(args.data, "--data")
+    out = Path(args.out).expanduser()
+    if out.is_file():
+        raise UserError(f"--out {args.out} is a file; give a folder to write the report into")
+    folder = write_report(args.checkpoint, args.data, out, include_weights=not args.no_weights,
+                          device=resolve_device(args.device))
+    print(f"wrote the report for {Path(args.checkpoint).name} to {folder}:")
+    for f in sorted(folder.iterdir()):
+        if f.is_file():
+            print(f"  {f.name}")
     return 0
 
 
@@ -151,7 +242,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     clf = Classifier(args.checkpoint)
     if args.target is not None and args.target not in clf.classes:
-        raise CliError(f"--target {args.target} is not a class of this checkpoint ({', '.join(clf.classes)})")
+        raise UserError(f"--target {args.target} is not a class of this checkpoint ({', '.join(clf.classes)})")
     cam_dir = Path(args.cam_dir) if args.cam_dir else None
     if cam_dir:
         cam_dir.mkdir(parents=True, exist_ok=True)
@@ -180,7 +271,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             probs = "  ".join(f"{display_name(k)} {v:.1%}" for k, v in pred.probabilities.items())
             print(f"{file}: {display_name(pred.label)}   ({probs})" + (f"   cam: {out['cam']}" if cam_dir else ""))
     if times:  # on stderr, so --json output stays one object per image
-        from .bench import p50_p95
+        from .measure import p50_p95
 
         lat, work = p50_p95([t * 1000 for t in times]), "read + predict" + (" + Grad-CAM" if cam_dir else "")
         print(f"{len(times)} images on {clf.device}: {work} {lat['p50_ms']:.1f} ms p50, {lat['p95_ms']:.1f} ms p95 "
@@ -215,37 +306,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="fine-tune ResNet18 on a dataset folder")
     t.add_argument("--data", required=True, help="dataset folder (Kaggle layouts or <class>/*.png)")
-    t.add_argument("--preset", choices=sorted(PRESETS), help="start from named settings (flags still override)")
+    t.add_argument("--preset", choices=sorted(PRESETS), help="start from named settings (default: the preset for "
+                   "this machine, fast-cpu on a CPU, gpu on CUDA; flags still override)")
     t.add_argument("--classes", help=f"comma-separated class keys (default {','.join(DEFAULT_CLASSES)})")
-    t.add_argument("--weights", help="auto (default), imagenet, none, or a state-dict file")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--max-steps", type=int, help="stop after this many steps (0: no cap)")
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--lr", type=float)
-    t.add_argument("--image-size", type=int)
-    t.add_argument("--eval-every", type=int)
-    t.add_argument("--target-accuracy", type=float)
-    t.add_argument("--test-per-class", type=int)
-    t.add_argument("--test-fraction", type=float)
-    t.add_argument("--val-per-class", type=int)
-    t.add_argument("--seed", type=int)
     t.add_argument("--augment", help="'all', 'none', or a comma list of: hflip,rotate,scale,translate,brightness,contrast")
-    t.add_argument("--freeze", choices=FREEZE_LEVELS, help="freeze layers up to this one (pretrained weights only)")
-    t.add_argument("--channels-last", action="store_true", default=None)
-    t.add_argument("--workers", type=int, help="decoding processes (0: decode in the training loop)")
-    t.add_argument("--device", help="auto (default), cpu or cuda")
-    t.add_argument("--out", help="best checkpoint path (default checkpoints/resnet18-<time>.pt)")
-    t.add_argument("--resume", help="continue from this checkpoint")
+    t.add_argument("--hide-box", help="with --hide-lungs box: x0,x1,y0,y1 fractions (default 0.15,0.85,0.10,0.90)")
+    add_config_flags(t)
     t.add_argument("--json", action="store_true", help="print one JSON object per event")
+    t.add_argument("--json-attention", action="store_true", help="with --json, include the attention maps")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", help="score a checkpoint on every image under a folder")
+    e = sub.add_parser("evaluate", help="score a checkpoint on every image under a folder (or its test split)")
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--data", required=True)
+    e.add_argument("--split", choices=("all", "test"), default="all",
+                   help="all: every image under --data; test: only the checkpoint's own test split")
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--device", default="auto")
-    e.add_argument("--json", action="store_true")
+    e.add_argument("--json", action="store_true", help="one JSON object: the report, roc_auc and top_losses")
     e.set_defaults(func=cmd_evaluate)
+
+    o = sub.add_parser("report", help="write a model card folder (README.md, figures, metrics.json) for a checkpoint")
+    o.add_argument("--checkpoint", required=True)
+    o.add_argument("--data", required=True, help="the dataset the checkpoint was trained on (its test split is used)")
+    o.add_argument("--out", required=True, help="folder to write the report into")
+    o.add_argument("--no-weights", action="store_true", help="leave the checkpoint file out of the folder")
+    o.add_argument("--device", default="auto")
+    o.set_defaults(func=cmd_report)
 
     r = sub.add_parser("predict", help="classify images, optionally writing Grad-CAM overlays")
     r.add_argument("--checkpoint", required=True)
@@ -283,9 +370,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, OSError, RuntimeError) as e:
+    except ValueError as e:  # bad input (UserError is one): the library wrote a sentence for people
         if os.environ.get("CXR_DEBUG"):
             raise
-        # Library errors are written as sentences for people; show the sentence, not the traceback.
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Exception as e:  # a bug, or the machine (out of memory, disk full): the details matter
+        traceback.print_exc()
+        print(f"error: {type(e).__name__}: {e} (this is not a problem with your input; the details are above)",
+              file=sys.stderr)
+        return EXIT_BUG

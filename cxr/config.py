@@ -43,6 +43,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: str = "constant"  # "onecycle": warm up, then anneal to zero over the run (steps or time budget)
     warmup: float = 0.1  # share of the run spent warming the learning rate up (onecycle only)
+    keep: str = "best"  # the weights tested and kept: best validation, or "last" (a schedule that anneals ends best)
     label_smoothing: float = 0.0  # aim for 0.9 instead of 1.0 on the true class: less over-confidence
     image_size: int = 224  # ResNet18's native resolution
     eval_every: int = 20  # steps between validation checks (the recipe's interval)
@@ -127,6 +128,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "freeze": FREEZE_LEVELS,
     "optimizer": OPTIMIZERS,
     "schedule": SCHEDULES,
+    "keep": ("best", "last"),
     "hide_lungs": HIDE_MODES,
     "device": ("auto", "cpu", "cuda"),
 }

@@ -7,209 +7,38 @@ progress bar, `--json` lines, the app's live curves, the benchmark) reads the sa
 part of the stream: set the `stop` flag (checked before every step) or stop pulling. At the end the best weights are
 scored once on the held-out test set, which training never looked at.
 
-The file reads top-down as the loop does: `setup` (data, model, optimiser, once), `train_on_batch` (one step),
-`evaluate_and_save` (validation, the best-so-far, the attention strip, checkpoints), `finish` (the test score), and
-`fit`, which only strings them together.
+The file reads top-down as the loop does: the learning-rate schedule, `train_on_batch` (one step),
+`evaluate_and_save` (validation, the best-so-far, the attention strip, checkpoints), `stop_reason`, `finish` (the
+test score), and `fit`, which only strings them together. `setup` and the loop's small state objects live in run.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
-import os
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
+from .checkpoint import save_checkpoint
 from .config import TrainConfig
-from .data import DatasetIndex, ImageCache, Split, index_dataset, iterate_batches, split_dataset
+from .data import DatasetIndex, iterate_batches
 from .errors import UserError
 from .evaluate import EvalResult, classification_report, evaluate
 from .events import Attention, Done, Evaluated, Event, Note, Started, Step, StopFlag
 from .explain import gradcam
-from .lungs import HideLungs, hide_pixels, require_masks
+from .lungs import hide_pixels
 from .measure import peak_memory_mb
-from .model import build_model, count_parameters, freeze_layers, is_random_fallback, set_train_mode
+from .model import count_parameters, set_train_mode
+from .run import Best, Clock, Run, Window, build_optimizer, check_writable, resolve_device, setup  # noqa: F401
 from .transforms import to_model_input
 
 __all__ = ["TrainConfig", "fit", "setup", "train_step", "train_on_batch", "evaluate_and_save", "finish", "learning_rate"]
 
 ATTENTION_GRID = 16  # the attention strip keeps each Grad-CAM at 16 x 16: finer than the model's own grid, small
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("device cuda was asked for, but no CUDA GPU is available")
-    if name not in ("cpu",) and not name.startswith("cuda"):
-        raise UserError(f"device must be auto, cpu or cuda, got {name!r}")
-    return torch.device(name)
-
-
-def check_writable(path: Path) -> None:
-    """Fail before training, not at the first save, when the checkpoint cannot be written where asked."""
-    if path.is_dir():
-        raise UserError(f"--out {path} is a folder: give a file name such as {path / 'model.pt'}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create the folder {path.parent} for the checkpoint ({e.strerror or e})") from e
-    if not os.access(path.parent, os.W_OK):
-        raise UserError(f"cannot write the checkpoint into {path.parent}: the folder is read-only")
-
-
-# ------------------------------------------------------------------------------------------------- the state
-@dataclass
-class Clock:
-    """Where the run's time went (seconds) and how many images it trained on."""
-
-    start: float = field(default_factory=time.perf_counter)
-    data: float = 0.0
-    train: float = 0.0
-    eval: float = 0.0
-    attention: float = 0.0
-    save: float = 0.0
-    images: int = 0
-    last_eval: float = 0.0  # duration of the latest validation, to keep time for the final test in a budget
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start
-
-
-@dataclass
-class Window:
-    """Training loss and accuracy since the previous evaluation (the training curve's next point)."""
-
-    loss: float = 0.0
-    steps: int = 0
-    correct: float = 0.0
-    images: int = 0
-
-    def add(self, loss: float, correct: float, images: int) -> None:
-        self.loss, self.steps, self.correct, self.images = self.loss + loss, self.steps + 1, self.correct + correct, self.images + images
-
-    def point(self) -> tuple[float, float]:
-        return self.loss / max(self.steps, 1), self.correct / max(self.images, 1)
-
-
-@dataclass
-class Best:
-    """The best validation result so far and a copy of its weights (by accuracy, then by loss)."""
-
-    accuracy: float = -1.0
-    loss: float = math.inf
-    step: int = 0
-    state: dict[str, torch.Tensor] | None = None
-
-    def update(self, val: EvalResult, model: torch.nn.Module, step: int) -> bool:
-        if val.accuracy > self.accuracy or (val.accuracy == self.accuracy and val.loss < self.loss):
-            self.accuracy, self.loss, self.step = val.accuracy, val.loss, step
-            self.state = copy.deepcopy(model.state_dict())
-            return True
-        return False
-
-
-@dataclass
-class Run:
-    """What `setup` prepares once and every step uses."""
-
-    cfg: TrainConfig
-    device: torch.device
-    index: DatasetIndex
-    split: Split
-    cache: ImageCache
-    label_table: torch.Tensor
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    amp_dtype: torch.dtype | None
-    steps_per_epoch: int
-    total_steps: int
-    start_step: int
-    best_path: Path
-    last_path: Path
-    weights: str
-    pretrained: bool
-    notes: list[str]
-    gen: torch.Generator
-    attention_ids: list[int]
-    hide: HideLungs
-    history: list[dict[str, float]] = field(default_factory=list)
-    attention: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def meta(self) -> dict[str, Any]:
-        """What every checkpoint of this run carries besides weights and metrics."""
-        return dict(classes=self.index.classes, image_size=self.cfg.image_size, config=asdict(self.cfg),
-                    synthetic=self.index.synthetic)
-
-    @property
-    def eval_batch(self) -> int:
-        return 256 if self.device.type == "cuda" else 32  # inference activations grow with the batch
-
-    @property
-    def memory_format(self) -> torch.memory_format:
-        return torch.channels_last if self.cfg.channels_last else torch.contiguous_format
-
-
-def setup(cfg: TrainConfig) -> Run:
-    """Index and split the data, build (or resume) the model and optimiser, and decide where to save."""
-    cfg.validate()
-    device = resolve_device(cfg.device)
-    best_path, last_path = checkpoint_paths(cfg.out)
-    check_writable(best_path)
-    index = index_dataset(cfg.data, cfg.classes)
-    split = split_dataset(index, cfg.test_per_class, cfg.test_fraction, cfg.val_per_class, cfg.seed)
-    resume = load_checkpoint(cfg.resume) if cfg.resume else None
-    if resume is not None and resume.classes != index.classes:
-        raise UserError(f"cannot resume: the checkpoint's classes {resume.classes} differ from {index.classes}")
-    # The new head's random initialisation comes from the seed, without touching the caller's global RNG.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        model, weights = build_model(len(index.classes), "none" if resume else cfg.weights, quiet_fallback=True)
-    notes = [f"no pretrained weights: {weights}"] if is_random_fallback(weights) else []
-    start_step = 0
-    if resume is not None:
-        model.load_state_dict(resume.model.state_dict())
-        start_step, weights = resume.step, f"resumed from {Path(cfg.resume).name} at step {resume.step}"
-    pretrained = resume is not None or not weights.startswith("random")
-    notes += list(split.notes)
-    if cfg.freeze != "none":
-        if pretrained:
-            freeze_layers(model, cfg.freeze)
-        else:
-            notes.append(f"freeze={cfg.freeze} ignored: freezing random layers would keep them random")
-    model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
-    params = [p for p in model.parameters() if p.requires_grad]  # frozen layers need no optimiser state
-    opt_class = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    optimizer = opt_class(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if resume is not None and resume.optimizer:
-        optimizer.load_state_dict(resume.optimizer)
-    steps_per_epoch = math.ceil(len(split.train) / cfg.batch_size)
-    total_steps = cfg.epochs * steps_per_epoch
-    if cfg.max_steps:
-        total_steps = min(total_steps, cfg.max_steps)
-    # The shortcut experiment: the same region is black in every image the model sees, in training and testing.
-    hide = HideLungs(cfg.hide_lungs, tuple(cfg.hide_box))
-    if hide.needs_masks:
-        require_masks(index.files)
-    # On a GPU the decoded images live on the GPU itself: no host-to-device copy per step.
-    cache = ImageCache(index.files, cfg.image_size, device=device if device.type == "cuda" else "cpu",
-                       masks=hide.needs_masks)
-    attention_ids = [next(i for i in split.val if index.labels[i] == c) for c in range(len(index.classes))] if cfg.attention else []
-    return Run(
-        cfg=cfg, device=device, index=index, split=split, cache=cache, label_table=torch.tensor(index.labels, device=device),
-        model=model, optimizer=optimizer, amp_dtype=torch.bfloat16 if (cfg.amp and device.type == "cuda") else None,
-        steps_per_epoch=steps_per_epoch, total_steps=total_steps, start_step=start_step, best_path=best_path,
-        last_path=last_path, weights=weights, pretrained=pretrained, notes=notes,
-        gen=torch.Generator().manual_seed(cfg.seed + start_step), attention_ids=attention_ids, hide=hide,
-    )
 
 
 def learning_rate(cfg: TrainConfig, progress: float) -> float:
@@ -223,11 +52,26 @@ def learning_rate(cfg: TrainConfig, progress: float) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * (progress - cfg.warmup) / (1 - cfg.warmup)))
 
 
+def training_seconds(run: Run, clock: Clock) -> float:
+    """Of a time budget, the seconds training may use: the rest is kept for the final validation and the test
+    (about as long as a validation each, measured at the latest one)."""
+    reserve = 2.5 * clock.last_eval * max(len(run.split.test) / max(len(run.split.val), 1), 1)
+    return run.cfg.time_budget_s - reserve
+
+
 def progress_of(run: Run, step: int, clock: Clock) -> float:
     """How far through the run we are: by steps, or by time when a budget is set (whichever is further)."""
     by_steps = (step - run.start_step) / max(run.total_steps - run.start_step, 1)
-    by_time = clock.elapsed() / run.cfg.time_budget_s if run.cfg.time_budget_s else 0.0
+    by_time = clock.elapsed() / max(training_seconds(run, clock), 1e-9) if run.cfg.time_budget_s else 0.0
     return max(by_steps, by_time)
+
+
+def eta_seconds(run: Run, step: int, clock: Clock) -> float:
+    """Time left: the steps to go at the pace so far, or what is left of the budget, whichever is shorter."""
+    eta = (run.total_steps - step) * clock.elapsed() / max(step - run.start_step, 1)
+    if run.cfg.time_budget_s:
+        eta = min(eta, max(run.cfg.time_budget_s - clock.elapsed(), 0.0))
+    return eta
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
@@ -297,8 +141,8 @@ def _relative(index: DatasetIndex, i: int) -> str:
 
 
 def evaluate_and_save(run: Run, step: int, window: Window, best: Best, clock: Clock, last_saved: list[float]) -> list[Event]:
-    """Validate, keep the best weights on disk, refresh the resumable -last file now and then, and explain the
-    attention images: the events of one evaluation."""
+    """Validate, keep the best weights on disk (with keep="last": the latest), refresh the resumable -last file
+    now and then, and explain the attention images: the events of one evaluation."""
     t0 = time.perf_counter()
     val = validate_now(run, run.split.val)
     clock.last_eval = time.perf_counter() - t0
@@ -319,6 +163,8 @@ def evaluate_and_save(run: Run, step: int, window: Window, best: Best, clock: Cl
     t0 = time.perf_counter()
     metrics = {"val_accuracy": val.accuracy, "val_loss": val.loss, "step": step, "history": run.history,
                "attention": run.attention}
+    if run.cfg.keep == "last":
+        best.accuracy = -1.0  # the latest weights are the ones to keep: an annealed schedule ends at its best
     is_best = best.update(val, run.model, step)
     if is_best:
         save_checkpoint(run.best_path, run.model, metrics=metrics, step=step, **run.meta)
@@ -327,7 +173,7 @@ def evaluate_and_save(run: Run, step: int, window: Window, best: Best, clock: Cl
         last_saved[0] = time.perf_counter()
     set_train_mode(run.model)
     clock.save += time.perf_counter() - t0
-    eta = (run.total_steps - step) * clock.elapsed() / max(step - run.start_step, 1)
+    eta = eta_seconds(run, step, clock)
     events.insert(0, Evaluated(
         step=step, epoch=step // run.steps_per_epoch, total_steps=run.total_steps, train_loss=train_loss,
         train_accuracy=train_accuracy, val_loss=val.loss, val_accuracy=val.accuracy,
@@ -342,11 +188,8 @@ def stop_reason(run: Run, step: int, stop: StopFlag | None, clock: Clock) -> str
         return "stopped"
     if step >= run.total_steps:
         return "max_steps" if run.cfg.max_steps == run.total_steps else "epochs"
-    if run.cfg.time_budget_s:
-        # Keep enough of the budget for the final validation and the test (about as long as a validation each).
-        reserve = 2.5 * clock.last_eval * max(len(run.split.test) / max(len(run.split.val), 1), 1)
-        if clock.elapsed() + reserve >= run.cfg.time_budget_s:
-            return "time_budget"
+    if run.cfg.time_budget_s and clock.elapsed() >= training_seconds(run, clock):
+        return "time_budget"
     return ""
 
 
@@ -425,7 +268,7 @@ def fit(cfg: TrainConfig, stop: StopFlag | None = None) -> Iterator[Event]:
                     continue
                 step += 1
                 window.add(*result)
-                eta = (run.total_steps - step) * clock.elapsed() / (step - run.start_step)
+                eta = eta_seconds(run, step, clock)
                 yield Step(step=step, epoch=step // run.steps_per_epoch, total_steps=run.total_steps, train_loss=result[0],
                            train_images_per_sec=clock.images / clock.train, eta_s=eta)
                 if step % cfg.eval_every and step != run.total_steps:
@@ -438,7 +281,8 @@ def fit(cfg: TrainConfig, stop: StopFlag | None = None) -> Iterator[Event]:
                 if run.history[-1]["val_accuracy"] >= cfg.target_accuracy:
                     reason = "target"
                     break
-            if reason == "time_budget" and best.step != step:  # the end of a schedule is usually its best point
+            if reason == "time_budget" and (not run.history or run.history[-1]["step"] != step):
+                # The budget ran out between evaluations: score the weights at the end (a schedule's best point).
                 yield from evaluate_and_save(run, step, window, best, clock, last_saved)
             ended = True
         finally:

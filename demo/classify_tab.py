@@ -21,10 +21,12 @@ from matplotlib import colormaps
 
 from cxr.checkpoint import checkpoint_name, load_checkpoint
 from cxr.data import display_name
-from cxr.explain import overlay
+from cxr.explain import draw_outline, overlay
+from cxr.lungs import area_share, lung_focus, mask_path
 from cxr.images import IMAGE_SUFFIXES
 from cxr.measure import format_duration
 
+from . import explain_panel
 from .context import AppContext
 from .labels import percent
 from .messages import SOMETHING_WRONG, user_error
@@ -102,8 +104,27 @@ def _forget_upload(file: str | None) -> None:
         Path(file).unlink(missing_ok=True)
 
 
-def classify(ctx: AppContext, file: str | None, checkpoint: str | None, target: str, alpha: float, source=None):
-    """Probabilities, the overlay, the caption, and what re-explaining needs (the decoded image and heatmap)."""
+def _draw(image: np.ndarray, heat: np.ndarray, alpha: float, mask: np.ndarray | None) -> np.ndarray:
+    shown = overlay(image, heat / 255.0, alpha)
+    return draw_outline(shown, mask) if mask is not None else shown
+
+
+def focus_words(heatmap: np.ndarray, mask: np.ndarray | None) -> str:
+    """Lung focus in a sentence, against the share a map spread evenly would get; or why there is none."""
+    if mask is None:
+        return ("No lung mask for this image, so no lung focus: it is measured on dataset images that come with "
+                "the database's lung masks.")
+    focus, area = lung_focus(heatmap, mask), area_share(mask)
+    if focus != focus:
+        return "The map is empty (no evidence for this class), so it has no lung focus."
+    return (f"**Lung focus {percent(focus)}**: that share of the map lies inside the lungs (outlined in magenta); "
+            f"a map spread evenly would put {percent(area)} there.")
+
+
+def classify(ctx: AppContext, file: str | None, checkpoint: str | None, target: str, alpha: float, source=None,
+             mask: np.ndarray | None = None):
+    """Probabilities, the overlay, the caption, and what re-explaining needs (the decoded image, the heatmap, and
+    the lung mask when the image comes from the dataset and has one)."""
     if not file and source is None:
         raise user_error("Drop an X-ray image (PNG, JPEG or DICOM) into the box first.")
     if not checkpoint:
@@ -126,12 +147,13 @@ def classify(ctx: AppContext, file: str | None, checkpoint: str | None, target: 
             _forget_upload(file)
     image = np.asarray(pred.image)
     heat = np.round(pred.heatmap * 255).astype(np.uint8)  # kept per visitor for redrawing: 8 bits are plenty
+    if mask is not None and mask.shape != image.shape:
+        mask = None  # not this picture's mask
     probs = {display_name(k): v for k, v in pred.probabilities.items()}
-    shown = overlay(image, heat / 255.0, alpha)
     caption = (f"Grad-CAM for **{display_name(pred.target)}**" + (" (synthetic model)" if clf.checkpoint.synthetic else "")
-               + f". {coarseness(clf.checkpoint.image_size)}")
+               + f". {coarseness(clf.checkpoint.image_size)}\n\n{focus_words(pred.heatmap, mask)}")
     targets = gr.update(choices=[PREDICTED] + [(display_name(k), k) for k in clf.classes])
-    return probs, shown, image, caption, (image, heat), targets
+    return probs, _draw(image, heat, alpha, mask), image, caption, (image, heat, mask), targets
 
 
 def reexplain(ctx: AppContext, state, checkpoint: str | None, target: str, alpha: float):
@@ -141,15 +163,23 @@ def reexplain(ctx: AppContext, state, checkpoint: str | None, target: str, alpha
         return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
     from PIL import Image
 
-    return classify(ctx, None, checkpoint, target, alpha, source=Image.fromarray(np.asarray(state[0], dtype=np.uint8)))
+    image, _, mask = _unpack(state)
+    return classify(ctx, None, checkpoint, target, alpha, source=Image.fromarray(image), mask=mask)
+
+
+def _unpack(state) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    image, heat, *rest = state
+    mask = rest[0] if rest and rest[0] is not None else None
+    return (np.asarray(image, dtype=np.uint8), np.asarray(heat, dtype=np.float32),
+            np.asarray(mask, dtype=bool) if mask is not None else None)
 
 
 def reblend(state, alpha: float):
     """Redraw the overlay at a new opacity without running the model again."""
     if not state:
         return gr.skip()
-    image, heat = state
-    return overlay(np.asarray(image, dtype=np.uint8), np.asarray(heat, dtype=np.float32) / 255.0, alpha)
+    image, heat, mask = _unpack(state)
+    return _draw(image, heat, alpha, mask)
 
 
 def example_ids(ctx: AppContext, checkpoint: str | None = None) -> list[int]:
@@ -177,7 +207,29 @@ def classify_id(ctx: AppContext, i: int, checkpoint: str | None, target: str, al
     """Classify the dataset image with index `i` (an example here, or a top loss opened from Evaluate)."""
     if not isinstance(i, int) or not 0 <= i < len(ctx.index.files):
         raise user_error("That example is no longer available.")
-    return classify(ctx, None, checkpoint, target, alpha, source=_read_dataset_image(ctx, i))
+    image = _read_dataset_image(ctx, i)
+    return classify(ctx, None, checkpoint, target, alpha, source=image, mask=_dataset_mask(ctx.index.files[i], image.size))
+
+
+def open_from_evaluate(ctx: AppContext, i: int | None, checkpoint: str | None, target: str, alpha: float):
+    """An image clicked in Evaluate: the same model chosen here, and the image classified with it."""
+    if i is None:
+        return (gr.skip(),) * 7
+    return (gr.update(value=checkpoint), *classify_id(ctx, i, checkpoint, target, alpha))
+
+
+def _dataset_mask(file, size: tuple[int, int]) -> np.ndarray | None:
+    """The database's lung mask for a dataset image, at the image's size (None when it has none)."""
+    from PIL import Image
+
+    path = mask_path(file)
+    if path is None:
+        return None
+    try:
+        with Image.open(path) as m:
+            return np.asarray(m.convert("L").resize(size, Image.Resampling.NEAREST)) > 127
+    except OSError:
+        return None
 
 
 def _read_dataset_image(ctx: AppContext, i: int):
@@ -268,6 +320,7 @@ def build(ctx: AppContext) -> dict[str, gr.components.Component]:
         add_status = gr.Markdown(elem_id="add_model_status")
     state = gr.State(None, time_to_live=1800)  # the last image and heatmap, for redrawing and re-explaining
     known = gr.State(choices)
+    explain_panel.build(ctx, state, checkpoint, alpha)
 
     outputs = [probs, shown, original, caption, state, target]
     upload.upload(ctx.bind(classify), [upload, checkpoint, target, alpha], outputs, api_name="classify",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
@@ -24,6 +25,7 @@ from cxr.config import BOUNDS, CHOICES, TrainConfig
 from cxr.data import display_name
 from cxr.events import REASONS
 from cxr.explain import overlay
+from cxr.figures import confusion_figure
 from cxr.measure import format_duration
 from cxr.presets import DESCRIPTIONS, apply_preset, default_preset, presets_for
 from cxr.transforms import AugmentConfig
@@ -278,9 +280,16 @@ def status_text(snap: Snapshot) -> str:
     if not step:
         return ("Starting: reading the dataset and building the model ..." if snap.status == "running" else "Stopping ...")
     head = "**Stopping** after this step" if snap.status == "stopping" else "**Training**"
-    bar = f"<progress value='{step['step']}' max='{step['total_steps']}' style='width:100%'></progress>"
-    return (f"{head}{where} · step {step['step']} of {step['total_steps']} (epoch {step['epoch'] + 1}) · "
-            f"{step['train_images_per_sec']:.1f} images/s · about {format_duration(step['eta_s'])} left{bar}")
+    budget = snap.config.get("time_budget_s") or 0
+    if budget:  # a time budget: progress is time, the step count has no end to show
+        elapsed = min(time.time() - snap.started_at, budget)
+        bar = f"<progress value='{elapsed:.0f}' max='{budget:.0f}' style='width:100%'></progress>"
+        where_in_run = f"step {step['step']} (epoch {step['epoch'] + 1}) · {format_duration(elapsed)} of {format_duration(budget)}"
+    else:
+        bar = f"<progress value='{step['step']}' max='{step['total_steps']}' style='width:100%'></progress>"
+        where_in_run = f"step {step['step']} of {step['total_steps']} (epoch {step['epoch'] + 1})"
+    return (f"{head}{where} · {where_in_run} · {step['train_images_per_sec']:.1f} images/s · "
+            f"about {format_duration(step['eta_s'])} left{bar}")
 
 
 def hidden_lungs_sentence(snap: Snapshot) -> str:
@@ -299,23 +308,6 @@ def report_frame(report: dict) -> pd.DataFrame:
             for k, r in report["per_class"].items()]
     rows.append({"class": "macro average", **{m: round(v, 3) for m, v in report["macro"].items()}, "support": report["count"]})
     return pd.DataFrame(rows, columns=["class", "precision", "recall", "f1", "support"])
-
-
-def confusion_figure(report: dict) -> Figure:
-    """The confusion matrix as a figure (rows: true class, columns: predicted). Not pyplot: nothing global leaks."""
-    names = [display_name(k) for k in report["classes"]]
-    cm = np.asarray(report["confusion_matrix"])
-    fig = Figure(figsize=(4.6, 3.8), layout="constrained")
-    ax = fig.subplots()
-    ax.imshow(cm, cmap="Blues")
-    for (r, c), v in np.ndenumerate(cm):
-        ax.text(c, r, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black", fontsize=12)
-    ax.set_xticks(range(len(names)), names, rotation=20)
-    ax.set_yticks(range(len(names)), names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title("Test set confusion matrix")
-    return fig
 
 
 @dataclass

@@ -41,6 +41,10 @@ def restore_tab(stored: str | None):
     return gr.Tabs(selected=stored if stored in TABS else "data")
 
 
+def show_classify() -> gr.Tabs:
+    return gr.Tabs(selected="classify")
+
+
 def build_app(ctx: AppContext) -> gr.Blocks:
     limit_files_per_request()
     if getattr(ctx, "janitor", None) is None:
@@ -80,11 +84,12 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         demo.load(restore_tab, [open_tab], [tabs], api_name=False, show_progress="hidden")
         demo.load(ctx.bind(classify_tab.model_list), [classify["known"], gr.State(None)], lists, api_name=False,
                   show_progress="hidden")
-        # Evaluate -> Classify: a clicked top loss or matrix-cell image opens in Classify.
-        evaluate["open_id"].change(ctx.bind(classify_tab.classify_id), [evaluate["open_id"], evaluate["model"],
-                                   classify["target"], classify["alpha"]], classify["outputs"], api_name=False,
-                                   concurrency_id="classify").then(lambda: gr.Tabs(selected="classify"), None, [tabs],
-                                                                   api_name=False)
+        # Evaluate -> Classify: a clicked top loss or matrix-cell image opens in Classify, classified by that model.
+        for clicked in evaluate["open_events"]:
+            clicked.then(show_classify, None, [tabs], api_name=False).then(
+                ctx.bind(classify_tab.open_from_evaluate), [evaluate["open_id"], evaluate["model"], classify["target"],
+                                                           classify["alpha"]],
+                [classify["checkpoint"], *classify["outputs"]], api_name=False, concurrency_id="classify")
         classify["add_file"].upload(ctx.bind(classify_tab.add_model), [classify["add_file"], train.key_box],
                                     [classify["add_status"]], api_name=False)
     # Classification is CPU-bound: two at a time use both cores; the rest wait their turn in the queue.
@@ -93,7 +98,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
 
 
 def launch_kwargs(ctx: AppContext | None = None) -> dict:
-    kwargs = {"theme": gr.themes.Soft(), "css": CSS, "max_file_size": MAX_UPLOAD, "show_error": False}
+    kwargs = {"theme": gr.themes.Soft(), "css": CSS + evaluate_tab.CSS, "max_file_size": MAX_UPLOAD, "show_error": False}
     if ctx is not None:
         kwargs["allowed_paths"] = [str(ctx.settings.checkpoints_dir)]  # the Download button serves models from here
     return kwargs

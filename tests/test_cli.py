@@ -54,6 +54,65 @@ def test_evaluate_json_reports_every_image(trained_checkpoint, synthetic_root):
     assert 0 <= report["accuracy"] <= 1
 
 
+def evaluate_json(capsys, *args) -> dict:
+    assert main(["evaluate", *map(str, args), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_evaluate_json_lists_the_ten_largest_losses_and_roc_auc_per_class(trained_checkpoint, synthetic_root, capsys):
+    report = evaluate_json(capsys, "--checkpoint", trained_checkpoint, "--data", synthetic_root)
+    top = report["top_losses"]
+    assert len(top) == 10 and [r["loss"] for r in top] == sorted((r["loss"] for r in top), reverse=True)
+    assert all(set(r) == {"file", "true", "predicted", "probability", "loss"} for r in top)
+    assert all(Path(r["file"]).is_file() and r["true"] in report["classes"] for r in top)
+    assert set(report["roc_auc"]) == {"covid", "normal", "viral"}
+    assert all(0 <= v <= 1 for v in report["roc_auc"].values())
+    assert report["loss"] > 0 and report["count"] == 36
+
+
+def test_evaluate_runs_the_model_once_over_each_image(trained_checkpoint, synthetic_root, capsys, monkeypatch):
+    import cxr.checkpoint
+
+    seen, load = [], cxr.checkpoint.load_checkpoint
+
+    def counting_load(*a, **k):
+        ckpt = load(*a, **k)
+        ckpt.model.register_forward_hook(lambda m, inputs, out: seen.append(len(inputs[0])))
+        return ckpt
+
+    monkeypatch.setattr(cxr.checkpoint, "load_checkpoint", counting_load)
+    report = evaluate_json(capsys, "--checkpoint", trained_checkpoint, "--data", synthetic_root)
+    assert sum(seen) == report["count"] == 36
+
+
+def test_evaluate_split_test_scores_only_the_checkpoints_own_test_images(trained_checkpoint, synthetic_root, capsys):
+    from cxr.checkpoint import load_checkpoint
+
+    saved = load_checkpoint(trained_checkpoint).metrics["test"]
+    report = evaluate_json(capsys, "--checkpoint", trained_checkpoint, "--data", synthetic_root, "--split", "test")
+    assert report["count"] == saved["count"] == 9
+    assert report["confusion_matrix"] == saved["confusion_matrix"]
+    assert len(report["top_losses"]) == 9  # fewer images than ten: all of them, largest loss first
+
+
+def test_evaluate_text_names_roc_auc_and_the_split(trained_checkpoint, synthetic_root, capsys):
+    args = ["evaluate", "--checkpoint", str(trained_checkpoint), "--data", str(synthetic_root), "--split", "test"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("9 test images of this checkpoint's split") and "ROC AUC (one class against the rest)" in out
+
+
+def test_report_writes_the_card_folder_and_lists_its_files(trained_checkpoint, synthetic_root, tmp_path, capsys):
+    out = tmp_path / "card"
+    assert main(["report", "--checkpoint", str(trained_checkpoint), "--data", str(synthetic_root), "--out", str(out),
+                 "--no-weights"]) == 0
+    printed = capsys.readouterr().out
+    assert str(out) in printed.splitlines()[0]
+    for name in ("README.md", "metrics.json", "confusion_matrix.png", "top_losses.png"):
+        assert (out / name).is_file() and f"  {name}" in printed
+    assert not list(out.glob("*.pt"))
+
+
 def test_predict_json_and_gradcam_files(trained_checkpoint, synthetic_root, tmp_path):
     images = sorted((synthetic_root / "COVID" / "images").glob("*.png"))[:2]
     bad = imagefiles.text_as_png(tmp_path / "bad.png")
@@ -82,6 +141,9 @@ def test_make_synthetic_writes_the_kaggle_layout(tmp_path, capsys):
         (["train", "--data", "/tmp", "--classes", "covid"], "at least two distinct"),
         (["predict", "--checkpoint", "/no/such.pt", "x.png"], "does not exist"),
         (["evaluate", "--checkpoint", "/no/such.pt", "--data", "/tmp"], "does not exist"),
+        (["evaluate", "--checkpoint", "/no/such.pt", "--data", "/tmp", "--split", "test"], "does not exist"),
+        (["report", "--checkpoint", "/no/such.pt", "--data", "/tmp", "--out", "/tmp/card"], "does not exist"),
+        (["report", "--checkpoint", "/tmp", "--data", "/tmp", "--out", "/tmp/card"], "is a folder"),
         (["make-synthetic", "/tmp/x", "--size", "8"], "size must be"),
     ],
 )
@@ -94,7 +156,7 @@ def test_bad_inputs_exit_non_zero_with_one_sentence(args, words, capsys):
 def test_bad_input_as_a_user_sees_it_has_no_traceback():
     proc = run_cli("train", "--data", "/no/such/folder")
     assert proc.returncode == 2
-    assert proc.stderr.startswith("error: dataset folder /no/such/folder does not exist") and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: --data /no/such/folder does not exist") and "Traceback" not in proc.stderr
 
 
 def test_download_offline_fails_fast_and_says_where_to_put_the_data(monkeypatch, capsys, tmp_path):

@@ -453,6 +453,20 @@ def test_re_explaining_uses_the_image_kept_in_the_session(ctx, synthetic_root):
     assert "Viral Pneumonia" in caption and original.shape == state[0].shape
 
 
+def test_dataset_images_get_their_lung_focus_and_outline_and_uploads_say_why_not(ctx, synthetic_root):
+    from cxr.lungs import mask_path
+
+    i = ctx.split_for("tiny.pt").test[0]
+    assert mask_path(ctx.index.files[i]) is not None  # the synthetic set draws lung masks
+    probs, shown, original, caption, state, _ = classify_tab.classify_id(ctx, i, "tiny.pt", "predicted class", 0.0)
+    assert "Lung focus" in caption and "spread evenly would put" in caption and state[2] is not None
+    magenta = (shown == np.array([255, 0, 255], dtype=np.uint8)).all(axis=2)
+    assert magenta.any()  # the lung outline is drawn (at opacity 0 the rest is the grey X-ray)
+    upload = str(synthetic_root / "COVID" / "images" / "COVID-1.png")
+    caption = classify_tab.classify(ctx, upload, "tiny.pt", "predicted class", 0.5)[3]
+    assert "No lung mask for this image" in caption
+
+
 def test_the_maps_coarseness_is_said_from_the_models_input_size():
     assert "4 x 4 cells" in classify_tab.coarseness(128) and "7 x 7 cells" in classify_tab.coarseness(224)
 
@@ -503,3 +517,18 @@ def test_download_offline_falls_back_to_synthetic_and_says_why(tmp_path, monkeyp
     monkeypatch.setattr(cxr.download, "network_available", lambda *a, **k: False)
     settings = resolve_settings(download=True, root=tmp_path)
     assert settings.synthetic and "download of the real database failed" in settings.banner
+
+
+# ---------------------------------------------------------------------------------------------- explanations
+def test_the_methods_are_compared_with_a_random_model_and_timed(ctx, synthetic_root):
+    from demo import explain_panel
+
+    image = str(synthetic_root / "COVID" / "images" / "COVID-1.png")
+    *_, state, _ = classify_tab.classify(ctx, image, "tiny.pt", "predicted class", 0.5)
+    pictures, words = explain_panel.compare(ctx, state, "tiny.pt", 0.5)
+    captions = [c for _, c in pictures]
+    assert len(pictures) == 6 and captions[0].startswith("Grad-CAM · ") and captions[3].startswith("Grad-CAM, random weights")
+    assert all(c.endswith(" s") for c in captions) and words.count("rank correlation") == 3
+    assert "about" in explain_panel.button_label(ctx, "tiny.pt").value  # the expected time, before it runs
+    with pytest.raises(gr.Error, match="Drop an X-ray"):
+        explain_panel.compare(ctx, None, "tiny.pt", 0.5)

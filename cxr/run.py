@@ -1,0 +1,202 @@
+"""What a training run is made of: `setup` (data, model, optimiser and where to save, made once from a
+TrainConfig) and the small state objects the loop in train.py keeps (the clock, the window since the last
+evaluation, the best result so far, and the `Run` holding it all). Named, so `fit` reads as a short sequence of
+steps and not a dozen loose loop variables.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoint import checkpoint_paths, load_checkpoint
+from .config import TrainConfig
+from .data import DatasetIndex, ImageCache, Split, index_dataset, split_dataset
+from .errors import UserError
+from .evaluate import EvalResult
+from .lungs import HideLungs, require_masks
+from .model import build_model, freeze_layers, is_random_fallback
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("device cuda was asked for, but no CUDA GPU is available")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise UserError(f"device must be auto, cpu or cuda, got {name!r}")
+    return torch.device(name)
+
+
+def check_writable(path: Path) -> None:
+    """Fail before training, not at the first save, when the checkpoint cannot be written where asked."""
+    if path.is_dir():
+        raise UserError(f"--out {path} is a folder: give a file name such as {path / 'model.pt'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the folder {path.parent} for the checkpoint ({e.strerror or e})") from e
+    if not os.access(path.parent, os.W_OK):
+        raise UserError(f"cannot write the checkpoint into {path.parent}: the folder is read-only")
+
+
+# ------------------------------------------------------------------------------------------------- the state
+@dataclass
+class Clock:
+    """Where the run's time went (seconds) and how many images it trained on."""
+
+    start: float = field(default_factory=time.perf_counter)
+    data: float = 0.0
+    train: float = 0.0
+    eval: float = 0.0
+    attention: float = 0.0
+    save: float = 0.0
+    images: int = 0
+    last_eval: float = 0.0  # duration of the latest validation, to keep time for the final test in a budget
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+
+@dataclass
+class Window:
+    """Training loss and accuracy since the previous evaluation (the training curve's next point)."""
+
+    loss: float = 0.0
+    steps: int = 0
+    correct: float = 0.0
+    images: int = 0
+
+    def add(self, loss: float, correct: float, images: int) -> None:
+        self.loss, self.steps, self.correct, self.images = self.loss + loss, self.steps + 1, self.correct + correct, self.images + images
+
+    def point(self) -> tuple[float, float]:
+        return self.loss / max(self.steps, 1), self.correct / max(self.images, 1)
+
+
+@dataclass
+class Best:
+    """The best validation result so far and a copy of its weights (by accuracy, then by loss)."""
+
+    accuracy: float = -1.0
+    loss: float = math.inf
+    step: int = 0
+    state: dict[str, torch.Tensor] | None = None
+
+    def update(self, val: EvalResult, model: torch.nn.Module, step: int) -> bool:
+        if val.accuracy > self.accuracy or (val.accuracy == self.accuracy and val.loss < self.loss):
+            self.accuracy, self.loss, self.step = val.accuracy, val.loss, step
+            self.state = copy.deepcopy(model.state_dict())
+            return True
+        return False
+
+
+@dataclass
+class Run:
+    """What `setup` prepares once and every step uses."""
+
+    cfg: TrainConfig
+    device: torch.device
+    index: DatasetIndex
+    split: Split
+    cache: ImageCache
+    label_table: torch.Tensor
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    amp_dtype: torch.dtype | None
+    steps_per_epoch: int
+    total_steps: int
+    start_step: int
+    best_path: Path
+    last_path: Path
+    weights: str
+    pretrained: bool
+    notes: list[str]
+    gen: torch.Generator
+    attention_ids: list[int]
+    hide: HideLungs
+    history: list[dict[str, float]] = field(default_factory=list)
+    attention: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """What every checkpoint of this run carries besides weights and metrics."""
+        return dict(classes=self.index.classes, image_size=self.cfg.image_size, config=asdict(self.cfg),
+                    synthetic=self.index.synthetic)
+
+    @property
+    def eval_batch(self) -> int:
+        return 256 if self.device.type == "cuda" else 32  # inference activations grow with the batch
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.cfg.channels_last else torch.contiguous_format
+
+
+def setup(cfg: TrainConfig) -> Run:
+    """Index and split the data, build (or resume) the model and optimiser, and decide where to save."""
+    cfg.validate()
+    device = resolve_device(cfg.device)
+    best_path, last_path = checkpoint_paths(cfg.out)
+    check_writable(best_path)
+    index = index_dataset(cfg.data, cfg.classes)
+    split = split_dataset(index, cfg.test_per_class, cfg.test_fraction, cfg.val_per_class, cfg.seed)
+    resume = load_checkpoint(cfg.resume) if cfg.resume else None
+    if resume is not None and resume.classes != index.classes:
+        raise UserError(f"cannot resume: the checkpoint's classes {resume.classes} differ from {index.classes}")
+    # The new head's random initialisation comes from the seed, without touching the caller's global RNG.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model, weights = build_model(len(index.classes), "none" if resume else cfg.weights, quiet_fallback=True)
+    notes = [f"no pretrained weights: {weights}"] if is_random_fallback(weights) else []
+    start_step = 0
+    if resume is not None:
+        model.load_state_dict(resume.model.state_dict())
+        start_step, weights = resume.step, f"resumed from {Path(cfg.resume).name} at step {resume.step}"
+    pretrained = resume is not None or not weights.startswith("random")
+    notes += list(split.notes)
+    if cfg.freeze != "none":
+        if pretrained:
+            freeze_layers(model, cfg.freeze)
+        else:
+            notes.append(f"freeze={cfg.freeze} ignored: freezing random layers would keep them random")
+    model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
+    optimizer = build_optimizer(model, cfg)
+    if resume is not None and resume.optimizer:
+        optimizer.load_state_dict(resume.optimizer)
+    steps_per_epoch = math.ceil(len(split.train) / cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch
+    if cfg.max_steps:
+        total_steps = min(total_steps, cfg.max_steps)
+    # The shortcut experiment: the same region is black in every image the model sees, in training and testing.
+    hide = HideLungs(cfg.hide_lungs, tuple(cfg.hide_box))
+    if hide.needs_masks:
+        require_masks(index.files)
+    # On a GPU the decoded images live on the GPU itself: no host-to-device copy per step.
+    cache = ImageCache(index.files, cfg.image_size, device=device if device.type == "cuda" else "cpu",
+                       masks=hide.needs_masks)
+    attention_ids = [next(i for i in split.val if index.labels[i] == c) for c in range(len(index.classes))] if cfg.attention else []
+    return Run(
+        cfg=cfg, device=device, index=index, split=split, cache=cache, label_table=torch.tensor(index.labels, device=device),
+        model=model, optimizer=optimizer, amp_dtype=torch.bfloat16 if (cfg.amp and device.type == "cuda") else None,
+        steps_per_epoch=steps_per_epoch, total_steps=total_steps, start_step=start_step, best_path=best_path,
+        last_path=last_path, weights=weights, pretrained=pretrained, notes=notes,
+        gen=torch.Generator().manual_seed(cfg.seed + start_step), attention_ids=attention_ids, hide=hide,
+    )
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam or AdamW over the trainable parameters (frozen layers need no optimiser state). Weight decay pulls the
+    weights of convolutions and the head towards zero, not batch-norm scales or biases, which set levels."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+    opt_class = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return opt_class(groups, lr=cfg.lr)

@@ -1,0 +1,122 @@
+"""Classify's "compare explanations" panel: Grad-CAM, Integrated Gradients and Occlusion side by side for the X-ray
+on screen, each with its run time, and the same three maps from a copy of the model with random weights (the sanity
+check of Adebayo et al., NeurIPS 2018): a method whose map barely changes when the weights are random shows the
+picture's edges, not what the model learned.
+
+It is opt-in (a button that says how long it will take, from the model's measured forward time) and runs in its own
+queue of one, so it never holds up other visitors' Classify requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import gradio as gr
+import numpy as np
+import torch
+
+from cxr.data import display_name
+from cxr.explain import METHODS, compare_maps, estimate_seconds, overlay, randomized_copy, timed_explain
+from cxr.measure import format_duration
+
+from .context import AppContext
+from .messages import SOMETHING_WRONG, user_error
+
+log = logging.getLogger(__name__)
+
+INTRO = """
+**Do the explanations explain the model?** Three methods answer "where did the evidence come from?" differently:
+*Grad-CAM* weighs the last layer's feature maps (coarse, cheap), *Integrated Gradients* adds up pixel gradients
+along a path from a black image (fine, noisy), *Occlusion* hides one patch at a time and watches the score drop
+(slow, direct). The bottom row asks the same of a copy of this model with **random weights**: a map that looks the
+same there shows the shape of the X-ray, not what the model learned (the "sanity check" of Adebayo et al., 2018).
+"""
+
+
+def forward_seconds(ctx: AppContext, name: str) -> float:
+    """One batch-1 forward pass of the model, measured once per model and kept (for the time estimates)."""
+    def measure() -> float:
+        clf = ctx.classifier(name)
+        x = torch.zeros(1, 3, clf.checkpoint.image_size, clf.checkpoint.image_size)
+        with torch.inference_mode():
+            clf.model(x)  # warm-up
+            t0 = time.perf_counter()
+            clf.model(x)
+        return time.perf_counter() - t0
+
+    return ctx.cached(("forward_seconds", name), measure)
+
+
+def expected_seconds(ctx: AppContext, name: str | None) -> float:
+    if not name:
+        return 0.0
+    forward = forward_seconds(ctx, name)
+    return 2 * sum(estimate_seconds(m, forward) for m in METHODS)  # trained and randomised model
+
+
+def button_label(ctx: AppContext, name: str | None) -> gr.Button:
+    try:
+        seconds = expected_seconds(ctx, name)
+    except ValueError:
+        seconds = 0.0
+    about = f" (about {format_duration(seconds)} on this server)" if seconds else ""
+    return gr.Button(f"Compare the explanation methods for this X-ray{about}")
+
+
+def compare(ctx: AppContext, state, name: str | None, alpha: float):
+    """Six overlays (three methods x trained / random weights) with captions, and a summary of the sanity check."""
+    if not state or not name:
+        raise user_error("Drop an X-ray (or click an example) first, then compare the methods.")
+    try:
+        clf = ctx.classifier(name)
+        from PIL import Image
+
+        image = np.asarray(state[0], dtype=np.uint8)
+        x = clf.model_input(Image.fromarray(image))
+        random_model = ctx.cached(("randomized", name), lambda: randomized_copy(clf.model, seed=0))
+        with torch.inference_mode():  # both models explain the trained model's predicted class
+            target = int(clf.model(x).argmax(1))
+        pictures, words = [], []
+        for key, method in METHODS.items():
+            trained, _, t_trained = timed_explain(clf.model, x, key, target)
+            randomised, _, t_random = timed_explain(random_model, x, key, target)
+            agreement = compare_maps(trained[0], randomised[0])
+            pictures.append((overlay(image, trained[0], alpha), f"{method.label} · {t_trained:.1f} s"))
+            pictures.append((overlay(image, randomised[0], alpha), f"{method.label}, random weights · {t_random:.1f} s"))
+            words.append(f"- **{method.label}**: rank correlation with its random-weights map "
+                         f"{agreement:+.2f} " + _verdict(agreement))
+    except ValueError as e:
+        raise user_error(str(e)) from None
+    except Exception:
+        log.exception("comparing explanations failed")
+        raise user_error(SOMETHING_WRONG) from None
+    # Trained maps first (top row), random-weights maps below, in the same method order.
+    ordered = pictures[0::2] + pictures[1::2]
+    head = f"Explaining **{display_name(clf.classes[target])}** (the model's prediction).\n\n"
+    return ordered, head + "\n".join(words)
+
+
+def _verdict(rho: float) -> str:
+    if rho != rho:  # NaN: one of the maps is empty
+        return "(one of the maps is empty: no evidence for this class)."
+    if rho > 0.7:
+        return "(nearly the same without training: this map says little about what the model learned)."
+    if rho > 0.3:
+        return "(partly the same: read it with care)."
+    return "(different: this map depends on what the model learned)."
+
+
+def build(ctx: AppContext, state: gr.State, checkpoint: gr.Dropdown, alpha: gr.Slider) -> None:
+    with gr.Accordion("Compare explanation methods, and check them against a random model", open=False,
+                      elem_id="explain_panel"):
+        gr.Markdown(INTRO)
+        compare_btn = button_label(ctx, checkpoint.value)
+        compare_btn.elem_id = "compare_methods"
+        gallery = gr.Gallery(label="Top: this model · bottom: the same model with random weights", columns=3,
+                             height="auto", allow_preview=True, elem_id="methods_gallery")
+        verdict = gr.Markdown(elem_id="methods_verdict")
+    checkpoint.change(ctx.bind(button_label), [checkpoint], [compare_btn], api_name=False, show_progress="hidden")
+    # Its own queue of one: a slow comparison never delays anyone's Classify request (concurrency_id "classify").
+    compare_btn.click(ctx.bind(compare), [state, checkpoint, alpha], [gallery, verdict], api_name=False,
+                      concurrency_limit=1, concurrency_id="explain_methods")

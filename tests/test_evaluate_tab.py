@@ -1,0 +1,170 @@
+"""The Evaluate tab's handlers called directly, over the synthetic data and the tiny checkpoint: no server."""
+
+import json
+import zipfile
+from itertools import product
+from types import SimpleNamespace
+
+import gradio as gr
+import numpy as np
+import pytest
+
+from cxr.data import display_name
+from demo import evaluate_tab
+from demo.evaluate_tab import RIGHT, WRONG
+from tests.demo_fixtures import make_context
+
+MODEL = "tiny.pt"
+
+
+@pytest.fixture(scope="module")
+def shared(synthetic_root, trained_checkpoint, tmp_path_factory):
+    """One context for the tests that only read: the model is interpreted once for all of them, as on a server."""
+    return make_context(synthetic_root, tmp_path_factory.mktemp("eval-ckpt"), trained_checkpoint)
+
+
+def view(ctx, name=MODEL) -> dict:
+    names = ("summary", "gallery", "ids", "confusion", "confused", "metrics", "words", "which", "cell", "cell_text",
+             "cell_ids", "download")
+    return dict(zip(names, evaluate_tab.show_model(ctx, name)))
+
+
+def test_view_has_one_table_row_per_class_and_words_for_each(shared):
+    out = view(shared)
+    names = [display_name(k) for k in ("covid", "normal", "viral")]
+    assert list(out["metrics"]["class"]) == names
+    assert list(out["metrics"].columns) == ["class", "precision", "recall", "F1", "ROC AUC", "test images"]
+    assert out["metrics"]["test images"].sum() == 9  # 3 test images per class in the tiny run
+    confusion = out["confusion"].data  # a Styler: the counts are its data
+    assert list(confusion["true class"]) == names and list(confusion.columns[1:]) == [f"called {n}" for n in names]
+    assert confusion.iloc[:, 1:].to_numpy().sum() == 9
+    for name in names:
+        assert f"**{name}**" in out["words"] and f"recall for {name}" in out["words"]
+    assert "test X-rays" in out["summary"] and "Synthetic" in out["summary"] and out["which"] == WRONG
+    assert out["cell"]["visible"] is False and out["download"]["visible"] is False
+
+
+@pytest.mark.parametrize("which", [WRONG, RIGHT])
+def test_top_losses_are_sorted_by_loss_and_captions_name_true_and_called_class(shared, which):
+    shown, ids = evaluate_tab.show_losses(shared, MODEL, which)
+    gallery = shown["value"]
+    assert shown["visible"] == bool(gallery)  # an empty gallery is hidden, not shown as a blank box
+    interp = evaluate_tab.analyse(shared, MODEL).interp
+    records = evaluate_tab.shown_records(interp, which)
+    assert len(gallery) == len(ids) == len(records)
+    losses = [r.loss for r in records]
+    assert losses == sorted(losses, reverse=which == WRONG)
+    for (image, caption), r in zip(gallery, records):
+        assert image.dtype == np.uint8 and image.shape == (evaluate_tab.THUMB, evaluate_tab.THUMB, 3)
+        assert caption.startswith(f"true {display_name(r.true)} · called {display_name(r.predicted)} · ")
+        assert (r.true != r.predicted) == (which == WRONG)
+
+
+def test_wrong_and_right_galleries_together_show_every_test_image(shared):
+    _, wrong = evaluate_tab.show_losses(shared, MODEL, WRONG)
+    _, right = evaluate_tab.show_losses(shared, MODEL, RIGHT)
+    assert sorted(wrong + right) == sorted(shared.split_for(MODEL).test)  # 9 images: fewer than a gallery holds
+
+
+def test_clicking_a_picture_gives_its_dataset_id_for_classify(shared):
+    shown, ids = evaluate_tab.show_losses(shared, MODEL, WRONG)
+    if not ids:  # a model with no mistakes: click one of its right calls instead
+        shown, ids = evaluate_tab.show_losses(shared, MODEL, RIGHT)
+    picked = evaluate_tab.open_image(ids, SimpleNamespace(index=0))
+    assert picked == ids[0] and picked in shared.split_for(MODEL).test
+    caption = shown["value"][0][1]
+    assert caption.startswith(f"true {display_name(shared.index.classes[shared.index.labels[picked]])} ")
+    with pytest.raises(gr.Error):
+        evaluate_tab.open_image(ids, SimpleNamespace(index=len(ids)))
+
+
+def test_cell_selection_returns_exactly_the_images_of_that_cell(shared):
+    analysis = evaluate_tab.analyse(shared, MODEL)
+    cm = analysis.interp.confusion_matrix()
+    for t, p in product(range(3), repeat=2):
+        shown, text, ids = evaluate_tab.select_cell(shared, MODEL, SimpleNamespace(index=[t, p + 1]))
+        gallery = shown["value"]
+        assert shown["visible"] == bool(cm[t, p])
+        expected = [analysis.app_ids[r.row] for r in analysis.interp.cell(t, p)]
+        assert sorted(ids) == sorted(expected) and len(ids) == len(gallery) == cm[t, p]
+        true, called = display_name(analysis.interp.classes[t]), display_name(analysis.interp.classes[p])
+        assert f"{true} X-rays the model called {called}: {cm[t, p]}" in text
+        assert all(c.startswith(f"true {true} · called {called} · ") for _, c in gallery)
+        assert all(shared.index.labels[i] == t for i in ids)
+    gallery, text, ids = evaluate_tab.select_cell(shared, MODEL, SimpleNamespace(index=[0, 0]))  # the class-name column
+    assert "not a class name" in text
+
+
+def test_second_visit_is_served_from_the_cache_without_recomputing(ctx, monkeypatch):
+    calls = {"interpret": 0, "cam": 0}
+
+    def counted(name, fn):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(evaluate_tab, "interpret", counted("interpret", evaluate_tab.interpret))
+    monkeypatch.setattr(evaluate_tab, "cam_overlays", counted("cam", evaluate_tab.cam_overlays))
+    first = view(ctx)
+    second = view(ctx)
+    evaluate_tab.show_losses(ctx, MODEL, RIGHT)
+    assert calls == {"interpret": 1, "cam": 1}  # both galleries' overlays were drawn with the first view
+    assert first["ids"] == second["ids"]
+    assert all(np.array_equal(a, b) for (a, _), (b, _) in zip(first["gallery"]["value"], second["gallery"]["value"]))
+    t, p = next(zip(*np.nonzero(evaluate_tab.analyse(ctx, MODEL).interp.confusion_matrix())))
+    evaluate_tab.select_cell(ctx, MODEL, SimpleNamespace(index=[t, p + 1]))
+    assert calls["interpret"] == 1 and calls["cam"] <= 1  # the cell's images were all drawn already
+
+
+@pytest.mark.parametrize("name", ["missing.pt", "../tiny.pt", "tiny.txt", 42])
+def test_bad_model_names_give_one_sentence(shared, name):
+    for handler in (evaluate_tab.show_model, evaluate_tab.evaluate_model):
+        with pytest.raises(gr.Error, match="choose"):
+            handler(shared, name)
+    with pytest.raises(gr.Error, match="choose"):
+        evaluate_tab.report_zip(shared, name)
+
+
+def test_unexpected_errors_are_a_plain_sentence(ctx, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(evaluate_tab, "interpret", broken)
+    with pytest.raises(gr.Error) as err:
+        evaluate_tab.show_model(ctx, MODEL)
+    assert err.value.message == evaluate_tab.FAILED
+
+
+def test_no_model_says_so_in_one_sentence(synthetic_root, tmp_path):
+    empty = make_context(synthetic_root, tmp_path / "none")
+    out = view(empty, empty.default_model())
+    assert out["summary"] == evaluate_tab.NO_MODEL and out["gallery"]["visible"] is False and out["metrics"].empty
+
+
+def test_report_zip_holds_the_card_and_its_figures(shared):
+    path = evaluate_tab.report_zip(shared, MODEL)
+    with zipfile.ZipFile(path) as z:
+        names = set(z.namelist())
+    assert {"README.md", "metrics.json", "confusion_matrix.png", "top_losses.png"} <= names
+    assert not any(n.endswith(".pt") for n in names)
+    assert evaluate_tab.report_zip(shared, MODEL) == path  # made once per model file
+    assert evaluate_tab.prepare_report(shared, MODEL) == {"__type__": "update", "value": path, "visible": True}
+
+
+def test_api_result_is_json_with_roc_auc_and_no_server_paths(shared):
+    out = evaluate_tab.evaluate_model(shared, MODEL)
+    text = json.dumps(out)
+    assert out["model"] == MODEL and set(out["roc_auc"]) == {"covid", "normal", "viral"}
+    assert out["count"] == 9 and len(out["top_losses"]) == 9
+    assert str(shared.settings.data_dir) not in text and all(not r["file"].startswith("/") for r in out["top_losses"])
+
+
+def test_build_exposes_the_parts_the_page_wires(shared):
+    with gr.Blocks() as demo:
+        parts = evaluate_tab.build(shared)
+    assert {"model", "open_id", "open_events", "report_btn"} <= set(parts)
+    assert parts["model"].value == MODEL and [c[1] for c in parts["model"].choices] == [MODEL]
+    apis = {d["api_name"]: d["api_visibility"] for d in demo.get_config_file()["dependencies"]}
+    assert apis["evaluate_model"] == "public"
+    assert [v for k, v in apis.items() if k != "evaluate_model"] == ["private"] * (len(apis) - 1)
