@@ -130,7 +130,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                 counts = ", ".join(f"{display_name(k)} {v}" for k, v in ev.counts.items())
                 print(f"data: {cfg.data} ({ev.layout}{', SYNTHETIC' if ev.synthetic else ''}): {counts}")
                 print(f"split: {sizes}  |  device: {ev.device}  |  preset: {cfg.preset or 'none'}  |  weights: {ev.weights}")
-                bar = tqdm(total=ev.total_steps, initial=ev.start_step, unit="step", dynamic_ncols=True)
+                # With a time budget the run ends by the clock: a step total would only mislead.
+                bar = tqdm(total=None if cfg.time_budget_s else ev.total_steps, initial=ev.start_step, unit="step",
+                           dynamic_ncols=True)
+                if cfg.time_budget_s:
+                    print(f"time budget: {format_duration(cfg.time_budget_s)} (the run stops by itself)")
             elif isinstance(ev, Step) and bar is not None:
                 bar.update(ev.step - bar.n)
                 bar.set_postfix(loss=f"{ev.train_loss:.3f}", img_s=f"{ev.train_images_per_sec:.1f}")
@@ -153,6 +157,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                     continue
                 print(f"best validation accuracy {ev.best_val_accuracy:.1%} (step {ev.best_step}); on the held-out test set:")
                 print(format_report(ev.test_report))
+                if cfg.hide_lungs != "none":
+                    from .interpret import shortcut_sentence
+
+                    print(shortcut_sentence(ev.test_accuracy, len(ev.test_report["classes"]), cfg.hide_lungs))
                 print(f"checkpoint: {ev.checkpoint}" + (f"  (last: {ev.last_checkpoint})" if ev.last_checkpoint else ""))
     except KeyboardInterrupt:
         if bar is not None:
@@ -175,7 +183,7 @@ def _checkpoint_file(path: str) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
     from .data import index_dataset
-    from .interpret import cache_for, interpret_as_trained, rebuild_test_set
+    from .interpret import cache_for, interpret_as_trained, lung_focus_report, lung_focus_words, rebuild_test_set
     from .train import resolve_device
 
     if args.batch_size < 1:
@@ -196,7 +204,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     interp = interpret_as_trained(ckpt, cache, ids, index.labels, args.batch_size, device)
     report = {**interp.report, "loss": float(interp.losses.mean()), "roc_auc": interp.roc_auc(),
               "top_losses": [r.to_dict() for r in interp.top_losses(TOP_LOSSES)],
-              "skipped_files": [index.files[i].name for i in cache.bad], "ignored_folders": ignored}
+              "skipped_files": [index.files[i].name for i in cache.bad], "ignored_folders": ignored,
+              "lung_focus": lung_focus_report(ckpt, index, ids, args.batch_size, device)}
     if args.json:
         _print_json(report)
         return 0
@@ -206,6 +215,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(format_report(report))
     auc = ", ".join(f"{display_name(k)} {'n/a' if v is None else f'{v:.3f}'}" for k, v in report["roc_auc"].items())
     print(f"ROC AUC (one class against the rest): {auc}")
+    print(lung_focus_words(report["lung_focus"]))
     wrong = [r for r in interp.top_losses(5) if r.true != r.predicted]
     if wrong:
         print("most confidently wrong:")

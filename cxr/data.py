@@ -5,7 +5,8 @@ release (`COVID/images/*.png`, masks beside), the first release (flat `COVID-19/
 class-folder tree. It only lists files, so it is quick even on the 21,000-image database. `split_dataset` makes a
 deterministic, stratified train / validation / test split from a seed. `ImageCache` decodes each image once, at
 the training resolution, and keeps it in memory as uint8, so later epochs cost no decoding at all; a file that
-will not decode is skipped and remembered, never fatal.
+will not decode is skipped and remembered, never fatal. With `masks=True` it keeps each image's lung mask too (for
+hiding the lungs, see `cxr.lungs`); a missing mask is refused, since training would then see lungs it should not.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Iterator, Sequence
 import torch
 
 from .images import IMAGE_SUFFIXES, read_xray
+from .lungs import HideLungs, expected_mask_path, hide_pixels, mask_path, read_mask
 from .transforms import prepare_image
 
 # Class key -> normalised folder names it may appear under (lower case, no spaces, dashes or underscores).
@@ -31,6 +33,8 @@ CLASS_ALIASES = {
 DISPLAY_NAMES = {"covid": "COVID", "normal": "Normal", "viral": "Viral Pneumonia", "lung_opacity": "Lung Opacity"}
 DEFAULT_CLASSES = ("covid", "normal", "viral")  # the three classes the recipe uses
 SYNTHETIC_MARKER = "SYNTHETIC.txt"  # written by make-synthetic; anything shown from such data says so
+TEST_PER_CLASS = 30  # the recipe's test set: 30 images of each class
+VAL_PER_CLASS = 30  # validation images per class, scored during training
 
 
 def display_name(key: str) -> str:
@@ -139,9 +143,9 @@ class Split:
 
 def split_dataset(
     index: DatasetIndex,
-    test_per_class: int = 30,
+    test_per_class: int = TEST_PER_CLASS,
     test_fraction: float | None = None,
-    val_per_class: int = 30,
+    val_per_class: int = VAL_PER_CLASS,
     seed: int = 0,
 ) -> Split:
     """Stratified split, the same for the same seed and files. Test: `test_per_class` images of each class (the
@@ -173,23 +177,39 @@ def split_dataset(
     return Split(tuple(sorted(train)), tuple(sorted(val)), tuple(sorted(test)), tuple(notes))
 
 
+def split_for_config(index: DatasetIndex, config: dict) -> Split:
+    """The split a training run used, rebuilt from the settings saved in its checkpoint (`Checkpoint.config`), so
+    its "test" images are the ones it never trained on, whatever seed or test size it was trained with."""
+    return split_dataset(
+        index,
+        int(config.get("test_per_class", TEST_PER_CLASS)),
+        config.get("test_fraction"),
+        int(config.get("val_per_class", VAL_PER_CLASS)),
+        int(config.get("seed", 0)),
+    )
+
+
 @dataclass
 class ImageCache:
     """Decoded images at one resolution, filled on first use. Unreadable files land in `bad`, with the reason.
 
     On a GPU pass `device="cuda"`: the uint8 images then live on the GPU (1 GB for the whole database at 224 px),
-    so a training step copies nothing from host to device."""
+    so a training step copies nothing from host to device. `masks=True` also keeps the lung masks (`get_masks`),
+    0/1 uint8 at the same size, decoded once each like the images."""
 
     files: Sequence[Path]
     image_size: int
     device: "str | torch.device" = "cpu"
     bad: dict[int, str] = field(default_factory=dict)
+    masks: bool = False  # keep each image's lung mask (Kaggle v4 `masks/` folder), for hide-lungs mode "mask"
 
     def __post_init__(self) -> None:
         # On the CPU torch.empty does not touch its pages: memory is only used as images are cached.
         shape = (len(self.files), 1, self.image_size, self.image_size)
         self._images = torch.empty(shape, dtype=torch.uint8, device=self.device)
         self._filled = bytearray(len(self.files))
+        self._masks = torch.empty(shape, dtype=torch.uint8, device=self.device) if self.masks else None
+        self._mask_filled = bytearray(len(self.files) if self.masks else 0)
 
     def _store(self, i: int, image: torch.Tensor) -> None:
         self._images[i] = image.to(self._images.device)
@@ -209,6 +229,21 @@ class ImageCache:
         ok = [i for i in ids if self._filled[i]]
         return self._images[ok], ok
 
+    def get_masks(self, ids: Sequence[int]) -> torch.Tensor:
+        """uint8 lung masks [n, 1, S, S] of 0/1 for `ids` (pass the ids `get` returned). Raises ValueError naming
+        the file when a mask is missing or unreadable, or when the cache was made without `masks=True`."""
+        if self._masks is None:
+            raise ValueError("this image cache keeps no lung masks; make it with ImageCache(..., masks=True)")
+        for i in ids:
+            if not self._mask_filled[i]:
+                self._store_mask(i, _decode_mask(self.files[i], self.image_size))
+        return self._masks[list(ids)]
+
+    def _store_mask(self, i: int, mask: torch.Tensor) -> None:
+        assert self._masks is not None
+        self._masks[i] = mask.to(self._masks.device)
+        self._mask_filled[i] = 1
+
     def fill(self, ids: Sequence[int], workers: int) -> None:
         """Decode `ids` ahead of time in `workers` processes (for a GPU, which trains faster than one core decodes)."""
         todo = [i for i in ids if not self._filled[i] and i not in self.bad]
@@ -218,14 +253,18 @@ class ImageCache:
             self.get(todo)
             return
         loader = torch.utils.data.DataLoader(
-            _Decode(self.files, self.image_size, todo), batch_size=64, num_workers=workers, collate_fn=list
+            _Decode(self.files, self.image_size, todo, self.masks), batch_size=64, num_workers=workers, collate_fn=list
         )
         for chunk in loader:
-            for i, img, err in chunk:
+            for i, img, err, mask, mask_err in chunk:
                 if img is None:
                     self.bad[i] = err
-                else:
-                    self._store(i, img)
+                    continue
+                if mask_err:
+                    raise ValueError(mask_err)
+                self._store(i, img)
+                if mask is not None:
+                    self._store_mask(i, mask)
 
     def bad_report(self) -> str:
         if not self.bad:
@@ -235,26 +274,49 @@ class ImageCache:
         return f"skipped {len(self.bad)} unreadable file{'s' if len(self.bad) > 1 else ''}: {names}{more}"
 
 
+def _decode_mask(image_file: "str | Path", image_size: int) -> torch.Tensor:
+    path = mask_path(image_file)
+    if path is None:
+        where = expected_mask_path(image_file)
+        looked = f"looked for {where}" if where is not None else "it is not in an images/ folder"
+        raise ValueError(
+            f"no lung mask for {Path(image_file).name} ({looked}); hide-lungs mode 'mask' needs one per image"
+        )
+    return read_mask(path, image_size)
+
+
 class _Decode(torch.utils.data.Dataset):
-    def __init__(self, files: Sequence[Path], image_size: int, ids: Sequence[int]):
-        self.files, self.image_size, self.ids = files, image_size, list(ids)
+    def __init__(self, files: Sequence[Path], image_size: int, ids: Sequence[int], masks: bool = False):
+        self.files, self.image_size, self.ids, self.masks = files, image_size, list(ids), masks
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, k: int):
+        """(id, image or None, why not, mask or None, why no mask): errors travel back as text, raised in the parent."""
         i = self.ids[k]
         try:
-            return i, prepare_image(read_xray(self.files[i], max_side=4 * self.image_size), self.image_size), ""
+            image = prepare_image(read_xray(self.files[i], max_side=4 * self.image_size), self.image_size)
         except ValueError as e:
-            return i, None, str(e)
+            return i, None, str(e), None, ""
+        if not self.masks:
+            return i, image, "", None, ""
+        try:
+            return i, image, "", _decode_mask(self.files[i], self.image_size), ""
+        except ValueError as e:
+            return i, image, "", None, str(e)
 
 
 def iterate_batches(
-    cache: ImageCache, ids: Sequence[int], labels: Sequence[int], batch_size: int
+    cache: ImageCache, ids: Sequence[int], labels: Sequence[int], batch_size: int, hide: HideLungs | None = None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(uint8 images, labels) batches over `ids` in the given order; unreadable files are left out."""
+    """(uint8 images, labels) batches over `ids` in the given order; unreadable files are left out.
+
+    With `hide` the hidden region is already black in the images (they are not augmented, so that is the same as
+    hiding in `to_model_input`): validation and test see exactly what training saw."""
     for start in range(0, len(ids), batch_size):
         images, ok = cache.get(ids[start : start + batch_size])
         if ok:
+            if hide is not None and hide.enabled:
+                images = hide_pixels(images, hide, cache.get_masks(ok) if hide.needs_masks else None)
             yield images, torch.tensor([labels[i] for i in ok], dtype=torch.long)

@@ -1,18 +1,26 @@
 """Reading one X-ray file into an 8-bit grayscale image, whatever form it arrives in.
 
-Chest X-rays come as 8-bit PNGs (the Kaggle database), 16-bit PNGs, JPEGs from phones (EXIF-rotated, sometimes
-CMYK), images with alpha or a palette, and DICOM files straight from a scanner. `read_xray` turns any of them into
-one thing: a PIL image in mode "L". It refuses what it cannot read with a `ValueError` that says what was wrong
-(empty, not an image, truncated, too large), so one bad file is a message, never a crash or an out-of-memory.
+Chest X-rays come as 8-bit PNGs (the Kaggle database), 16-bit PNGs, float TIFFs, JPEGs from phones (EXIF-rotated,
+sometimes CMYK), images with alpha or a palette, and DICOM files straight from a scanner (plain, deflated or
+compressed, one frame or many). `read_xray` turns any of them into one thing: a PIL image in mode "L", stretched
+over the range of its real values. It refuses what it cannot read with a `ValueError` of one sentence that names
+the file and says what to do (empty, not an image, truncated, too large, a compression it cannot decode, nothing
+to see), and it checks every declared size before decoding, so one bad file is a message, never a crash or an
+out-of-memory.
 """
 
 from __future__ import annotations
 
+import ctypes
 import io
+import math
+import struct
 import threading
 import warnings
+import zlib
+from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO, Iterator, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -20,14 +28,67 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 Source = Union[str, Path, bytes, BinaryIO]
 
 # A 10000x10000 scan (100 MP) is accepted and downscaled; a file declaring more pixels than this is treated as a
-# decompression bomb and refused before its pixels are decoded.
+# decompression bomb and refused before its pixels are decoded. For DICOM every frame and colour sample counts.
 MAX_PIXELS = 120_000_000
-# Above this many pixels an image is decoded one at a time, so a class uploading huge files at once cannot
-# multiply the memory a single decode needs.
-_LARGE_PIXELS = 16_000_000
-_large_decode = threading.Lock()
+# Bytes that decodes running at once may hold. A class uploading big files together would otherwise multiply
+# what one decode needs; one image larger than this still decodes, but alone.
+DECODE_BUDGET = 1_000_000_000
+# A decode at least this big gives its freed memory back to the system when it is the last one running (a
+# 5-megapixel PNG and up: what glibc would otherwise keep; malloc_trim takes milliseconds, the decode far more).
+_TRIM_BYTES = 16_000_000
+# Room for a DICOM header (and anything after the pixels) on top of the pixel bytes it declares.
+_DICOM_HEADER_BYTES = 4 << 20
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".dcm", ".dicom")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_METADATA = (b"iCCP", b"zTXt", b"iTXt", b"tEXt")  # colour profile and text: nothing cxr reads
+
+
+class _Budget:
+    """Decodes reserve their estimated bytes here and wait, in arrival order, until they fit under the limit."""
+
+    def __init__(self, limit: int):
+        self.limit, self.used, self.big = limit, 0, False
+        self._turn = self._next = 0  # tickets: first come, first served, so a big image is not starved
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def reserve(self, nbytes: int) -> Iterator[None]:
+        with self._cond:
+            ticket, self._next = self._next, self._next + 1
+            self._cond.wait_for(lambda: self._turn == ticket and (self.used == 0 or self.used + nbytes <= self.limit))
+            self._turn, self.used = self._turn + 1, self.used + nbytes
+            self.big = self.big or nbytes >= _TRIM_BYTES
+            self._cond.notify_all()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.used -= nbytes
+                self._cond.notify_all()
+
+    def settle(self) -> None:
+        """After the last of a run of decodes, one of them big, hand the memory they freed back to the system.
+
+        glibc keeps freed blocks under its mmap threshold (which grows to 32 MB) in per-thread arenas, so a
+        class's big uploads would leave the server hundreds of MB larger long after the last request."""
+        with self._cond:
+            if self.used or not self.big:
+                return
+            self.big = False
+        if _malloc_trim is not None:
+            _malloc_trim(0)
+
+
+def _find_malloc_trim():
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc only; elsewhere there is nothing to do
+    except (AttributeError, OSError, TypeError):
+        return None
+
+
+_malloc_trim = _find_malloc_trim()
+_budget = _Budget(DECODE_BUDGET)
 
 
 def _describe(source: Source) -> str:
@@ -48,37 +109,129 @@ def is_dicom(data: bytes) -> bool:
 
 
 def _window_to_uint8(arr: np.ndarray) -> np.ndarray:
-    """Map any numeric array onto 0..255 by its own range (how a 16-bit X-ray becomes viewable)."""
-    arr = arr.astype(np.float32)
-    lo, hi = float(arr.min()), float(arr.max())
-    if hi <= lo:
-        return np.zeros(arr.shape, dtype=np.uint8)
-    return np.clip((arr - lo) * (255.0 / (hi - lo)) + 0.5, 0, 255).astype(np.uint8)
+    """Map any numeric array onto 0..255 by the range of its finite values (how a 16-bit X-ray becomes viewable).
+
+    A NaN or inf pixel (float TIFFs from processing tools have them) is ignored for the range and shown black;
+    letting it into min/max would turn the whole picture black. The work goes in bands of 4M values, so the
+    float copy stays 16 MB even for a 120-megapixel scan."""
+    flat, step, is_float = arr.reshape(-1), 1 << 22, arr.dtype.kind == "f"
+    lo, hi = math.inf, -math.inf
+    for start in range(0, flat.size, step):
+        band = flat[start:start + step]
+        band = band[np.isfinite(band)] if is_float else band
+        if band.size:
+            lo, hi = min(lo, float(band.min())), max(hi, float(band.max()))
+    out = np.zeros(flat.size, dtype=np.uint8)
+    if not hi > lo:
+        return out.reshape(arr.shape)
+    for start in range(0, flat.size, step):
+        band = flat[start:start + step].astype(np.float32)
+        band -= lo
+        band *= 255.0 / (hi - lo)
+        band += 0.5
+        if is_float:
+            band[~np.isfinite(band)] = 0
+        np.clip(band, 0, 255, out=band)
+        out[start:start + step] = band
+    return out.reshape(arr.shape)
+
+
+def _check_size(name: str, w: int, h: int, frames: int = 1, samples: int = 1) -> None:
+    if w < 1 or h < 1 or frames < 1:
+        raise ValueError(f"{name} has no pixels ({w}x{h}); upload a radiograph with a picture in it")
+    if w * h * frames * samples > MAX_PIXELS:
+        extra = (f" x {frames} frames" if frames > 1 else "") + (f" x {samples} colour samples" if samples > 1 else "")
+        raise ValueError(f"{name} is {w}x{h} pixels{extra}; images of at most {MAX_PIXELS // 1_000_000} megapixels "
+                         "are accepted, so export a smaller one")
+
+
+@contextmanager
+def _header_errors(name: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception as e:  # pydicom (and zlib) raise many types for a broken header
+        raise ValueError(f"{name} is a DICOM file whose header cannot be read; export it again from the scanner "
+                         "or viewer") from e
+
+
+def _dicom_header(data: bytes, name: str):
+    """The DICOM dataset, pixels still encoded; a deflated body is inflated only as far as its header needs."""
+    import pydicom
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.filereader import read_dataset, read_preamble
+
+    with _header_errors(name):
+        fp = io.BytesIO(data)
+        preamble = read_preamble(fp, False)
+        meta = FileMetaDataset(read_dataset(fp, False, True, stop_when=lambda tag, vr, length: tag >> 16 != 2))
+        if meta.get("TransferSyntaxUID") != pydicom.uid.DeflatedExplicitVRLittleEndian:
+            return pydicom.dcmread(io.BytesIO(data))
+        # pydicom would inflate the whole body at once, and 8 MB of zeros can declare 65535x65535. Inflate the
+        # header first and check its size, then inflate at most the bytes it declares.
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        head = inflater.decompress(data[fp.tell():], _DICOM_HEADER_BYTES)
+        header = read_dataset(io.BytesIO(head), False, True, stop_when=lambda tag, vr, length: tag >= 0x7FE00000)
+        rows, cols, frames, samples, bits = _dicom_dims(header)
+    _check_size(name, cols, rows, frames, samples)
+    allowed = math.ceil(rows * cols * frames * samples * bits / 8) + _DICOM_HEADER_BYTES
+    with _header_errors(name):
+        rest = inflater.decompress(inflater.unconsumed_tail, allowed - len(head) + 1)
+    if len(head) + len(rest) > allowed:
+        raise ValueError(f"{name} is a deflated DICOM file that inflates to more than its {cols}x{rows} pixels "
+                         "need, so it was not read; save it again without deflate compression")
+    with _header_errors(name):
+        return FileDataset(name, read_dataset(io.BytesIO(head + rest), False, True), preamble, meta, False, True)
+
+
+def _dicom_dims(ds) -> tuple[int, int, int, int, int]:
+    """Rows, columns, frames, samples per pixel and bits allocated, as the header declares them."""
+    return (int(ds.get("Rows") or 0), int(ds.get("Columns") or 0), int(ds.get("NumberOfFrames") or 1),
+            int(ds.get("SamplesPerPixel") or 1), int(ds.get("BitsAllocated") or 16))
 
 
 def _read_dicom(data: bytes, name: str) -> Image.Image:
+    from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder
+
+    ds = _dicom_header(data, name)
+    with _header_errors(name):
+        rows, cols, frames, samples, bits = _dicom_dims(ds)
+    _check_size(name, cols, rows, frames, samples)
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    compressed = syntax is not None and syntax.is_compressed
+    if compressed and not get_decoder(syntax).is_available:
+        raise ValueError(f"{name} holds {syntax.name} pixel data, which this app cannot decode; save it "
+                         "uncompressed (or as PNG) and upload that")
     try:
-        import pydicom
-        from pydicom.pixels import apply_modality_lut, apply_voi_lut
-    except ImportError as e:  # pragma: no cover - pydicom is in requirements.txt
-        raise ValueError(f"{name} is a DICOM file, and reading DICOM needs pydicom (pip install pydicom)") from e
-    try:
-        ds = pydicom.dcmread(io.BytesIO(data))
-        pixels = ds.pixel_array
-    except Exception as e:  # pydicom raises many types for broken or compressed files
-        raise ValueError(f"{name} is a DICOM file whose pixels cannot be read ({type(e).__name__}: {e})") from e
-    if pixels.ndim == 3 and pixels.shape[-1] not in (3, 4):
-        pixels = pixels[0]  # a multi-frame file: the first frame is the radiograph
-    if pixels.ndim == 3:
-        return Image.fromarray(pixels.astype(np.uint8)).convert("L")
-    # Stored values -> physical units (rescale slope/intercept), then the window the scanner recommends.
-    values = apply_modality_lut(pixels, ds)
-    if "WindowCenter" in ds or "VOILUTSequence" in ds:
-        values = apply_voi_lut(values, ds)
-    gray = _window_to_uint8(np.asarray(values))
-    if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
-        gray = 255 - gray  # MONOCHROME1 stores bone dark; flip it so every image reads the same way
-    return Image.fromarray(gray, mode="L")
+        # One frame's stored values, float64 after a rescale or window (pydicom's LUTs), and the gray result.
+        with _budget.reserve(rows * cols * (samples * math.ceil(bits / 8) + 17)):
+            ds.pixel_array_options(index=0)  # decode only the first frame, however many there are
+            pixels = ds.pixel_array
+            if str(ds.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR":
+                pixels = apply_color_lut(pixels, ds)
+            if pixels.ndim == 3:
+                # Colour: luminance as Pillow weighs it, then the real range, so 16-bit colour does not wrap at 255
+                lum = pixels[..., 0] * np.float32(0.299)
+                lum += pixels[..., 1] * np.float32(0.587)
+                lum += pixels[..., 2] * np.float32(0.114)
+                gray = _window_to_uint8(lum)
+            else:
+                # Stored values -> physical units (rescale slope/intercept), then the window the scanner recommends.
+                values = apply_modality_lut(pixels, ds)
+                if "WindowCenter" in ds or "VOILUTSequence" in ds:
+                    values = apply_voi_lut(values, ds)
+                gray = _window_to_uint8(np.asarray(values))
+                if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+                    gray = 255 - gray  # MONOCHROME1 stores bone dark; flip it so every image reads the same way
+    except Exception as e:  # decoders raise many types; the file, not the app, is at fault
+        kind = f"{syntax.name} " if compressed else ""
+        raise ValueError(f"{name} is a DICOM file whose {kind}pixel data is damaged and cannot be decoded; export "
+                         "it again from the scanner or viewer") from e
+    img = Image.fromarray(gray, mode="L")
+    if frames > 1:
+        note = f"{name} holds {frames} frames; only the first is shown and classified"
+        img.info["frames"], img.info["note"] = frames, note
+        warnings.warn(note, stacklevel=3)
+    return img
 
 
 def _to_gray(img: Image.Image) -> Image.Image:
@@ -91,8 +244,12 @@ def _to_gray(img: Image.Image) -> Image.Image:
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = img.convert("RGBA")
-        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-        img = Image.alpha_composite(black, rgba)
+        if rgba.getchannel("A").getextrema() == (0, 0):
+            # Alpha 0 everywhere hides the whole picture, which no one means for an X-ray: it is an export that
+            # left the alpha channel empty, so the colour channels are the radiograph.
+            img = rgba.convert("RGB")
+        else:  # transparent borders read as black, the colour of unexposed film
+            img = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
     if img.mode not in ("RGB", "1"):
         img = img.convert("RGB")  # CMYK, YCbCr, ... go through RGB so the luminance weights apply
     return img.convert("L")
@@ -102,7 +259,9 @@ def read_xray(source: Source, max_side: int | None = None) -> Image.Image:
     """Decode `source` (a path, bytes or a binary file) into an 8-bit grayscale PIL image.
 
     `max_side` bounds the longer side of the result: JPEGs are decoded at reduced scale directly (cheap), other
-    formats are shrunk after decoding. Raises ValueError with one clear sentence for anything unreadable.
+    formats are shrunk after decoding. Of a multi-frame DICOM only the first frame is read; the image's
+    `info["note"]` says so (and a warning is issued). Raises ValueError with one clear sentence for anything
+    unreadable, and for an image with nothing in it (every pixel the same value).
     """
     name = _describe(source)
     try:
@@ -111,17 +270,54 @@ def read_xray(source: Source, max_side: int | None = None) -> Image.Image:
         raise ValueError(f"cannot read {name}: {e.strerror or e}") from e
     if not data:
         raise ValueError(f"{name} is empty (0 bytes)")
-    if is_dicom(data) or (isinstance(source, (str, Path)) and str(source).lower().endswith((".dcm", ".dicom"))):
-        img = _read_dicom(data, name)
-    else:
-        img = _read_raster(data, name, max_side)
+    named_dicom = isinstance(source, (str, Path)) and str(source).lower().endswith((".dcm", ".dicom"))
+    img = _read_dicom(data, name) if is_dicom(data) else _read_raster(data, name, max_side, named_dicom)
+    del data  # the file's bytes go before the trim below, or the allocator keeps their place
+    lo, hi = img.getextrema()
+    if lo == hi:
+        raise ValueError(f"{name} has no content: every pixel is the same value")
     if max_side is not None and max(img.size) > max_side:
-        img = img.copy()
-        img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+        img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)  # in place: the image is our own decode
+    _budget.settle()
     return img
 
 
-def _read_raster(data: bytes, name: str, max_side: int | None) -> Image.Image:
+class _PillowRefused(Exception):
+    """Pillow raised ValueError: in a PNG that means a text or colour-profile chunk over its size limits."""
+
+
+def _read_raster(data: bytes, name: str, max_side: int | None, named_dicom: bool = False) -> Image.Image:
+    try:
+        return _decode_raster(data, name, max_side, named_dicom)
+    except _PillowRefused as e:
+        # A PNG whose metadata Pillow will not inflate (a 3 MB zTXt or iCCP) is still a good radiograph: read
+        # it again without those chunks. This is per call, so no thread changes Pillow's global limits.
+        stripped = _drop_png_metadata(data)
+        if stripped is not None:
+            try:
+                return _decode_raster(stripped, name, max_side, named_dicom)
+            except _PillowRefused:
+                pass
+        raise ValueError(f"{name} is corrupt and cannot be decoded; export or download it again") from e
+
+
+def _drop_png_metadata(data: bytes) -> bytes | None:
+    """The PNG without its text and colour-profile chunks, or None when it is not a PNG or has none."""
+    if not data.startswith(_PNG_SIGNATURE):
+        return None
+    kept, pos, dropped = [data[:8]], 8, False
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        end = pos + 12 + length  # length, type, data, CRC
+        if kind in _PNG_METADATA:
+            dropped = True
+        else:
+            kept.append(data[pos:end])
+        pos = end
+    return b"".join(kept) if dropped else None
+
+
+def _decode_raster(data: bytes, name: str, max_side: int | None, named_dicom: bool) -> Image.Image:
     try:
         with warnings.catch_warnings():
             # We check the declared size ourselves just below, with a clearer message than Pillow's warning.
@@ -130,27 +326,30 @@ def _read_raster(data: bytes, name: str, max_side: int | None) -> Image.Image:
     except Image.DecompressionBombError as e:
         raise ValueError(f"{name} declares too many pixels to decode safely (at most {MAX_PIXELS:,})") from e
     except UnidentifiedImageError as e:
+        if named_dicom:
+            raise ValueError(f"{name} is named like a DICOM file but is not one (it lacks the DICM marker every "
+                             "DICOM file carries); export it again from the scanner or viewer") from e
         raise ValueError(f"{name} is not an image this app can read (PNG, JPEG, BMP, TIFF, WebP or DICOM)") from e
+    except ValueError as e:
+        raise _PillowRefused() from e
     w, h = img.size
-    if w * h > MAX_PIXELS:
-        raise ValueError(f"{name} is {w}x{h} pixels; images of at most {MAX_PIXELS // 1_000_000} megapixels are accepted")
-    if w < 1 or h < 1:
-        raise ValueError(f"{name} has no pixels ({w}x{h})")
+    _check_size(name, w, h)
     if img.format == "JPEG" and max_side is not None:
         img.draft("L", (max_side, max_side))  # decode at 1/2, 1/4 or 1/8 scale: fast and small
-    lock = _large_decode if w * h > _LARGE_PIXELS else None
+    # Pillow's pixels (1 byte for L and P, 2 for 16-bit, else 4), an array or composite copy of them, the gray result.
+    decoded = 1 if img.mode in ("1", "L", "P") else 2 if img.mode.startswith("I;16") else 4
+    cost = img.size[0] * img.size[1] * (2 * decoded + 1)
     try:
-        if lock:
-            lock.acquire()
-        with warnings.catch_warnings():
+        with _budget.reserve(cost), warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img.load()
-            img = ImageOps.exif_transpose(img)  # phone photos of X-rays come rotated by EXIF
+            ImageOps.exif_transpose(img, in_place=True)  # phone photos of X-rays come rotated by EXIF
+            img = _to_gray(img)  # before shrinking: Pillow cannot reduce 16-bit images
             if max_side is not None and max(img.size) > 2 * max_side:
-                img = img.reduce(max(1, max(img.size) // (2 * max_side)))  # cheap integer shrink first
-            return _to_gray(img)
-    except (OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f"{name} is truncated or corrupt and cannot be decoded ({e})") from e
-    finally:
-        if lock:
-            lock.release()
+                img = img.reduce(max(img.size) // (2 * max_side))  # cheap integer shrink first
+            return img
+    except ValueError as e:
+        raise _PillowRefused() from e
+    except (OSError, SyntaxError) as e:
+        raise ValueError(f"{name} is truncated or corrupt and cannot be decoded; export or download it "
+                         "again") from e

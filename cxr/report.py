@@ -25,7 +25,8 @@ import torch
 from .checkpoint import Checkpoint, load_checkpoint
 from .data import DatasetIndex, ImageCache, Split, display_name
 from .figures import TOP_LOSSES_SHOWN, attention_figure, confusion_figure, curves_figure, top_losses_figure
-from .interpret import Interpretation, explain_metrics, interpret_as_trained, rebuild_test_set
+from .interpret import (Interpretation, explain_metrics, interpret_as_trained, lung_focus_report, lung_focus_words,
+                        rebuild_test_set, shortcut_sentence)
 
 DATASET_ID = "tawsifurrahman/covid19-radiography-database"  # its Kaggle id; the Hub has no official copy
 DATASET_NAME = "COVID-19 Radiography Database"
@@ -137,6 +138,7 @@ class Facts:
     accuracy: float
     agrees: bool  # the rebuilt test set gives the saved confusion matrix
     notes: list[str]
+    lung_focus: dict[str, Any] = field(default_factory=dict)  # see interpret.lung_focus_report
     missing: dict[str, str] = field(default_factory=dict)  # figure -> why it was not drawn
 
     @property
@@ -171,7 +173,8 @@ def gather_facts(checkpoint_path: Path, data_dir: "str | Path", batch_size: int,
         )
     if interp.skipped:
         notes.append(f"{len(interp.skipped)} test images could not be read and were left out of the rebuilt set.")
-    return Facts(ckpt, checkpoint_path.name, index, split, interp, cache, report, accuracy, agrees, notes)
+    focus = lung_focus_report(ckpt, index, split.test, batch_size, device)
+    return Facts(ckpt, checkpoint_path.name, index, split, interp, cache, report, accuracy, agrees, notes, focus)
 
 
 def _starting_weights(ckpt: Checkpoint) -> str:
@@ -259,8 +262,18 @@ def results_section(f: Facts) -> list[str]:
         *(f"- {s}" for k in classes for s in sentences[k].values()), "",
         "![Confusion matrix: rows are the true class, columns the predicted one](confusion_matrix.png)", "",
         "Most confused (a true class called another):", "", *confused, "",
+        *shortcut_lines(f),
         "### Training curves", "", curves, "",
     ]
+
+
+def shortcut_lines(f: Facts) -> list[str]:
+    """Where the model looks (lung focus), and for a lungs-hidden run the shortcut lesson against chance."""
+    mode = f.checkpoint.config.get("hide_lungs", "none")
+    lines = ["### Where it looks", "", lung_focus_words(f.lung_focus) + ".", ""]
+    if mode != "none":
+        lines += [f"**{shortcut_sentence(f.accuracy, len(f.checkpoint.classes), mode)}**", ""]
+    return lines
 
 
 def errors_section(f: Facts) -> list[str]:
@@ -327,6 +340,7 @@ def metrics_json(f: Facts) -> dict[str, Any]:
         "top_losses": [{**r.to_dict(), "file": f.relative(r.file)} for r in f.interp.top_losses(TOP_LOSSES_SHOWN)],
         "most_confused": [{"true": t, "predicted": p, "count": n} for t, p, n in f.interp.most_confused()],
         "recomputed": None if f.agrees else {"accuracy": f.interp.accuracy, "test": f.interp.report},
+        "lung_focus": {k: v for k, v in f.lung_focus.items() if k != "per_image"},
         "notes": f.notes,
     }
 

@@ -78,7 +78,7 @@ def draw_radiograph(key: str, size: int, rng: np.random.Generator) -> tuple[np.n
     img = np.clip(img, 0, 1) ** rng.uniform(0.85, 1.15)  # exposure differs between machines
     img += rng.normal(0, 0.02, img.shape)  # film grain
     img = np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
-    mask = ((lungs > 0.05) * 255).astype(np.uint8)
+    mask = ((lungs > 0.05) * 255).astype(np.uint8)  # the lung fields as drawn, same pose: no random number used
     return img, mask
 
 

@@ -5,7 +5,9 @@ a small uint8 tensor at the training resolution; that tensor is what the data ca
 (batch-side, every step) turns a uint8 batch into the normalised 3-channel float tensor ResNet18 expects,
 optionally augmenting it first. Augmentation runs on whole batches with a different random draw per image, on
 whatever device the batch is on, so the same code serves CPU training, GPU training, the augmentation browser and
-(with augmentation off) inference. Nothing else in the project declares a normalisation.
+(with augmentation off) inference. Nothing else in the project declares a normalisation. When the lungs are hidden
+(`cxr.lungs.HideLungs`), the hidden region moves with the image under the same geometric draw and is blacked out
+after augmentation, so the model never sees a hidden pixel; hiding draws no extra random numbers.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .lungs import HideLungs, hide_region
+
 # ImageNet statistics: the pretrained ResNet18 saw its inputs normalised this way, so ours must be too.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+_SNAP = 1e-6  # far below one grey level (1/255): only float rounding is this close to black or white
 
 
 @dataclass(frozen=True)
@@ -91,22 +96,45 @@ def augment(batch: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> to
     `gen` is a CPU generator: the random numbers are drawn on the CPU (cheap, reproducible on any device) and the
     pixel work happens wherever `batch` lives.
     """
+    return _augment(batch, cfg, gen, None)[0]
+
+
+def _augment(
+    batch: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator, hidden: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`augment`, optionally moving a region `hidden` (bool [B or 1, 1, H, W]) with each image and blacking it out.
+
+    The region rides along as a second channel through the very same resampling, so it stays aligned with the
+    anatomy; it is zeroed before the brightness and contrast change (so their image mean holds nothing of it) and
+    again after (brightness would lift it off zero). The random draws are the same as without a region."""
     n = batch.shape[0]
-    out = batch
+    out, region = batch, hidden
+    if region is not None:
+        region = region.expand(n, -1, -1, -1)
     if cfg.rotate or cfg.scale or cfg.translate:
         theta = _affine_matrices(n, cfg, gen).to(batch.device, batch.dtype)
-        grid = F.affine_grid(theta, list(batch.shape), align_corners=False)
-        out = F.grid_sample(batch, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        stacked = batch if region is None else torch.cat([batch, region.to(batch.dtype)], 1)
+        grid = F.affine_grid(theta, list(stacked.shape), align_corners=False)
+        moved = F.grid_sample(stacked, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        out = moved[:, :1] if region is not None else moved
+        if region is not None:
+            region = moved[:, 1:] > 0  # any pixel a hidden one contributed to is hidden: nothing of it leaks out
     elif cfg.hflip:
         flip = (torch.rand(n, generator=gen) < 0.5).to(batch.device).view(n, 1, 1, 1)
         out = torch.where(flip, batch.flip(-1), batch)
+        if region is not None:
+            region = torch.where(flip, region.flip(-1), region)
+    if region is not None:
+        out = out.masked_fill(region, 0)
     if cfg.contrast or cfg.brightness:
         c = 1 + (torch.rand(n, generator=gen) * 2 - 1) * cfg.contrast
         b = (torch.rand(n, generator=gen) * 2 - 1) * cfg.brightness
         c, b = c.to(batch.device, batch.dtype).view(n, 1, 1, 1), b.to(batch.device, batch.dtype).view(n, 1, 1, 1)
         mean = out.mean(dim=(2, 3), keepdim=True)
         out = ((out - mean) * c + mean + b).clamp(0, 1)
-    return out if out is not batch else batch.clone()
+        if region is not None:
+            out = out.masked_fill(region, 0)
+    return (out if out is not batch else batch.clone()), region
 
 
 def _stats(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,27 +144,56 @@ def _stats(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torc
 
 
 def to_model_input(
-    batch: torch.Tensor, augment_cfg: AugmentConfig | None = None, gen: torch.Generator | None = None
+    batch: torch.Tensor,
+    augment_cfg: AugmentConfig | None = None,
+    gen: torch.Generator | None = None,
+    hide: HideLungs | None = None,
+    masks: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """uint8 [B, 1, H, W] -> normalised float [B, 3, H, W], augmented first when `augment_cfg` is given.
 
-    The single gray channel is repeated three times so that ImageNet-pretrained filters apply unchanged.
+    The single gray channel is repeated three times so that ImageNet-pretrained filters apply unchanged. With
+    `hide`, its region (`masks`: uint8 [B, 1, H, W] lung masks, for mode "mask") is black (0 before normalising).
     """
+    return to_model_input_and_region(batch, augment_cfg, gen, hide, masks)[0]
+
+
+def to_model_input_and_region(
+    batch: torch.Tensor,
+    augment_cfg: AugmentConfig | None = None,
+    gen: torch.Generator | None = None,
+    hide: HideLungs | None = None,
+    masks: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`to_model_input`, and where the hidden region ended up after augmentation (bool [B, 1, H, W]), or None
+    when nothing is hidden: the augmentation browser draws its outline."""
     if batch.dtype != torch.uint8 or batch.dim() != 4 or batch.shape[1] != 1:
         raise ValueError(f"expected a uint8 batch of shape [B, 1, H, W], got {batch.dtype} {tuple(batch.shape)}")
+    region = None
+    if hide is not None and hide.enabled:
+        region = hide_region(hide, masks, tuple(batch.shape[-2:]), batch.device)
+        if region.shape[0] not in (1, batch.shape[0]):
+            raise ValueError(f"got {region.shape[0]} lung masks for a batch of {batch.shape[0]} images")
+        region = region.expand(batch.shape[0], -1, -1, -1)
     x = batch.float().div_(255)
     if augment_cfg is not None and augment_cfg.enabled():
-        x = augment(x, augment_cfg, gen if gen is not None else torch.Generator().manual_seed(0))
+        x, region = _augment(x, augment_cfg, gen if gen is not None else torch.Generator().manual_seed(0), region)
+    elif region is not None:
+        x = x.masked_fill_(region, 0)
     mean, std = _stats(x.device, x.dtype)
-    return (x.expand(-1, 3, -1, -1) - mean) / std
+    return (x.expand(-1, 3, -1, -1) - mean) / std, region
 
 
 def denormalize(x: torch.Tensor) -> torch.Tensor:
-    """Undo the normalisation: [B, 3, H, W] or [3, H, W] model input -> float in [0, 1], ready to show."""
+    """Undo the normalisation: [B, 3, H, W] or [3, H, W] model input -> float in [0, 1], ready to show.
+
+    Black and white come back exactly: float rounding leaves up to ~1e-7 where the ends should be, and a hidden
+    (blacked-out) pixel should read as 0, not as almost 0."""
     squeeze = x.dim() == 3
     x4 = x.unsqueeze(0) if squeeze else x
     mean, std = _stats(x4.device, x4.dtype)
     out = (x4 * std + mean).clamp(0, 1)
+    out = out.masked_fill(out < _SNAP, 0).masked_fill(out > 1 - _SNAP, 1)
     return out.squeeze(0) if squeeze else out
 
 

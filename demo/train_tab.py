@@ -26,6 +26,7 @@ from cxr.data import display_name
 from cxr.events import REASONS
 from cxr.explain import overlay
 from cxr.figures import confusion_figure
+from cxr.interpret import shortcut_sentence
 from cxr.measure import format_duration
 from cxr.presets import DESCRIPTIONS, apply_preset, default_preset, presets_for
 from cxr.transforms import AugmentConfig
@@ -297,10 +298,7 @@ def hidden_lungs_sentence(snap: Snapshot) -> str:
     mode = snap.config.get("hide_lungs", "none")
     if mode == "none" or not snap.done.get("test_report"):
         return ""
-    acc, chance = snap.done["test_accuracy"], 1 / len(snap.done["test_report"]["classes"])
-    verdict = ("it is using something other than the lungs" if acc > chance + 0.1
-               else "without the lungs it is close to guessing")
-    return f"\n\nWith the lungs hidden ({mode}) it still gets **{percent(acc)}** right; chance is {percent(chance)}: {verdict}."
+    return "\n\n**" + shortcut_sentence(snap.done["test_accuracy"], len(snap.done["test_report"]["classes"]), mode) + "**"
 
 
 def report_frame(report: dict) -> pd.DataFrame:

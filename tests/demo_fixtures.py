@@ -1,4 +1,5 @@
-"""App fixtures: an AppContext over the synthetic dataset, and the real server launched on a free port."""
+"""App fixtures: an AppContext over the synthetic dataset, the real server launched on a free port (in this process,
+or as `python app.py` in its own), and checkpoints written with chosen metrics for the lists of models."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -54,6 +57,36 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
     raise RuntimeError(f"the app did not answer at {url} within {timeout:.0f} s")
 
 
+def write_model(source: Path, dest: Path, test_accuracy: float | None, preset: str = "fast-cpu") -> Path:
+    """A copy of checkpoint `source` at `dest` that says it was trained with `preset` and scored `test_accuracy`
+    on its test set (None: an unfinished run), saved the way training saves (atomically, created now)."""
+    from cxr.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(source)
+    metrics = {k: v for k, v in ckpt.metrics.items() if k != "test_accuracy"}
+    if test_accuracy is not None:
+        metrics["test_accuracy"] = test_accuracy
+    return save_checkpoint(dest, ckpt.model, ckpt.classes, ckpt.image_size, {**ckpt.config, "preset": preset}, metrics,
+                           step=ckpt.step, synthetic=ckpt.synthetic)
+
+
+@contextmanager
+def serve(context: AppContext) -> Iterator[str]:
+    """The whole app over `context`, served over HTTP as `python app.py` does; yields its URL, then stops any run
+    and closes the server."""
+    from demo.ui import build_app, launch_kwargs
+
+    app = build_app(context)
+    port = free_port()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs(context))
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        context.job.stop()
+        context.job.wait(60)
+        app.close()
+
+
 @pytest.fixture
 def ctx(synthetic_root, trained_checkpoint, tmp_path) -> AppContext:
     return make_context(synthetic_root, tmp_path / "checkpoints", trained_checkpoint)
@@ -62,15 +95,6 @@ def ctx(synthetic_root, trained_checkpoint, tmp_path) -> AppContext:
 @pytest.fixture(scope="module")
 def server(synthetic_root, trained_checkpoint, tmp_path_factory):
     """The whole app, served over HTTP like `python app.py` does. Yields (url, context)."""
-    from demo.ui import build_app, launch_kwargs
-
     context = make_context(synthetic_root, tmp_path_factory.mktemp("server-ckpt"), trained_checkpoint)
-    app = build_app(context)
-    port = free_port()
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
-    try:
-        yield f"http://127.0.0.1:{port}/", context
-    finally:
-        context.job.stop()
-        context.job.wait(60)
-        app.close()
+    with serve(context) as url:
+        yield url, context

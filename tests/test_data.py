@@ -2,6 +2,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from cxr.data import (
@@ -12,12 +13,16 @@ from cxr.data import (
     parse_classes,
     split_dataset,
 )
+from cxr.lungs import HideLungs, box_region, mask_path
+from cxr.transforms import denormalize, to_model_input
 
 
 def _write_images(folder: Path, n: int, prefix: str = "img", suffix: str = ".png") -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(n):
-        Image.new("L", (20 + i, 16), 10 * i).save(folder / f"{prefix}-{i}{suffix}")
+        # A gradient, not a flat grey: read_xray refuses images with every pixel the same.
+        image = Image.linear_gradient("L").resize((20 + i, 16)).point(lambda v, i=i: (v + 10 * i) % 256)
+        image.save(folder / f"{prefix}-{i}{suffix}")
 
 
 def test_kaggle_v4_layout_reads_images_not_masks(synthetic_root):
@@ -151,3 +156,61 @@ def test_cache_fill_with_worker_processes_matches_inline_decoding(tmp_path):
     a, ok_a = inline.get(range(6))
     b, ok_b = workers.get(range(6))
     assert ok_a == ok_b == [0, 1, 2, 3, 4] and a.equal(b) and set(workers.bad) == {5}
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_cache_keeps_lung_masks_beside_images_decoded_once(synthetic_root, size, monkeypatch):
+    index = index_dataset(synthetic_root)
+    cache = ImageCache(index.files, size, masks=True)
+    images, ok = cache.get([0, 5, 20])
+    import cxr.data
+
+    calls = []
+    real = cxr.data.read_mask
+    monkeypatch.setattr(cxr.data, "read_mask", lambda *a, **k: calls.append(1) or real(*a, **k))
+    masks = cache.get_masks(ok)
+    again = cache.get_masks(list(reversed(ok)))
+    assert masks.shape == images.shape == (3, 1, size, size) and masks.dtype == torch.uint8
+    assert set(masks.unique().tolist()) == {0, 1} and len(calls) == 3
+    assert torch.equal(again[0], masks[2]) and torch.equal(masks[0], real(mask_path(index.files[0]), size))
+
+
+def test_cache_refuses_a_missing_mask_naming_the_file(tmp_path):
+    for name in ("a.png", "b.png"):
+        (tmp_path / "C" / "images").mkdir(parents=True, exist_ok=True)
+        Image.linear_gradient("L").resize((40, 40)).save(tmp_path / "C" / "images" / name)
+    (tmp_path / "C" / "masks").mkdir()
+    Image.new("L", (40, 40), 255).save(tmp_path / "C" / "masks" / "a.png")
+    files = sorted((tmp_path / "C" / "images").glob("*.png"))
+    cache = ImageCache(files, 16, masks=True)
+    _, ok = cache.get([0, 1])
+    assert cache.get_masks([0]).all()
+    with pytest.raises(ValueError, match=r"no lung mask for b.png \(looked for .*masks/b.png\)"):
+        cache.get_masks(ok)
+    with pytest.raises(ValueError, match="masks=True"):
+        ImageCache(files, 16).get_masks([0])
+
+
+def test_cache_fill_with_worker_processes_fills_masks_too(synthetic_root):
+    files = index_dataset(synthetic_root).files[:6]
+    inline, workers = ImageCache(files, 32, masks=True), ImageCache(files, 32, masks=True)
+    workers.fill(range(6), workers=2)
+    assert workers._mask_filled == bytearray([1] * 6)
+    assert inline.get_masks(range(6)).equal(workers.get_masks(range(6)))
+
+
+@pytest.mark.parametrize("size", [32, 64])
+@pytest.mark.parametrize("mode", ["box", "mask"])
+def test_evaluation_batches_are_hidden_like_training_ones(synthetic_root, size, mode):
+    index = index_dataset(synthetic_root)
+    cache = ImageCache(index.files, size, masks=mode == "mask")
+    ids = list(range(0, 36, 4))
+    (images, labels), = list(iterate_batches(cache, ids, index.labels, batch_size=16, hide=HideLungs(mode)))
+    plain, _ = cache.get(ids)
+    if mode == "box":
+        region = box_region(HideLungs().box, size).expand(len(ids), 1, -1, -1)
+    else:
+        region = cache.get_masks(ids).bool()
+    assert region.any() and (images[region] == 0).all() and torch.equal(images[~region], plain[~region])
+    assert (denormalize(to_model_input(images)).masked_select(region) == 0).all()
+    assert plain[region].float().mean() > 10  # the cache itself keeps the whole image

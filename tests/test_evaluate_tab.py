@@ -104,7 +104,7 @@ def test_second_visit_is_served_from_the_cache_without_recomputing(ctx, monkeypa
             return fn(*args, **kwargs)
         return wrapper
 
-    monkeypatch.setattr(evaluate_tab, "interpret", counted("interpret", evaluate_tab.interpret))
+    monkeypatch.setattr(evaluate_tab, "interpret_as_trained", counted("interpret", evaluate_tab.interpret_as_trained))
     monkeypatch.setattr(evaluate_tab, "cam_overlays", counted("cam", evaluate_tab.cam_overlays))
     first = view(ctx)
     second = view(ctx)
@@ -130,7 +130,7 @@ def test_unexpected_errors_are_a_plain_sentence(ctx, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(evaluate_tab, "interpret", broken)
+    monkeypatch.setattr(evaluate_tab, "interpret_as_trained", broken)
     with pytest.raises(gr.Error) as err:
         evaluate_tab.show_model(ctx, MODEL)
     assert err.value.message == evaluate_tab.FAILED

@@ -1,11 +1,27 @@
+import math
+
 import numpy as np
 import pytest
 import torch
 from captum.attr import LayerAttribution, LayerGradCam
 from PIL import Image
 
-from cxr.explain import gradcam, overlay
+from cxr.checkpoint import load_checkpoint
+from cxr.data import ImageCache, index_dataset
+from cxr.explain import (
+    METHODS,
+    compare_maps,
+    draw_outline,
+    estimate_seconds,
+    explain,
+    gradcam,
+    overlay,
+    randomized_copy,
+    timed_explain,
+)
+from cxr.lungs import lung_outline
 from cxr.model import build_model
+from cxr.transforms import to_model_input
 
 
 def _model(num_classes=3, seed=0):
@@ -66,10 +82,17 @@ def test_no_hook_outlives_the_call_and_model_is_unchanged():
     assert all(p.grad is None for p in model.parameters())
 
 
-def test_gradcam_puts_the_model_in_eval_mode():
-    model = _model().train()
-    gradcam(model, torch.randn(1, 3, 64, 64))
-    assert not model.training
+@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("mode", ["train", "eval", "train with a frozen stem"])
+def test_every_method_leaves_the_train_eval_mode_as_it_found_it(method, mode):
+    model = _model().train(mode != "eval")
+    if mode == "train with a frozen stem":
+        model.bn1.eval()  # what set_train_mode does to frozen layers: their batch norm keeps its statistics
+    before = [m.training for m in model.modules()]
+    running = model.bn1.running_mean.clone()
+    explain(model, torch.randn(2, 3, 32, 32), method)
+    assert [m.training for m in model.modules()] == before
+    assert torch.equal(model.bn1.running_mean, running)  # it ran in eval mode: batch norm learned nothing
 
 
 @pytest.mark.parametrize("target", [-1, 3, [0]])
@@ -107,3 +130,141 @@ def test_overlay_alpha_zero_or_empty_map_shows_the_image_unchanged():
 def test_overlay_rejects_bad_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):
         overlay(np.zeros((8, 8), np.uint8), np.zeros((8, 8)), **kwargs)
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("size", [32, 64])
+def test_each_method_gives_unit_range_maps_at_input_size(method, size):
+    model = _model()
+    x = torch.randn(2, 3, size, size)
+    maps, logits = explain(model, x, method, target=[0, 2])
+    assert maps.shape == (2, size, size) and maps.dtype == np.float32
+    assert maps.min() >= 0 and maps.max() <= 1
+    assert all(m.max() == 1 or not m.any() for m in maps)  # scaled per image; no evidence stays all zero
+    assert torch.allclose(logits, model(x), atol=1e-4)
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_default_target_is_the_predicted_class_for_every_method(method):
+    model = _model(seed=3)
+    x = torch.randn(1, 3, 32, 32)
+    predicted = int(model(x).argmax(1))
+    assert np.allclose(explain(model, x, method)[0], explain(model, x, method, target=predicted)[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_no_method_leaves_hooks_gradients_or_changed_weights(method):
+    model = _model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    explain(model, torch.randn(1, 3, 32, 32), method)
+    assert _hooks(model) == 0 and all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_gradcam_is_the_registered_gradcam():
+    model = _model()
+    x = torch.randn(2, 3, 64, 64)
+    assert np.array_equal(gradcam(model, x, target=1)[0], explain(model, x, "gradcam", target=1)[0])
+
+
+def test_unknown_method_is_refused_naming_the_choices():
+    with pytest.raises(ValueError, match="unknown explanation method 'lime'.*gradcam, integrated_gradients, occlusion"):
+        explain(_model(), torch.randn(1, 3, 32, 32), "lime")
+    with pytest.raises(ValueError, match="unknown explanation method"):
+        estimate_seconds("lime", 0.05)
+
+
+@pytest.mark.parametrize("method", ["integrated_gradients", "occlusion"])
+def test_black_pixels_get_no_credit_from_methods_with_a_black_baseline(method):
+    """Hidden lungs are black, and so is the baseline: IG gives them exactly nothing, occlusion nothing either
+    where a whole patch is already black."""
+    images = torch.randint(30, 255, (1, 1, 64, 64), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    images[:, :, :, :32] = 0  # the left half is black
+    maps, _ = explain(_model(seed=1), to_model_input(images), method)
+    black = maps[0, :, :16] if method == "occlusion" else maps[0, :, :32]  # occlusion: patches wholly in black
+    assert (black == 0).all() and maps.max() == 1
+
+
+def test_timed_explain_reports_seconds_and_estimates_scale_with_the_forward_time():
+    maps, logits, seconds = timed_explain(_model(), torch.randn(1, 3, 32, 32), "gradcam")
+    assert maps.shape == (1, 32, 32) and 0 < seconds < 60
+    for name, method in METHODS.items():
+        assert estimate_seconds(name, 0.1) == pytest.approx(0.1 * method.forwards) and method.label
+    assert estimate_seconds("occlusion", 0.1) > estimate_seconds("gradcam", 0.1)
+
+
+def test_randomized_copy_changes_every_weight_and_leaves_the_model_and_random_state_alone():
+    model = _model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    clone = randomized_copy(model, seed=0)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    for name, p in clone.named_parameters():
+        if name.endswith("weight") and p.dim() > 1:  # conv and linear weights: re-drawn
+            assert not torch.equal(p, model.get_parameter(name)), name
+    again = randomized_copy(model, seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(clone.state_dict().values(), again.state_dict().values()))
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_randomised_weights_change_the_maps_of_a_trained_model(trained_checkpoint, synthetic_root, method):
+    """Adebayo et al.'s sanity check: a map that survives randomising the weights does not explain the model."""
+    ckpt = load_checkpoint(trained_checkpoint)
+    files = index_dataset(synthetic_root).files[::9][:4]
+    x = to_model_input(ImageCache(files, ckpt.image_size).get(range(4))[0])
+    trained, _ = explain(ckpt.model, x, method)
+    random, _ = explain(randomized_copy(ckpt.model, seed=0), x, method)
+    assert [compare_maps(a, a) for a in trained] == pytest.approx([1.0] * 4)
+    # NaN: the random model's map is empty (no positive evidence), which differs from the trained one's too.
+    changed = np.nan_to_num([compare_maps(a, b) for a, b in zip(trained, random)], nan=0.0)
+    # A map that ignored the weights would score 1. IG scores about 0.7 here: much of it is image edges, which is
+    # the paper's point; Grad-CAM and occlusion fall near 0.
+    assert changed.mean() < 0.9 and not np.allclose(trained, random, atol=0.05), changed
+
+
+@pytest.mark.parametrize("n", [16, 100])
+def test_compare_maps_is_a_rank_correlation(n):
+    rng = np.random.default_rng(0)
+    a = rng.random((n, n))
+    assert compare_maps(a, a) == pytest.approx(1.0)
+    assert compare_maps(a, a**3 + 2) == pytest.approx(1.0)  # only the order of the pixels counts
+    assert compare_maps(a, -a) == pytest.approx(-1.0)
+    assert abs(compare_maps(a, rng.random((n, n)))) < 0.2
+    assert compare_maps(torch.from_numpy(a), a) == pytest.approx(1.0)
+
+
+def test_compare_maps_shares_ranks_between_ties():
+    """Two maps that are zero in the same places and disagree elsewhere must not look alike because of the zeros'
+    order: tied pixels share their mean rank."""
+    a = np.array([0, 0, 0, 0, 1, 2, 3, 4], float)
+    b = np.array([0, 0, 0, 0, 4, 3, 2, 1], float)
+    ranks_a = np.array([1.5, 1.5, 1.5, 1.5, 4, 5, 6, 7])
+    ranks_b = np.array([1.5, 1.5, 1.5, 1.5, 7, 6, 5, 4])
+    assert compare_maps(a, b) == pytest.approx(np.corrcoef(ranks_a, ranks_b)[0, 1])
+    assert math.isnan(compare_maps(np.zeros(8), a))
+    with pytest.raises(ValueError, match="same shape"):
+        compare_maps(np.zeros((4, 4)), np.zeros((5, 5)))
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (150, 200)])
+def test_outline_is_drawn_on_the_overlay_at_the_region_edge_only(shape):
+    image = np.full(shape, 90, np.uint8)
+    region = np.zeros((32, 32), bool)
+    region[8:24, 4:16] = True
+    out = overlay(image, np.zeros((7, 7)), alpha=0.5, outline=region)
+    magenta = (out == (255, 0, 255)).all(axis=2)
+    grey = (out == 90).all(axis=2)
+    assert magenta.any() and (magenta | grey).all()
+    big = np.asarray(Image.fromarray(region).resize(shape[::-1], Image.Resampling.NEAREST))
+    assert np.array_equal(magenta, lung_outline(big, width=max(1, round(max(shape) / 300))))
+    assert np.array_equal(overlay(image, np.zeros((7, 7)), alpha=0.5), np.repeat(image[..., None], 3, 2))
+
+
+def test_draw_outline_does_not_mutate_and_checks_its_input():
+    rgb = np.zeros((20, 20, 3), np.uint8)
+    out = draw_outline(rgb, torch.ones(1, 1, 10, 10), color=(0, 255, 0))
+    assert not rgb.any() and out[0, 0].tolist() == [0, 255, 0] and out[10, 10].tolist() == [0, 0, 0]
+    with pytest.raises(ValueError, match="2-D"):
+        draw_outline(rgb, np.ones((2, 3, 10, 10)))

@@ -3,6 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
+from cxr.lungs import HideLungs, box_region
 from cxr.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -12,6 +13,7 @@ from cxr.transforms import (
     prepare_image,
     to_display,
     to_model_input,
+    to_model_input_and_region,
 )
 
 
@@ -101,3 +103,101 @@ def test_hflip_only_mirrors_exactly():
 def test_only_rejects_unknown_names():
     with pytest.raises(ValueError, match="unknown augmentation"):
         AugmentConfig().only(["hflip", "sharpen"])
+
+
+def _lung_masks(n, size, seed=0):
+    """Two random elliptical 'lungs' per image, 0/1 uint8 [n, 1, size, size]."""
+    rng = np.random.default_rng(seed)
+    v, u = np.mgrid[0:size, 0:size] / size
+    masks = np.zeros((n, 1, size, size), np.uint8)
+    for k in range(n):
+        for cx in (0.3, 0.7):
+            cx, cy = cx + rng.uniform(-0.05, 0.05), 0.5 + rng.uniform(-0.05, 0.05)
+            masks[k, 0] |= (((u - cx) / 0.15) ** 2 + ((v - cy) / 0.3) ** 2 <= 1).astype(np.uint8)
+    return torch.from_numpy(masks)
+
+
+@pytest.mark.parametrize("size", [64, 128])
+@pytest.mark.parametrize("mode", ["box", "mask"])
+def test_hidden_region_is_black_in_the_model_input_after_all_augmentations(size, mode):
+    batch = torch.full((6, 1, size, size), 180, dtype=torch.uint8)  # bright everywhere: any leak would show
+    masks = _lung_masks(6, size)
+    hide = HideLungs(mode)
+    x, region = to_model_input_and_region(batch, AugmentConfig(), torch.Generator().manual_seed(0), hide, masks)
+    shown = denormalize(x)
+    assert region.shape == (6, 1, size, size) and region.dtype == torch.bool
+    assert (shown.masked_select(region) == 0).all()  # exactly black after un-normalising, in all three channels
+    black = to_model_input(torch.zeros(1, 1, 1, 1, dtype=torch.uint8))  # what the model sees for a black pixel
+    assert torch.equal(x.masked_select(region), black.expand_as(x).masked_select(region))
+    assert 0.2 < region.float().mean() < 0.8  # the region is the lungs' size, moved, not vanished or everywhere
+    assert (shown.masked_select(~region) > 0).float().mean() > 0.9  # the rest is still there (some padding)
+    same = to_model_input(batch, AugmentConfig(), torch.Generator().manual_seed(0), hide=hide, masks=masks)
+    assert torch.equal(same, x)
+
+
+@pytest.mark.parametrize("size", [64, 128])
+@pytest.mark.parametrize("mode", ["box", "mask"])
+def test_hidden_region_without_augmentation_is_exactly_the_box_or_mask(size, mode):
+    batch = _batch(3, size)
+    masks = _lung_masks(3, size)
+    x, region = to_model_input_and_region(batch, None, None, HideLungs(mode), masks)
+    expected = box_region(HideLungs(mode).box, size).expand(3, 1, -1, -1) if mode == "box" else masks.bool()
+    assert torch.equal(region, expected)
+    shown = denormalize(x)
+    plain = denormalize(to_model_input(batch))
+    assert (shown.masked_select(region) == 0).all()
+    assert torch.equal(shown.masked_select(~region), plain.masked_select(~region))
+
+
+@pytest.mark.parametrize("size", [64, 128])
+@pytest.mark.parametrize("names", [["hflip"], ["hflip", "rotate", "scale", "translate"]])
+def test_the_mask_moves_with_the_image(size, names):
+    """A white square drawn in the image and given as its mask: after augmentation the hidden region is exactly
+    where the square went, because both are resampled by the same random draw."""
+    masks = torch.zeros(8, 1, size, size, dtype=torch.uint8)
+    masks[:, :, size // 5 : size // 2, size // 8 : size // 3] = 1
+    batch = masks * 255
+    cfg = AugmentConfig().only(names)
+    moved = denormalize(to_model_input(batch, cfg, torch.Generator().manual_seed(2)))[:, :1]
+    _, region = to_model_input_and_region(batch, cfg, torch.Generator().manual_seed(2), HideLungs("mask"), masks)
+    assert torch.equal(region, moved > 0)
+    assert not torch.equal(region, masks.bool())  # it did move
+
+
+@pytest.mark.parametrize("mode", ["none", "box", "mask"])
+def test_hiding_draws_the_same_random_numbers(mode):
+    """Seeded runs stay as they were: hiding consumes no randomness, and with nothing hidden the input is the plain
+    augment-then-normalise path."""
+    batch, masks = _batch(5, 64), _lung_masks(5, 64)
+    plain_gen, hidden_gen = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    plain = to_model_input(batch, AugmentConfig(), plain_gen)
+    hidden = to_model_input(batch, AugmentConfig(), hidden_gen, hide=HideLungs(mode), masks=masks)
+    assert torch.equal(plain_gen.get_state(), hidden_gen.get_state())
+    reference = augment(batch.float() / 255, AugmentConfig(), torch.Generator().manual_seed(7)).expand(-1, 3, -1, -1)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    assert torch.equal(plain, (reference - mean) / std)
+    assert torch.equal(hidden, plain) == (mode == "none")
+
+
+def test_geometry_is_the_same_draw_with_or_without_hiding():
+    batch = _batch(4, 64)
+    cfg = AugmentConfig().only(["hflip", "rotate", "scale", "translate"])  # no brightness: pixels comparable
+    plain = to_model_input(batch, cfg, torch.Generator().manual_seed(3))
+    hidden, region = to_model_input_and_region(batch, cfg, torch.Generator().manual_seed(3), HideLungs("box"))
+    keep = ~region.expand(-1, 3, -1, -1)
+    assert torch.allclose(hidden[keep], plain[keep], atol=1e-6)
+
+
+def test_hiding_does_not_mutate_the_batch_or_masks():
+    batch, masks = _batch(3, 32), _lung_masks(3, 32)
+    before, masks_before = batch.clone(), masks.clone()
+    to_model_input(batch, AugmentConfig(), torch.Generator().manual_seed(0), HideLungs("mask"), masks)
+    to_model_input(batch, None, None, HideLungs("mask"), masks)
+    assert torch.equal(batch, before) and torch.equal(masks, masks_before)
+
+
+def test_mask_mode_needs_one_mask_per_image():
+    with pytest.raises(ValueError, match="needs the lung masks"):
+        to_model_input(_batch(2, 32), hide=HideLungs("mask"))
+    with pytest.raises(ValueError, match="3 lung masks for a batch of 2"):
+        to_model_input(_batch(2, 32), hide=HideLungs("mask"), masks=_lung_masks(3, 32))
