@@ -16,6 +16,7 @@ from typing import Any
 
 from .data import DEFAULT_CLASSES, TEST_PER_CLASS, VAL_PER_CLASS, parse_classes
 from .errors import UserError
+from .lungs import HIDE_MODES, HideLungs
 from .model import FREEZE_LEVELS
 from .transforms import AugmentConfig
 
@@ -25,7 +26,6 @@ SAMPLE_DATA = Path(os.environ.get("CXR_SAMPLE", Path(__file__).resolve().parent.
 WEIGHTS_CHOICES = ("auto", "imagenet", "none")  # or a path to a state-dict file
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "onecycle")
-HIDE_MODES = ("none", "box", "mask")  # the shortcut experiment: black out the lungs and see what is left to learn
 
 
 @dataclass
@@ -94,10 +94,10 @@ class TrainConfig:
                 raise UserError(f"{LABELS[name]} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if not isinstance(self.weights, str) or not self.weights:
             raise UserError(f"starting weights must be one of {', '.join(WEIGHTS_CHOICES)} or a file, got {self.weights!r}")
-        box = self.hide_box
-        if (len(box) != 4 or not all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in box)
-                or not (box[0] < box[1] and box[2] < box[3])):
-            raise UserError(f"hide box must be four fractions x0 < x1, y0 < y1 between 0 and 1, got {box!r}")
+        try:
+            HideLungs(self.hide_lungs, tuple(self.hide_box)).validate()
+        except (TypeError, ValueError) as e:
+            raise UserError(str(e) if isinstance(e, ValueError) else f"hide box must be four fractions, got {self.hide_box!r}") from None
         if not isinstance(self.augment, AugmentConfig):
             raise UserError("augment must be an AugmentConfig")
         parse_classes(self.classes)
@@ -129,7 +129,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer": OPTIMIZERS,
     "schedule": SCHEDULES,
     "keep": ("best", "last"),
-    "hide_lungs": HIDE_MODES,
+    "hide_lungs": tuple(HIDE_MODES),
     "device": ("auto", "cpu", "cuda"),
 }
 LABELS = {name: name.replace("_", " ") for name in [f.name for f in fields(TrainConfig)]}

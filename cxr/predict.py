@@ -17,6 +17,7 @@ from PIL import Image
 from .checkpoint import Checkpoint, load_checkpoint
 from .explain import gradcam
 from .images import Source, read_xray
+from .lungs import HideLungs, hide_pixels
 from .transforms import prepare_image, to_model_input
 
 # Images are read at most this large: enough for the overlay on screen, small enough for any upload.
@@ -38,10 +39,16 @@ class Classifier:
         self.device = torch.device(device)
         self.model = self.checkpoint.model.to(self.device).eval()
         self.classes = self.checkpoint.classes
+        config = self.checkpoint.config
+        self.hide = HideLungs(config.get("hide_lungs", "none"), tuple(config.get("hide_box", HideLungs().box)))
 
     def model_input(self, image: Image.Image) -> torch.Tensor:
-        """Gray PIL image -> normalised [1, 3, S, S] tensor, exactly as evaluation prepares images."""
-        return to_model_input(prepare_image(image, self.checkpoint.image_size).unsqueeze(0).to(self.device))
+        """Gray PIL image -> normalised [1, 3, S, S] tensor, exactly as evaluation prepares images (a model trained
+        with the lungs hidden by a box sees them hidden here too; a single upload has no lung mask to hide by)."""
+        pixels = prepare_image(image, self.checkpoint.image_size).unsqueeze(0)
+        if self.hide.mode == "box":
+            pixels = hide_pixels(pixels, self.hide)
+        return to_model_input(pixels.to(self.device))
 
     def predict(self, source: "Source | Image.Image", explain: bool = False, target: "str | None" = None) -> Prediction:
         """Probabilities for one image (path, bytes, file or PIL image); with `explain`, a Grad-CAM for `target`

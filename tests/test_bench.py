@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from cxr import bench
+from cxr.presets import apply_preset
 from cxr.synthetic import make_synthetic
 
 CPU = torch.device("cpu")
@@ -55,14 +56,14 @@ def test_percentiles():
     assert p50_p95([3.0]) == {"p50_ms": 3.0, "p95_ms": 3.0}
 
 
-@pytest.mark.parametrize("kind, images", [("plain", 12), ("fast-cpu", 48)])  # 2 and 3 steps
+@pytest.mark.parametrize("kind, images", [("plain", 12), ("fast-cpu", 64)])  # 2 steps each
 def test_one_short_run_reports_what_the_table_needs(bench_data, kind, images):
     r = bench._worker({"kind": kind, "data": bench_data, "images": images, "weights": "none", "seed": 0,
                        "device": "cpu"})
     assert r["images"] >= images and r["steps"] >= 2
     assert 0 <= r["seconds_eval"] < r["seconds"] and 0 <= r["seconds_data"] < r["seconds"]
     assert 0 <= r["test_accuracy"] <= 1 and r["steady_images_per_sec"] > 0 and r["peak_memory_mb"] > 0
-    assert r["image_size"] == (224 if kind == "plain" else 128)
+    assert r["image_size"] == (224 if kind == "plain" else apply_preset(kind).image_size)
 
 
 def test_latency_times_every_path(bench_data):
