@@ -134,7 +134,7 @@ def run_preset(name: str, data: str, images: int, weights: str, seed: int, devic
                 done = ev
     return {"images": done.steps * cfg.batch_size, "steps": done.steps, "seconds": done.seconds,
             "marks": marks,
-            "seconds_eval": done.seconds_eval, "seconds_data": done.seconds_data,
+            "seconds_eval": done.seconds_eval, "seconds_data": done.seconds_data, "seconds_attention": done.seconds_attention,
             "train_images_per_sec": done.train_images_per_sec, "test_accuracy": done.test_accuracy,
             "image_size": cfg.image_size, "freeze": cfg.freeze, "peak_memory_mb": done.peak_memory_mb,
             "bf16": cfg.amp and device.type == "cuda"}
@@ -148,6 +148,7 @@ def summarise(per_seed: list[dict]) -> dict:
     r["peak_memory_mb"] = max(x["peak_memory_mb"] for x in per_seed)
     r["images_per_sec"] = r["images"] / r["seconds"]
     r["eval_share"], r["data_share"] = r["seconds_eval"] / r["seconds"], r["seconds_data"] / r["seconds"]
+    r["attention_share"] = r.get("seconds_attention", 0.0) / r["seconds"]  # the attention strip (plain recipe: none)
     r["gflop_per_image"] = train_flops_per_image(r["image_size"], r["freeze"]) / 1e9
     r["train_gflops"] = r["steady_images_per_sec"] * r["gflop_per_image"]  # conservative: evaluations included
     return r
@@ -225,15 +226,16 @@ def report(result: dict) -> str:
     peak = result["matmul_peak_gflops"]
     bf16_peak = result.get("bf16_matmul_peak_gflops") or peak
     base = result["runs"]["plain recipe"]
-    rows = [["run", "img/s", "steady img/s", "train img/s", "x recipe (steady)", "test acc (per seed)", "eval %", "data %", "GFLOP/img", "GFLOP/s",
-             "% peak*", "peak MB"]]
+    rows = [["run", "img/s", "steady img/s", "train img/s", "x recipe (steady)", "test acc (per seed)", "eval %", "data %",
+             "attention %", "GFLOP/img", "GFLOP/s", "% peak*", "peak MB"]]
     for name, r in result["runs"].items():
         rows.append([name, f"{r['images_per_sec']:.1f}", f"{r['steady_images_per_sec']:.1f}",
                      f"{r['train_images_per_sec']:.1f}",
                      f"{r['images_per_sec'] / base['images_per_sec']:.2f} "
                      f"({r['steady_images_per_sec'] / base['steady_images_per_sec']:.2f})",
                      f"{r['test_accuracy']:.3f} ({', '.join(f'{a:.3f}' for a in r['test_accuracy_per_seed'])})", f"{100 * r['eval_share']:.1f}",
-                     f"{100 * r['data_share']:.1f}", f"{r['gflop_per_image']:.2f}", f"{r['train_gflops']:.1f}",
+                     f"{100 * r['data_share']:.1f}", f"{100 * r.get('attention_share', 0.0):.1f}",
+                     f"{r['gflop_per_image']:.2f}", f"{r['train_gflops']:.1f}",
                      f"{100 * r['train_gflops'] / (bf16_peak if r.get('bf16') else peak):.0f}",
                      f"{r['peak_memory_mb']:.0f}"])
     out = [f"device: {result['device']}  |  data: {result['data']}  |  {result['images']} training images per run, "

@@ -318,11 +318,16 @@ def _drop_png_metadata(data: bytes) -> bytes | None:
 
 
 def _decode_raster(data: bytes, name: str, max_side: int | None, named_dicom: bool) -> Image.Image:
+    with io.BytesIO(data) as fp:  # closed on the way out, so the image we return does not hold the file's bytes
+        return _decode_from(fp, name, max_side, named_dicom)
+
+
+def _decode_from(fp: io.BytesIO, name: str, max_side: int | None, named_dicom: bool) -> Image.Image:
     try:
         with warnings.catch_warnings():
             # We check the declared size ourselves just below, with a clearer message than Pillow's warning.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(fp)
     except Image.DecompressionBombError as e:
         raise ValueError(f"{name} declares too many pixels to decode safely (at most {MAX_PIXELS:,})") from e
     except UnidentifiedImageError as e:

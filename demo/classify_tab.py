@@ -293,12 +293,15 @@ def build(ctx: AppContext) -> dict[str, gr.components.Component]:
     choices, default = [(m.label, m.name) for m in models], ctx.default_model(models)
     with gr.Row():
         with gr.Column(scale=2, min_width=280):
-            checkpoint = gr.Dropdown(choices, value=default, label="Model", elem_id="checkpoint")
+            # allow_custom_value: the list grows while the server runs, and the API checks a value against the list
+            # of when the page was built; the handler accepts only names of files in the checkpoints folder.
+            checkpoint = gr.Dropdown(choices, value=default, label="Model", elem_id="checkpoint", allow_custom_value=True)
             upload = gr.File(label="Drop an X-ray here (PNG, JPEG or DICOM)", file_types=list(IMAGE_SUFFIXES),
                              type="filepath", elem_id="upload", height=120)
             original = gr.Image(label="Your X-ray", type="numpy", elem_id="original", height=200, interactive=False,
                                 buttons=[])
-            target = gr.Dropdown([PREDICTED], value=PREDICTED, label="Explain which class", elem_id="target")
+            target = gr.Dropdown([PREDICTED], value=PREDICTED, label="Explain which class", elem_id="target",
+                                 allow_custom_value=True)  # the model's classes arrive with it; the handler checks
             alpha = gr.Slider(0, 1, 0.45, step=0.05, label="Overlay opacity", elem_id="alpha")
         with gr.Column(scale=3, min_width=360):
             probs = gr.Label(label="Class probabilities", elem_id="probs", num_top_classes=4)

@@ -255,7 +255,9 @@ def _attention_image(ctx: AppContext, relative: str) -> np.ndarray:
 def weights_warning(snap: Snapshot) -> str:
     started = snap.started
     if started and not started.get("pretrained", True):
-        return RANDOM_WEIGHTS.format(why=started.get("weights", "").split(": ", 1)[-1].split(". Accuracy")[0])
+        # The reason only (e.g. "could not download ImageNet weights (URLError)"): the server's folders are the
+        # teacher's business (README), not every visitor's.
+        return RANDOM_WEIGHTS.format(why=started.get("weights", "").split(": ", 1)[-1].split(";")[0].split(". Accuracy")[0])
     return ""
 
 
@@ -408,7 +410,7 @@ def build(ctx: AppContext) -> TrainView:
     warning = gr.Markdown(visible=False, elem_id="weights_warning")
     curves = gr.Plot(curves_figure([], 0, values["target_accuracy"]), label="Curves", elem_id="curves", format="png")
     compare = gr.Dropdown([], value=None, label="Compare with a saved run (its validation accuracy in green)",
-                          elem_id="compare", allow_custom_value=False)
+                          elem_id="compare", allow_custom_value=True)  # grows with the folder
     gr.Markdown("**Attention forming.** One validation X-ray per class, explained with Grad-CAM at every evaluation: "
                 "watch where the model looks as it learns (after the run, scrub through the steps).")
     attention = gr.Gallery(label="Where the model looks now", columns=3, height=260, allow_preview=False,

@@ -70,8 +70,8 @@ def png_huge(path: Path, side: int = 10_000) -> Path:
 
 
 def _dicom_dataset(pixels: np.ndarray, syntax: str, frames: int = 1, photometric: str = "MONOCHROME2"):
-    """A DICOM dataset whose header describes `pixels` ([frames,] rows, cols[, samples]); PixelData left to the caller.
-    `syntax` is a transfer syntax UID or its name in pydicom.uid ("DeflatedExplicitVRLittleEndian", "JPEGLSLossless")."""
+    """A DICOM dataset whose header describes `pixels` ([frames,] rows, cols[, samples]); PixelData is left to the
+    caller. `syntax` is a transfer syntax UID or its name in pydicom.uid (e.g. "DeflatedExplicitVRLittleEndian")."""
     from pydicom import uid
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import SecondaryCaptureImageStorage, generate_uid

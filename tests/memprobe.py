@@ -55,11 +55,21 @@ print(json.dumps({"before_mb": before, "peak_before_mb": peak_before, "seconds":
                   "shown": list(pred.image.size)}))
 """
 
-# The app, unchanged, with one addition only this probe uses: SIGUSR1 asks glibc to hand freed memory back.
+# The app, unchanged, with two additions only this probe uses: SIGUSR1 asks glibc to hand freed memory back, and
+# the number of distinct threads that have run the model is written to $CXR_PROBE_THREADS on each prediction
+# (torch keeps memory per thread that runs it, so that number matters).
 SERVER = """
-import ctypes, runpy, signal, sys
+import ctypes, os, runpy, signal, sys, threading
+import cxr.predict
 libc = ctypes.CDLL("libc.so.6")
 signal.signal(signal.SIGUSR1, lambda *_: libc.malloc_trim(0))
+seen, plain = set(), cxr.predict.Classifier.predict
+def counted(self, *args, **kwargs):
+    seen.add(threading.get_ident())
+    with open(os.environ["CXR_PROBE_THREADS"], "w") as f:
+        f.write(str(len(seen)))
+    return plain(self, *args, **kwargs)
+cxr.predict.Classifier.predict = counted
 sys.argv = ["app.py", *sys.argv[1:]]
 runpy.run_path("app.py", run_name="__main__")
 """
@@ -164,7 +174,8 @@ def probe_server(tmp: Path, data: Path, ckpt: Path, uploads: int, arena_max: int
     (tmp / "checkpoints" / "probe.pt").write_bytes(ckpt.read_bytes())
     port = free_port()
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False",
-           "CXR_CHECKPOINTS": str(tmp / "checkpoints"), "GRADIO_TEMP_DIR": str(tmp / "gradio")}
+           "CXR_CHECKPOINTS": str(tmp / "checkpoints"), "GRADIO_TEMP_DIR": str(tmp / "gradio"),
+           "CXR_PROBE_THREADS": str(tmp / "threads.txt")}
     if arena_max:
         env["MALLOC_ARENA_MAX"] = str(arena_max)
     out = open(log, "w") if log else subprocess.DEVNULL
@@ -180,8 +191,9 @@ def probe_server(tmp: Path, data: Path, ckpt: Path, uploads: int, arena_max: int
         print(f"before: {rss():.0f} MB (after one small warm-up request)")
         for batch in (1, 2):
             peak, errors, seconds = send_batch(url, images, uploads, server.pid)
+            threads = (tmp / "threads.txt").read_text()
             print(f"batch {batch}: {uploads - errors}/{uploads} answered in {seconds:.0f} s; peak {peak:.0f} MB; "
-                  f"right after {rss():.0f} MB")
+                  f"right after {rss():.0f} MB; the model has run on {threads} distinct threads so far")
             time.sleep(30)
             print(f"batch {batch}: 30 s later {rss():.0f} MB")
             os.kill(server.pid, signal.SIGUSR1)

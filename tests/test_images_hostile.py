@@ -9,6 +9,7 @@ import tracemalloc
 import gradio as gr
 import numpy as np
 import pytest
+from PIL import Image
 
 from cxr import images
 from cxr.images import read_xray
@@ -121,8 +122,6 @@ def test_image_with_no_content_is_refused_not_classified(ctx, tmp_path, writer):
 
 
 def test_transparent_constant_png_is_refused_as_no_content(tmp_path):
-    from PIL import Image
-
     Image.new("RGBA", (30, 20), (255, 255, 255, 0)).save(tmp_path / "void.png")
     assert "no content" in refusal(tmp_path / "void.png")
 
@@ -204,8 +203,6 @@ def test_decodes_wait_while_the_memory_budget_is_spent():
 def test_big_decode_gives_its_memory_back_when_done(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(images, "_malloc_trim", lambda pad: calls.append(pad))
-    from PIL import Image
-
     Image.fromarray(np.tile(np.arange(2800, dtype=np.uint16), (2600, 1)) * 20).save(tmp_path / "big.png")
     read_xray(tmp_path / "big.png", max_side=512)  # 7.3 MP: its decode reserves over _TRIM_BYTES
     read_xray(imagefiles.png_8bit(tmp_path / "small.png"))
@@ -213,8 +210,6 @@ def test_big_decode_gives_its_memory_back_when_done(tmp_path, monkeypatch):
 
 
 def test_sixteen_bit_png_larger_than_twice_max_side_is_downscaled(tmp_path):
-    from PIL import Image
-
     Image.fromarray(np.tile(np.arange(300, dtype=np.uint16) * 200, (200, 1))).save(tmp_path / "wide16.png")
     img = read_xray(tmp_path / "wide16.png", max_side=100)  # Pillow cannot reduce() a 16-bit image
     assert img.size == (100, 67) and np.asarray(img)[:, -1].min() > 240
