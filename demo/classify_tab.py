@@ -93,7 +93,10 @@ def model_list(ctx: AppContext, known: list, current: str | None):
 
 # ------------------------------------------------------------------------------------------------ classify
 def _size_check(file: str) -> None:
-    size = os.path.getsize(file)
+    try:
+        size = os.path.getsize(file)
+    except OSError:
+        raise ValueError(f"{Path(file).name} is no longer on the server (uploads are kept a few minutes): drop it again") from None
     if size > MAX_XRAY_MB * 2**20:
         raise ValueError(f"{Path(file).name} is {size / 2**20:.0f} MB; X-rays of at most {MAX_XRAY_MB} MB are accepted")
 

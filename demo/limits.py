@@ -48,9 +48,9 @@ def folder_files(folder: Path) -> list[tuple[float, int, Path]]:
     return sorted(found)
 
 
-def trim_folder(folder: Path, max_bytes: int, min_age_s: float = 5.0) -> list[Path]:
+def trim_folder(folder: Path, max_bytes: int, min_age_s: float = 120.0) -> list[Path]:
     """Delete the oldest files under `folder` until it holds at most `max_bytes` (files younger than `min_age_s`
-    are left: a request may be reading them right now). Returns what was deleted."""
+    are left: a request may still be waiting in the queue to read them). Returns what was deleted."""
     files = folder_files(folder)
     total, removed, now = sum(size for _, size, _ in files), [], time.time()
     for mtime, size, path in files:
