@@ -28,6 +28,7 @@ from cxr.explain import overlay
 from cxr.figures import confusion_figure
 from cxr.interpret import shortcut_sentence
 from cxr.measure import format_duration
+from cxr.model import is_random_fallback
 from cxr.presets import DESCRIPTIONS, apply_preset, default_preset, presets_for
 from cxr.transforms import AugmentConfig
 
@@ -254,7 +255,7 @@ def _attention_image(ctx: AppContext, relative: str) -> np.ndarray:
 
 def weights_warning(snap: Snapshot) -> str:
     started = snap.started
-    if started and not started.get("pretrained", True):
+    if started and is_random_fallback(started.get("weights", "")):  # "auto" fell back; "none" was a choice
         # The reason only (e.g. "could not download ImageNet weights (URLError)"): the server's folders are the
         # teacher's business (README), not every visitor's.
         return RANDOM_WEIGHTS.format(why=started.get("weights", "").split(": ", 1)[-1].split(";")[0].split(". Accuracy")[0])
