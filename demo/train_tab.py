@@ -432,8 +432,9 @@ def build(ctx: AppContext) -> TrainView:
     preset.change(show_preset, [preset], [preset_info, *widgets.values()], api_name=False)
     key_box.submit(ctx.bind(check_key), [key_box], [view.teacher, who], api_name=False)
     start_btn.click(start_handler(ctx), [key_box, preset, *[widgets[n] for n in SETTING_NAMES]], [status],
-                    api_name="start_training", concurrency_limit=None)
-    stop_btn.click(ctx.bind(stop_training), [key_box], [status], api_name="stop_training", concurrency_limit=None)
+                    api_name="start_training", concurrency_limit=None, show_progress="hidden")
+    stop_btn.click(ctx.bind(stop_training), [key_box], [status], api_name="stop_training", concurrency_limit=None,
+                   show_progress="hidden")
     status_api = ctx.bind(training_status)
     status_api.__annotations__ = {"return": dict}
     gr.api(status_api, api_name="training_status", concurrency_limit=None)

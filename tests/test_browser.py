@@ -221,6 +221,18 @@ def _train(url: str, **settings) -> dict:
 
 
 # ================================================================================================ Classify: models
+def test_download_serves_the_chosen_model_to_a_new_visitor(visit, models_server):
+    url, ctx = models_server
+    page = visit(url, "Classify")  # the first visitor: the default model is the one of when the server started
+    chosen = page.locator("#checkpoint input").input_value()
+    name = next(m.name for m in ctx.models() if m.label == chosen)
+    page.locator("#model_files").get_by_text("Model files").click()
+    with page.expect_download(timeout=20_000) as download:
+        page.locator("#download_model").click()
+    assert download.value.suggested_filename == name
+    assert Path(download.value.path()).read_bytes() == (ctx.settings.checkpoints_dir / name).read_bytes()
+
+
 def test_classify_lists_a_model_saved_after_the_page_opened_whichever_tab_is_open(visit, models_server,
                                                                                   trained_checkpoint):
     url, ctx = models_server
@@ -505,6 +517,15 @@ def test_a_run_started_elsewhere_shows_live_and_any_page_can_stop_it(visit, serv
     page.locator("#stop_btn").click()
     expect(page.locator("#train_status")).to_contain_text("stopped by a user", timeout=120_000)
     expect(page.locator("#start_btn")).to_be_enabled()
+
+
+def test_a_run_from_chosen_random_weights_shows_no_fallback_warning(visit, server):
+    url, _ = server
+    _train(url)  # weights "none": random on purpose, nothing to fix
+    page = visit(url, "Train")
+    expect(page.locator("#train_status")).to_contain_text("random weights")
+    page.wait_for_timeout(2_000)  # a tick of the page's timer
+    expect(page.locator("#weights_warning")).to_be_hidden()
 
 
 def test_attention_strip_scrubs_through_a_finished_run(visit, server):
