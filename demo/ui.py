@@ -83,7 +83,8 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         # A new page: its tab, the current default model (not the one of when the server started).
         demo.load(restore_tab, [open_tab], [tabs], api_name=False, show_progress="hidden")
         demo.load(ctx.bind(classify_tab.model_list), [classify["known"], gr.State(None)], lists, api_name=False,
-                  show_progress="hidden")
+                  show_progress="hidden").then(ctx.bind(classify_tab.download_model), [classify["checkpoint"]],
+                                               [classify["download_btn"]], api_name=False, show_progress="hidden")
         # Evaluate -> Classify: a clicked top loss or matrix-cell image opens in Classify, classified by that model.
         for clicked in evaluate["open_events"]:
             clicked.then(show_classify, None, [tabs], api_name=False).then(
