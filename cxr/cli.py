@@ -308,7 +308,6 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .model import FREEZE_LEVELS
     from .presets import PRESETS
 
     p = argparse.ArgumentParser(prog="python -m cxr", description="Chest X-ray classification: the ResNet18 recipe.")
