@@ -123,7 +123,11 @@ def explain_attention(run: Run, step: int) -> Attention:
     images, ok = run.cache.get(run.attention_ids)
     images = hide_pixels(images, run.hide, run.cache.get_masks(ok) if run.hide.needs_masks else None)
     x = to_model_input(images.to(run.device)).contiguous(memory_format=run.memory_format)
-    maps, logits = gradcam(run.model, x)
+    benchmark, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, False
+    try:  # three images once per evaluation: cuDNN's kernel search for their shapes would cost more than it saves
+        maps, logits = gradcam(run.model, x)
+    finally:
+        torch.backends.cudnn.benchmark = benchmark
     small = F.adaptive_avg_pool2d(torch.from_numpy(maps)[:, None], ATTENTION_GRID)[:, 0]
     small = small / small.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
     classes = run.index.classes
@@ -239,6 +243,15 @@ def _shuffled_batches(ids: tuple[int, ...], batch_size: int, gen: torch.Generato
             yield [ids[i] for i in perm[b : b + batch_size]]
 
 
+def decode_order(run: Run) -> list[int]:
+    """The order images are first needed in: validation (the first evaluation, the attention strip), the first
+    epoch's training batches exactly as `_shuffled_batches` will draw them, then the test set."""
+    gen = torch.Generator()
+    gen.set_state(run.gen.get_state())  # a copy: the training order itself is left untouched
+    first_epoch = [run.split.train[i] for i in torch.randperm(len(run.split.train), generator=gen).tolist()]
+    return list(run.split.val) + first_epoch + list(run.split.test)
+
+
 def fit(cfg: TrainConfig, stop: StopFlag | None = None) -> Iterator[Event]:
     """Train as `cfg` says, yielding Started, Step, Evaluated, Attention, Note and finally Done events."""
     clock = Clock()
@@ -251,8 +264,8 @@ def fit(cfg: TrainConfig, stop: StopFlag | None = None) -> Iterator[Event]:
     )
     for message in run.notes:
         yield Note(message=message)
-    if cfg.workers:
-        run.cache.fill(run.split.train + run.split.val + run.split.test, cfg.workers)
+    if cfg.workers:  # decode on every worker in the order the images are needed, while training starts
+        run.cache.start_filling(decode_order(run), cfg.workers)
     step, reason, best, window, last_saved, reported_bad, ended = run.start_step, "", Best(), Window(), [time.perf_counter()], 0, False
     with _cudnn_benchmark(run.device.type == "cuda"):
         try:
@@ -278,7 +291,7 @@ def fit(cfg: TrainConfig, stop: StopFlag | None = None) -> Iterator[Event]:
                 if len(run.cache.bad) > reported_bad:
                     reported_bad = len(run.cache.bad)
                     yield Note(message=run.cache.bad_report())
-                if run.history[-1]["val_accuracy"] >= cfg.target_accuracy:
+                if cfg.target_accuracy and run.history[-1]["val_accuracy"] >= cfg.target_accuracy:
                     reason = "target"
                     break
             if reason == "time_budget" and (not run.history or run.history[-1]["step"] != step):
@@ -286,6 +299,7 @@ def fit(cfg: TrainConfig, stop: StopFlag | None = None) -> Iterator[Event]:
                 yield from evaluate_and_save(run, step, window, best, clock, last_saved)
             ended = True
         finally:
+            run.cache.stop_filling()
             # Killed or failed mid-run: keep the latest weights (if they are numbers) for --resume. A run that ended
             # normally needs no -last file: its best checkpoint is what a person keeps.
             if not ended and step > run.start_step and all(torch.isfinite(p).all() for p in run.model.parameters()):

@@ -147,15 +147,32 @@ def test_cache_decodes_each_image_once(tmp_path, monkeypatch):
     assert len(calls) == 2 and first[0].equal(second[1])
 
 
-def test_cache_fill_with_worker_processes_matches_inline_decoding(tmp_path):
+def test_background_decoding_matches_inline_decoding_and_get_waits_for_it(tmp_path, monkeypatch):
     _write_images(tmp_path, 5)
     (tmp_path / "zz-broken.png").write_bytes(b"")
     files = sorted(tmp_path.glob("*.png"))
     inline, workers = ImageCache(files, 16), ImageCache(files, 16)
-    workers.fill(range(6), workers=2)
-    a, ok_a = inline.get(range(6))
+    workers.start_filling([5, 4, 3, 2, 1, 0], workers=2)
+
+    inline_calls = []  # in this process: get must wait for the workers, not decode itself
+    real = workers._decode
+    monkeypatch.setattr(workers, "_decode", lambda i: inline_calls.append(i) or real(i))
     b, ok_b = workers.get(range(6))
+    workers.stop_filling()
+    a, ok_a = inline.get(range(6))
     assert ok_a == ok_b == [0, 1, 2, 3, 4] and a.equal(b) and set(workers.bad) == {5}
+    assert inline_calls == [] and workers._filler is None
+
+
+def test_stopped_background_decoding_leaves_the_rest_to_get(tmp_path):
+    _write_images(tmp_path, 40)
+    files = sorted(tmp_path.glob("*.png"))
+    cache = ImageCache(files, 16)
+    cache.start_filling(range(40), workers=1)
+    cache.stop_filling()  # at once: the thread ends and its worker process with it
+    assert cache._filler is None and cache._queued == set()
+    images, ok = cache.get(range(40))  # what it did not reach is decoded here
+    assert ok == list(range(40)) and images.equal(ImageCache(files, 16).get(range(40))[0])
 
 
 @pytest.mark.parametrize("size", [32, 64])
@@ -194,7 +211,9 @@ def test_cache_refuses_a_missing_mask_naming_the_file(tmp_path):
 def test_cache_fill_with_worker_processes_fills_masks_too(synthetic_root):
     files = index_dataset(synthetic_root).files[:6]
     inline, workers = ImageCache(files, 32, masks=True), ImageCache(files, 32, masks=True)
-    workers.fill(range(6), workers=2)
+    workers.start_filling(range(6), workers=2)
+    workers.get(range(6))
+    workers.stop_filling()
     assert workers._mask_filled == bytearray([1] * 6)
     assert inline.get_masks(range(6)).equal(workers.get_masks(range(6)))
 

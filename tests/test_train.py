@@ -144,6 +144,15 @@ def test_a_run_stopped_before_its_first_evaluation_leaves_no_file(synthetic_root
 def test_reaching_the_target_accuracy_stops_training(synthetic_root, tmp_path):
     events = _run(tiny_config(synthetic_root, tmp_path / "m.pt", max_steps=30, eval_every=1, target_accuracy=0.01))
     assert events[-1].reason == "target" and events[-1].steps == 1
+    no_target = _run(tiny_config(synthetic_root, tmp_path / "n.pt", max_steps=5, eval_every=1, target_accuracy=0.0))
+    assert no_target[-1].reason == "max_steps" and no_target[-1].steps == 5  # 0: every step runs (benchmarks)
+
+
+def test_decoding_in_worker_processes_trains_exactly_like_decoding_in_the_loop(synthetic_root, tmp_path):
+    runs = [_run(tiny_config(synthetic_root, tmp_path / f"{w}.pt", max_steps=5, workers=w)) for w in (0, 2)]
+    losses = [[e.train_loss for e in events if isinstance(e, Step)] for events in runs]
+    assert len(losses[0]) == 5 and losses[0] == losses[1]  # the same images, in the same order, the same steps
+    assert runs[0][-1].test_accuracy == runs[1][-1].test_accuracy
 
 
 def test_closing_the_stream_keeps_the_checkpoints(synthetic_root, tmp_path):
