@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Union
@@ -64,10 +65,12 @@ def _trunk(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _targets(logits: torch.Tensor, target: Target) -> list[int]:
     """One class index per image: `target` (one, or one per image), by default the predicted class."""
-    n, k = logits.shape
-    if target is None:
-        return logits.argmax(1).tolist()
-    targets = [int(target)] * n if np.ndim(target) == 0 else [int(t) for t in target]  # type: ignore[union-attr]
+    return logits.argmax(1).tolist() if target is None else _given_targets(*logits.shape, target)
+
+
+def _given_targets(n: int, k: int, target: Target) -> list[int]:
+    """`target` (one class index, or one per image) as one index per image of `n`, checked against `k` classes."""
+    targets = [int(target)] * n if np.ndim(target) == 0 else [int(t) for t in target]  # type: ignore[union-attr, arg-type]
     if len(targets) != n or any(not 0 <= t < k for t in targets):
         raise ValueError(f"target must be a class index in 0..{k - 1} (one per image), got {target!r}")
     return targets
@@ -81,16 +84,60 @@ def _black(x: torch.Tensor) -> torch.Tensor:
     return (-mean / std).expand_as(x).contiguous()
 
 
-def _gradcam_raw(model: nn.Module, x: torch.Tensor, target: Target) -> tuple[torch.Tensor, torch.Tensor]:
+class GraphedTrunk:
+    """The trunk of an eval-mode model on a CUDA device, captured once as a CUDA graph for one input shape.
+
+    At batch 1 a GPU forward pass is bound by launching its ~60 small kernels one by one from Python, not by
+    arithmetic; replaying a captured graph launches them all at once. Other shapes, and a model in training mode,
+    run the plain trunk. Safe to share between threads (replays take turns)."""
+
+    def __init__(self, model: nn.Module, example: torch.Tensor):
+        self.model, self.lock = model, threading.Lock()
+        self.static_x = example.detach().clone()
+        side = torch.cuda.Stream(example.device)  # warm up off the default stream, as CUDA graph capture needs
+        side.wait_stream(torch.cuda.current_stream(example.device))
+        with torch.cuda.stream(side), torch.no_grad():
+            for _ in range(3):  # cuDNN picks its kernels, lazy modules load: none of that may happen in capture
+                _trunk(model, self.static_x)
+        torch.cuda.current_stream(example.device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.no_grad(), torch.cuda.graph(self.graph):
+            self.static_out = _trunk(model, self.static_x)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape != self.static_x.shape or x.device != self.static_x.device or self.model.training:
+            return _trunk(self.model, x)
+        with self.lock:
+            self.static_x.copy_(x)
+            self.graph.replay()
+            return self.static_out.clone()
+
+
+Trunk = Callable[[torch.Tensor], torch.Tensor]
+
+
+def logits_of(model: nn.Module, x: torch.Tensor, trunk: Trunk | None = None) -> torch.Tensor:
+    """The model's logits, through `trunk` (e.g. a GraphedTrunk of this model) when given; no gradients."""
     with torch.no_grad():
-        features = _trunk(model, x)  # most of the network, run once and without a graph
+        return _Head(model)(trunk(x)) if trunk else model(x)
+
+
+def _gradcam_raw(model: nn.Module, x: torch.Tensor, target: Target, trunk: Trunk | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.no_grad():
+        features = trunk(x) if trunk else _trunk(model, x)  # most of the network, run once and without a graph
     head = _Head(model)  # a per-call module: the Captum hook goes on its `tap`, never on the shared model
-    with torch.no_grad():
-        logits = head(features)
-    targets = _targets(logits, target)
+    targets = None if target is None else _given_targets(features.shape[0], model.fc.out_features, target)
+    seen: dict[str, torch.Tensor] = {}
+
+    def scores(f: torch.Tensor) -> torch.Tensor:
+        seen["logits"] = logits = head(f)
+        # With no target given, each image's own top score: one pass gives the prediction and its map.
+        return logits.gather(1, logits.argmax(1, keepdim=True))[:, 0] if targets is None else logits
+
     features.requires_grad_(True)  # so the head builds a graph even if the weights are frozen
     # Captum: gradient of the target score w.r.t. the block's feature maps, averaged per map, times the maps.
-    cam = LayerGradCam(head, head.tap).attribute(features, target=targets, relu_attributions=True)
+    cam = LayerGradCam(scores, head.tap).attribute(features, target=targets, relu_attributions=True)
+    logits = seen["logits"].detach()
     cam = LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), interpolate_mode="bilinear")
     return cam[:, 0], logits
 
@@ -152,13 +199,14 @@ def _restore_flags(model: nn.Module, flags: list[bool]) -> None:
 
 
 def explain(
-    model: nn.Module, x: torch.Tensor, method: str = "gradcam", target: Target = None
+    model: nn.Module, x: torch.Tensor, method: str = "gradcam", target: Target = None, trunk: Trunk | None = None
 ) -> tuple[np.ndarray, torch.Tensor]:
     """Heatmaps [B, H, W] float32 in [0, 1] at the input's size from `method` (a key of METHODS), and the logits.
 
     `x` is a normalised model input [B, 3, H, W]; `target` is a class index (or one per image), by default the
     predicted class. The model runs in eval mode (batch norm must not update from the image being explained) and
-    is left in the mode it was in. A map with no positive evidence stays all zero.
+    is left in the mode it was in. A map with no positive evidence stays all zero. `trunk` (Grad-CAM only) runs
+    the network below the last block, e.g. a `GraphedTrunk`.
     """
     if method not in METHODS:
         raise ValueError(f"unknown explanation method {method!r}; choose from {', '.join(METHODS)}")
@@ -168,7 +216,7 @@ def explain(
     flags = _training_flags(model)
     model.eval()
     try:
-        raw, logits = spec.raw(model, x, target)
+        raw, logits = spec.raw(model, x, target, **({"trunk": trunk} if trunk is not None else {}))
     finally:
         _restore_flags(model, flags)
     raw = raw.detach().float()
@@ -194,12 +242,12 @@ def estimate_seconds(method: str, forward_seconds: float) -> float:
     return METHODS[method].forwards * forward_seconds
 
 
-def gradcam(model: nn.Module, x: torch.Tensor, target: Target = None) -> tuple[np.ndarray, torch.Tensor]:
+def gradcam(model: nn.Module, x: torch.Tensor, target: Target = None, trunk: Trunk | None = None) -> tuple[np.ndarray, torch.Tensor]:
     """Grad-CAM heatmaps [B, H, W] in [0, 1] at the input's size, and the logits [B, classes] (see `explain`).
 
     The network is run once: the trunk without gradients, only the last block and the head with them, so an
     explanation costs little more than a prediction."""
-    return explain(model, x, "gradcam", target)
+    return explain(model, x, "gradcam", target, trunk)
 
 
 def randomized_copy(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -2,11 +2,13 @@
 
 `Classifier` wraps a loaded checkpoint and runs the same preprocessing as training (via `cxr.transforms`), so an
 image is treated exactly as the model saw its training data. It is safe to share between threads: inference
-mutates nothing, and Grad-CAM's hook lives on a per-call module.
+mutates nothing, and Grad-CAM's hook lives on a per-call module. On a CUDA device the trunk of the network runs as
+a captured CUDA graph (`cxr.explain.GraphedTrunk`): at batch 1 launching kernels, not arithmetic, is the cost.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import torch
 from PIL import Image
 
 from .checkpoint import Checkpoint, load_checkpoint
-from .explain import gradcam
+from .explain import GraphedTrunk, Trunk, gradcam, logits_of
 from .images import Source, read_xray
 from .lungs import HideLungs, hide_pixels
 from .transforms import prepare_image, to_model_input
@@ -41,6 +43,17 @@ class Classifier:
         self.classes = self.checkpoint.classes
         config = self.checkpoint.config
         self.hide = HideLungs(config.get("hide_lungs", "none"), tuple(config.get("hide_box", HideLungs().box)))
+        self._trunk: GraphedTrunk | None = None
+        self._trunk_lock = threading.Lock()
+
+    def trunk(self, x: torch.Tensor) -> Trunk | None:
+        """The graphed trunk on CUDA (captured on first use, for the model's one input shape); None on a CPU."""
+        if self.device.type != "cuda":
+            return None
+        with self._trunk_lock:
+            if self._trunk is None:
+                self._trunk = GraphedTrunk(self.model, x)
+        return self._trunk
 
     def model_input(self, image: Image.Image) -> torch.Tensor:
         """Gray PIL image -> normalised [1, 3, S, S] tensor, exactly as evaluation prepares images (a model trained
@@ -60,11 +73,10 @@ class Classifier:
             if target is not None and target not in self.classes:
                 raise ValueError(f"unknown target class {target!r}; this model knows {', '.join(self.classes)}")
             t = None if target is None else self.classes.index(target)
-            maps, logits = gradcam(self.model, x, target=t)
+            maps, logits = gradcam(self.model, x, target=t, trunk=self.trunk(x))
             heatmap = maps[0]
         else:
-            with torch.inference_mode():
-                logits = self.model(x)
+            logits = logits_of(self.model, x, self.trunk(x))
         probs = logits.float().softmax(1)[0].cpu().tolist()
         label = self.classes[int(np.argmax(probs))]
         return Prediction(
