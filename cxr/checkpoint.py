@@ -116,6 +116,10 @@ def read_checkpoint_file(path: "str | Path") -> dict[str, Any]:
         raise ValueError(f"{path.name} is a folder, not a checkpoint file: name the .pt file inside it")
     if not path.is_file():
         raise ValueError(f"checkpoint {path.name} does not exist")
+    with open(path, "rb") as f:
+        head = f.read(4)
+        if head and head != b"PK\x03\x04":  # torch.save writes a zip archive; anything else is another kind of file
+            raise ValueError(f"{path.name} is not a cxr model: it is not a PyTorch checkpoint file at all")
     try:
         # mmap: tensors stay on disk until used, so reading only the metadata of a large file is cheap.
         payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)

@@ -54,10 +54,14 @@ def coarseness(image_size: int) -> str:
             f"about {100 // cells} % of the width.")
 
 
-def colour_bar(width: int = 320, height: int = 14) -> np.ndarray:
-    """The overlay's colour scale, low attribution (left) to high (right), as an RGB strip."""
-    ramp = colormaps["jet"](np.linspace(0, 1, width))[:, :3]
-    return (np.repeat(ramp[None], height, axis=0) * 255).astype(np.uint8)
+def colour_bar(stops: int = 11) -> str:
+    """The overlay's colour scale as HTML: a bar the width of the overlay, low attribution (left) to high (right),
+    its gradient sampled from the same colormap the overlay uses."""
+    colours = ", ".join(f"rgb({r:.0f},{g:.0f},{b:.0f})" for r, g, b, _ in colormaps["jet"](np.linspace(0, 1, stops)) * 255)
+    return (f"<div role='img' aria-label='colour scale: blue is low attribution, red is high' "
+            f"style='height:14px;border-radius:3px;background:linear-gradient(to right, {colours})'></div>"
+            "<div style='display:flex;justify-content:space-between;font-size:0.85em'>"
+            "<span>low attribution</span><span>high attribution</span></div>")
 
 
 # ------------------------------------------------------------------------------------------------ models
@@ -310,10 +314,7 @@ def build(ctx: AppContext) -> dict[str, gr.components.Component]:
             probs = gr.Label(label="Class probabilities", elem_id="probs", num_top_classes=4)
             shown = gr.Image(type="numpy", elem_id="overlay", height=360, interactive=False, show_label=False,
                              buttons=["download"])
-            gr.Image(colour_bar(), show_label=False, interactive=False, height=28, container=False, buttons=[],
-                     elem_id="colour_bar")
-            gr.Markdown("<span style='float:left'>low attribution</span><span style='float:right'>high attribution"
-                        "</span>", elem_id="colour_bar_words")
+            gr.HTML(colour_bar(), elem_id="colour_bar", container=False)
             caption = gr.Markdown(elem_id="cam_caption")
     examples = gr.Gallery(example_gallery(ctx, default), label="Examples from this model's test set: click one to classify it",
                           columns=6, height="auto", allow_preview=False, elem_id="examples")

@@ -211,7 +211,7 @@ class AppContext:
             except OSError:  # removed between the listing and the read
                 continue
             if info is not None:
-                out.append(ModelEntry(path.name, model_label(info, training=path.name == running), info, path.name == running))
+                out.append(ModelEntry(path.name, model_label(info, path.name == running, self.settings.synthetic), info, path.name == running))
         return out
 
     def default_model(self, models: list[ModelEntry] | None = None) -> str | None:

@@ -73,8 +73,8 @@ def _augmented(ctx: AppContext, ids: list[int], augs: list[str], seed: int, hide
 
 
 def _caption(ctx: AppContext, i: int) -> str:
-    label = display_name(ctx.index.classes[ctx.index.labels[i]])
-    return f"{label} (synthetic)" if ctx.settings.synthetic else label
+    """The class, short enough for a thumbnail at 1024 px (the gallery's label says when the images are synthetic)."""
+    return display_name(ctx.index.classes[ctx.index.labels[i]])
 
 
 def new_batch(ctx: AppContext, augs: list[str], hide: str = "none") -> tuple[list, list[int], list]:
@@ -102,7 +102,7 @@ def variants(ctx: AppContext, ids: list[int], augs: list[str], k: int = 0, hide:
     i = ids[min(k, len(ids) - 1)]
     original, _ = _augmented(ctx, [i], [], 0)
     versions, _ = _augmented(ctx, [i] * VARIANTS, augs, random.randrange(2**31), hide)
-    return [(original[0], f"original: {_caption(ctx, i)}")] + [(v, f"augmented {n + 1}") for n, v in enumerate(versions)]
+    return [(original[0], "original")] + [(v, f"augmented {n + 1}") for n, v in enumerate(versions)]
 
 
 def select_variant(ctx: AppContext, ids: list[int], augs: list[str], hide: str, evt: gr.SelectData) -> list:
@@ -122,7 +122,8 @@ def build(ctx: AppContext) -> None:
     batch_btn = gr.Button("New random batch", variant="primary", elem_id="batch_btn")
     first, first_ids, first_variants = new_batch(ctx, list(AugmentConfig.names()))  # so the page opens with pictures
     batch_ids = gr.State(first_ids)
-    gallery = gr.Gallery(first, label="Augmented training samples (click one to see its variants)", columns=6,
+    synthetic = " of synthetic X-rays" if ctx.settings.synthetic else ""
+    gallery = gr.Gallery(first, label=f"Augmented training samples{synthetic} (click one to see its variants)", columns=6,
                          height="auto", elem_id="samples_gallery", allow_preview=False)
     compare = gr.Gallery(first_variants, label="Original and augmented versions", columns=VARIANTS + 1, height="auto",
                          elem_id="variants_gallery", allow_preview=False)

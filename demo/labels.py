@@ -29,7 +29,7 @@ AUG_CHOICES = [(AUG_LABELS[name], name) for name in AugmentConfig.names()]
 
 
 def preset_title(name: str) -> str:
-    return TITLES.get(name, "custom settings" if not name else name)
+    return TITLES.get(name, "Custom" if not name else name)
 
 
 def _when(created: str, mtime: float) -> str:
@@ -46,17 +46,19 @@ def percent(value: float) -> str:
     return f"{100 * value:.1f} %"
 
 
-def model_label(info: CheckpointInfo, training: bool = False) -> str:
-    """'Fast (CPU) · 14:03 · test 85.6 %', or '... · val 78.0 %, still training' / ', unfinished'."""
+def model_label(info: CheckpointInfo, training: bool = False, synthetic_data: bool = False) -> str:
+    """'Fast (CPU) · 14:03 · test 85.6 %', or '... · val 78.0 % (training)' / '(unfinished)': short enough for the
+    model list at 1024 px. A model of synthetic images says so, unless all the server's data is synthetic (its
+    banner says that once)."""
     parts = [preset_title(info.preset), _when(info.created, info.mtime)]
     if info.finished and not training:
         parts.append(f"test {percent(info.test_accuracy)}")
     elif info.val_accuracy is not None:
-        parts.append(f"val {percent(info.val_accuracy)}, " + ("still training" if training else "unfinished"))
+        parts.append(f"val {percent(info.val_accuracy)} " + ("(training)" if training else "(unfinished)"))
     else:
-        parts.append("still training" if training else "unfinished")
+        parts.append("training" if training else "unfinished")
     if info.hide_lungs != "none":
         parts.append(f"lungs hidden ({info.hide_lungs})")
-    if info.synthetic:
+    if info.synthetic and not synthetic_data:
         parts.append("synthetic")
     return " · ".join(parts)

@@ -217,7 +217,8 @@ def curves_figure(evaluations: list[dict], total_steps: int, target: float, comp
         name, history = compare
         ax_acc.plot([h["step"] for h in history], [h["val_accuracy"] for h in history], color=COLORS["compare"],
                     label=f"validation accuracy: {name}", **style)
-    ax_acc.axhline(target, color=COLORS["target"], linestyle=":", label=f"target {target:.0%}")
+    if target:  # 0: a run with no target (benchmarks)
+        ax_acc.axhline(target, color=COLORS["target"], linestyle=":", label=f"target {target:.0%}")
     ax_acc.set_ylim(0, 1.02)
     ax_loss.set_ylim(bottom=0)
     ax_loss.set_xlim(0, max(total_steps, max(steps, default=1), 1))
@@ -296,6 +297,20 @@ def status_text(snap: Snapshot) -> str:
             f"about {format_duration(step['eta_s'])} left{bar}")
 
 
+def expected_steps(snap: Snapshot) -> int:
+    """The x range of the curves: the run's step count, or, under a time budget (whose step count is only an upper
+    bound), the steps it will reach at its pace so far; a finished run ends at its last step."""
+    step = snap.last_step
+    if not step:
+        return 0
+    if not snap.config.get("time_budget_s"):
+        return step["total_steps"]
+    if not snap.active:
+        return step["step"]
+    steps_per_s = step["train_images_per_sec"] / max(int(snap.config.get("batch_size", 1)), 1)
+    return min(step["total_steps"], round(step["step"] + step["eta_s"] * steps_per_s))
+
+
 def hidden_lungs_sentence(snap: Snapshot) -> str:
     """The shortcut lesson in one sentence, against chance, when the lungs were hidden."""
     mode = snap.config.get("hide_lungs", "none")
@@ -352,8 +367,7 @@ def poll(ctx: AppContext, view: TrainView, seen: int, teacher: bool, compare: st
     if snap.version == seen:
         return out
     target = snap.config.get("target_accuracy", 0.95)
-    total = snap.last_step.get("total_steps", 0)
-    out[view.curves] = curves_figure(snap.evaluations, total, target, _compare_history(ctx, compare))
+    out[view.curves] = curves_figure(snap.evaluations, expected_steps(snap), target, _compare_history(ctx, compare))
     out[view.warning] = gr.update(value=weights_warning(snap), visible=bool(weights_warning(snap)))
     out[view.attention] = attention_gallery(ctx, snap)
     n = len(snap.attention)
@@ -379,7 +393,7 @@ def scrub_attention(ctx: AppContext, k: float) -> list:
 
 def redraw_curves(ctx: AppContext, compare: str | None) -> Figure:
     snap = ctx.job.snapshot()
-    return curves_figure(snap.evaluations, snap.last_step.get("total_steps", 0), snap.config.get("target_accuracy", 0.95),
+    return curves_figure(snap.evaluations, expected_steps(snap), snap.config.get("target_accuracy", 0.95),
                          _compare_history(ctx, compare))
 
 
@@ -409,7 +423,8 @@ def build(ctx: AppContext) -> TrainView:
         stop_btn = gr.Button("Stop", variant="stop", elem_id="stop_btn", interactive=False)
     status = gr.Markdown(status_text(ctx.job.snapshot()), elem_id="train_status")
     warning = gr.Markdown(visible=False, elem_id="weights_warning")
-    curves = gr.Plot(curves_figure([], 0, values["target_accuracy"]), label="Curves", elem_id="curves", format="png")
+    curves = gr.Plot(curves_figure([], 0, values["target_accuracy"]), label="Curves", show_label=False,
+                     elem_id="curves", format="png")  # the figure titles its own axes; a badge would cover one
     compare = gr.Dropdown([], value=None, label="Compare with a saved run (its validation accuracy in green)",
                           elem_id="compare", allow_custom_value=True)  # grows with the folder
     gr.Markdown("**Attention forming.** One validation X-ray per class, explained with Grad-CAM at every evaluation: "

@@ -25,9 +25,10 @@ CSS = """
 #train_status progress { height: 14px; margin-top: 6px; }
 /* Fill the overlay box whatever the upload's size: a 299-px X-ray must read on a projector. */
 #overlay img { width: 100%; height: 100%; object-fit: contain; }
-#colour_bar img { width: 100%; height: 14px; object-fit: fill; }
-#colour_bar_words { font-size: 0.85em; margin-top: -6px; }
 #probs .output-class { font-size: 1.6em; }
+/* Thumbnail captions wrap instead of ending in "...": "Viral Pneumonia" must read in full at 1024 px. */
+#samples_gallery .caption-label, #variants_gallery .caption-label, #examples .caption-label,
+#eval_losses .caption-label, #eval_cell .caption-label { white-space: normal; max-width: 94%; }
 """
 MAX_UPLOAD = "64mb"  # the largest thing a visitor sends is a model (~45 MB); X-rays are held to 20 MB by Classify
 TABS = ("data", "train", "classify", "evaluate")
@@ -37,8 +38,14 @@ def remember_tab(evt: gr.SelectData) -> str:
     return TABS[evt.index] if isinstance(evt.index, int) and 0 <= evt.index < len(TABS) else "data"
 
 
-def restore_tab(stored: str | None):
-    return gr.Tabs(selected=stored if stored in TABS else "data")
+# A reload reopens the tab the visitor had open, in the browser itself: a round trip to a busy server could land
+# after the visitor already clicked another tab, and move them back.
+RESTORE_TAB_JS = """(stored) => {
+    const names = %s;
+    const button = [...document.querySelectorAll('button[role=tab]')].find(b => b.textContent.trim() === names[stored]);
+    if (button && button.getAttribute('aria-selected') !== 'true') button.click();
+    return [];
+}""" % dict(zip(TABS, ("Data", "Train", "Classify", "Evaluate")))
 
 
 def show_classify() -> gr.Tabs:
@@ -81,7 +88,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         timer.tick(ctx.bind(classify_tab.model_list), [classify["known"], classify["checkpoint"]], lists,
                    api_name=False, concurrency_limit=None, show_progress="hidden")
         # A new page: its tab, the current default model (not the one of when the server started).
-        demo.load(restore_tab, [open_tab], [tabs], api_name=False, show_progress="hidden")
+        demo.load(None, [open_tab], None, js=RESTORE_TAB_JS)
         demo.load(ctx.bind(classify_tab.model_list), [classify["known"], gr.State(None)], lists, api_name=False,
                   show_progress="hidden").then(ctx.bind(classify_tab.download_model), [classify["checkpoint"]],
                                                [classify["download_btn"]], api_name=False, show_progress="hidden")

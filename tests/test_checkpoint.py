@@ -73,6 +73,9 @@ def test_not_a_cxr_checkpoint_is_refused(tmp_path):
         load_checkpoint(tmp_path / "x.pt")
     with pytest.raises(ValueError, match="does not exist"):
         load_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "notes.pt").write_text("a text file with a .pt name")
+    with pytest.raises(ValueError, match="notes.pt is not a cxr model: it is not a PyTorch checkpoint file at all"):
+        load_checkpoint(tmp_path / "notes.pt")
 
 
 class _RunsCode:

@@ -32,7 +32,7 @@ def test_new_batch_shows_labelled_unnormalised_samples_and_variants(ctx, augs):
     assert len(gallery) == len(ids) == 12
     image, caption = gallery[0]
     assert image.dtype == np.uint8 and image.shape == (224, 224, 3)
-    assert caption.endswith("(synthetic)")
+    assert caption == display_name(ctx.index.classes[ctx.index.labels[ids[0]]])  # short: it must fit a thumbnail
     assert len(compare) == 1 + data_tab.VARIANTS and compare[0][1].startswith("original")
     original = compare[0][0]
     if not augs:
@@ -73,8 +73,7 @@ def test_the_augmentation_labels_come_from_the_config():
 def test_selecting_a_sample_shows_its_variants(ctx):
     _, ids, _ = data_tab.new_batch(ctx, ["rotate"])
     out = data_tab.select_variant(ctx, ids, ["rotate"], "none", SimpleNamespace(index=3))
-    label = display_name(ctx.index.classes[ctx.index.labels[ids[3]]])
-    assert out[0][1] == f"original: {label} (synthetic)" and len(out) == 1 + data_tab.VARIANTS
+    assert out[0][1] == "original" and len(out) == 1 + data_tab.VARIANTS
 
 
 # ---------------------------------------------------------------------------------------------- classify
@@ -384,7 +383,7 @@ def test_models_are_labelled_once_and_the_default_is_the_best_finished_one(ctx, 
     assert "resnet18-a-last.pt" not in names and len(names) == len(set(names)) == 4
     labels = {m.name: m.label for m in models}
     assert labels["resnet18-a.pt"].startswith("Fast (CPU) · ") and labels["resnet18-a.pt"].endswith("test 90.0 %")
-    assert labels["resnet18-c.pt"].endswith("val 78.0 %, unfinished")
+    assert labels["resnet18-c.pt"].endswith("val 78.0 % (unfinished)")
     assert ctx.default_model() == "resnet18-a.pt"
 
 
@@ -440,6 +439,9 @@ def test_a_bad_model_file_is_refused_in_one_sentence(ctx, tmp_path, kind):
     with pytest.raises(gr.Error) as info:
         classify_tab.add_model(ctx, str(path))
     assert "\n" not in str(info.value) and len(ctx.models()) == 1
+    words = {"text": "That file is not a cxr model", "other_classes": "that model is for the classes COVID, Normal",
+             "code": "contains objects other than plain data"}[kind]
+    assert words.lower() in str(info.value).lower()
 
 
 def test_opening_the_dropdowns_before_an_image_does_nothing(ctx):
@@ -532,3 +534,14 @@ def test_the_methods_are_compared_with_a_random_model_and_timed(ctx, synthetic_r
     assert "about" in explain_panel.button_label(ctx, "tiny.pt").value  # the expected time, before it runs
     with pytest.raises(gr.Error, match="Drop an X-ray"):
         explain_panel.compare(ctx, None, "tiny.pt", 0.5)
+
+
+def test_the_curves_of_a_time_budget_run_span_its_steps_not_its_epoch_cap():
+    from demo.job import Snapshot
+
+    step = dict(step=100, total_steps=18_000, train_images_per_sec=64.0, eta_s=50.0, epoch=5)
+    budget = {"time_budget_s": 170.0, "batch_size": 32}
+    assert train_tab.expected_steps(Snapshot(status="running", config=budget, last_step=step)) == 200  # 2 steps/s
+    assert train_tab.expected_steps(Snapshot(status="done", config=budget, last_step=step)) == 100
+    assert train_tab.expected_steps(Snapshot(status="running", config={"batch_size": 32}, last_step=step)) == 18_000
+    assert train_tab.expected_steps(Snapshot()) == 0
