@@ -11,6 +11,7 @@ import torch
 from cxr import bench
 from cxr.presets import apply_preset
 from cxr.synthetic import make_synthetic
+from cxr.transforms import AugmentConfig
 
 CPU = torch.device("cpu")
 
@@ -146,3 +147,6 @@ def test_the_old_fast_preset_is_kept_for_the_comparison():
 
     old = speedrun.settings_for("fast-cpu-v1")
     assert (old.image_size, old.batch_size, old.lr, old.optimizer, old.schedule) == (128, 16, 3e-4, "adam", "constant")
+    # the whole first-round preset, not today's with a few settings changed
+    assert (old.weight_decay, old.keep, old.cpu_bf16, old.time_budget_s) == (0.0, "best", False, 0.0)
+    assert old.augment == AugmentConfig()  # every augmentation was on

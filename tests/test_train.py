@@ -1,4 +1,5 @@
 import json
+import math
 import shutil
 import threading
 
@@ -251,3 +252,26 @@ def test_hidden_lungs_are_black_in_every_batch_fit_trains_and_evaluates_on(synth
     else:  # black where the masks are: a large share of each image, in training and in evaluation alike
         assert all(black(x) > 0.1 for x in seen["train"] + seen["eval"])
     assert load_checkpoint(done.checkpoint).config["hide_lungs"] == mode
+
+
+def test_bfloat16_on_a_cpu_only_where_asked_and_where_the_processor_has_it(monkeypatch):
+    import cxr.run
+    from cxr.run import autocast_dtype
+
+    cpu, cfg = torch.device("cpu"), TrainConfig(cpu_bf16=True)
+    monkeypatch.setattr(cxr.run, "cpu_has_native_bf16", lambda: True)
+    assert autocast_dtype(cfg, cpu) == torch.bfloat16 and autocast_dtype(TrainConfig(), cpu) is None
+    monkeypatch.setattr(cxr.run, "cpu_has_native_bf16", lambda: False)  # emulated bf16 would be slower: float32
+    assert autocast_dtype(cfg, cpu) is None
+    assert autocast_dtype(TrainConfig(amp=True), torch.device("cuda")) == torch.bfloat16
+    assert autocast_dtype(TrainConfig(amp=False), torch.device("cuda")) is None
+
+
+def test_a_bfloat16_cpu_run_trains_and_evaluates(synthetic_root, tmp_path, monkeypatch):
+    import cxr.run
+
+    monkeypatch.setattr(cxr.run, "cpu_has_native_bf16", lambda: True)  # autocast runs (emulated) on any CPU
+    events = _run(tiny_config(synthetic_root, tmp_path / "m.pt", max_steps=3, cpu_bf16=True, device="cpu"))
+    done = events[-1]
+    assert done.steps == 3 and done.test_accuracy is not None
+    assert all(math.isfinite(e.train_loss) for e in events if isinstance(e, Step))
