@@ -321,7 +321,9 @@ def build(ctx: AppContext) -> dict[str, gr.components.Component]:
     with gr.Accordion("Model files: download the chosen model, or add one you trained elsewhere", open=False,
                       elem_id="model_files"):
         with gr.Row():
-            download_btn = gr.DownloadButton("Download the chosen model (.pt)", elem_id="download_model")
+            # Filled from the start (the page's load event refreshes it): a click before that event is served works too.
+            download_btn = gr.DownloadButton("Download the chosen model (.pt)", value=download_model(ctx, default),
+                                             elem_id="download_model")
             add_file = gr.File(label="Add a model (.pt)", file_types=[".pt"], type="filepath", elem_id="add_model",
                                height=100)
         add_status = gr.Markdown(elem_id="add_model_status")

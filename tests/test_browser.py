@@ -430,10 +430,15 @@ def test_augmentation_switches_redraw_the_samples_and_hiding_blacks_out_the_lung
 
     page.locator("#hide_preview").get_by_text("lungs hidden: central box").click()
     _changed(first, before)
-    pixels = np.asarray(Image.open(io.BytesIO(first.screenshot())).convert("L"), dtype=float)
-    h, w = pixels.shape
-    centre = pixels[int(h * 0.4):int(h * 0.6), int(w * 0.4):int(w * 0.6)]
-    assert centre.mean() < 20, f"the middle of the sample is not black (mean grey {centre.mean():.0f})"
+    for _ in range(20):  # the new picture may still be loading when it first differs from the old one
+        _loaded(page, "#samples_gallery img")
+        pixels = np.asarray(Image.open(io.BytesIO(first.screenshot())).convert("L"), dtype=float)
+        h, w = pixels.shape
+        centre = pixels[int(h * 0.4):int(h * 0.6), int(w * 0.4):int(w * 0.6)]
+        if h > 80 and centre.mean() < 20:
+            break
+        page.wait_for_timeout(500)
+    assert centre.mean() < 20, f"the middle of the sample is not black (mean grey {centre.mean():.0f}, {w}x{h} px)"
     page.screenshot(path=str(SHOTS / "data-lungs-hidden-1440x900.png"), full_page=True)
 
 
