@@ -205,9 +205,8 @@ def example_ids(ctx: AppContext, checkpoint: str | None = None) -> list[int]:
 
 def example_gallery(ctx: AppContext, checkpoint: str | None = None) -> list:
     """Thumbnails (pixels, not server paths: the dataset folder itself is never served)."""
-    images, ok = ctx.sample_cache.get(example_ids(ctx, checkpoint))
-    tag = " (synthetic)" if ctx.settings.synthetic else ""
-    return [(img[0].numpy(), display_name(ctx.index.classes[ctx.index.labels[i]]) + tag) for img, i in zip(images, ok)]
+    images, ok = ctx.sample_cache.get(example_ids(ctx, checkpoint))  # captions: the class alone, to fit at 1024 px
+    return [(img[0].numpy(), display_name(ctx.index.classes[ctx.index.labels[i]])) for img, i in zip(images, ok)]
 
 
 def classify_id(ctx: AppContext, i: int, checkpoint: str | None, target: str, alpha: float):
@@ -316,7 +315,9 @@ def build(ctx: AppContext) -> dict[str, gr.components.Component]:
                              buttons=["download"])
             gr.HTML(colour_bar(), elem_id="colour_bar", container=False)
             caption = gr.Markdown(elem_id="cam_caption")
-    examples = gr.Gallery(example_gallery(ctx, default), label="Examples from this model's test set: click one to classify it",
+    synthetic = " (synthetic X-rays)" if ctx.settings.synthetic else ""
+    examples = gr.Gallery(example_gallery(ctx, default),
+                          label=f"Examples from this model's test set: click one to classify it{synthetic}",
                           columns=6, height="auto", allow_preview=False, elem_id="examples")
     with gr.Accordion("Model files: download the chosen model, or add one you trained elsewhere", open=False,
                       elem_id="model_files"):

@@ -114,7 +114,7 @@ def build(ctx: AppContext, state: gr.State, checkpoint: gr.Dropdown, alpha: gr.S
         compare_btn = button_label(ctx, checkpoint.value)
         compare_btn.elem_id = "compare_methods"
         gallery = gr.Gallery(label="Top: this model · bottom: the same model with random weights", columns=3,
-                             height="auto", allow_preview=True, elem_id="methods_gallery")
+                             height="auto", allow_preview=False, elem_id="methods_gallery")  # both rows in full
         verdict = gr.Markdown(elem_id="methods_verdict")
     checkpoint.change(ctx.bind(button_label), [checkpoint], [compare_btn], api_name=False, show_progress="hidden")
     # Its own queue of one: a slow comparison never delays anyone's Classify request (concurrency_id "classify").

@@ -28,7 +28,11 @@ CSS = """
 #probs .output-class { font-size: 1.6em; }
 /* Thumbnail captions wrap instead of ending in "...": "Viral Pneumonia" must read in full at 1024 px. */
 #samples_gallery .caption-label, #variants_gallery .caption-label, #examples .caption-label,
-#eval_losses .caption-label, #eval_cell .caption-label { white-space: normal; max-width: 94%; }
+#eval_losses .caption-label, #eval_cell .caption-label, #methods_gallery .caption-label { white-space: normal;
+  max-width: 94%; }
+/* The methods' maps arrive after the page is laid out: show both rows in full, no scrolling inside the gallery. */
+#methods_gallery .grid-wrap, #methods_gallery .fixed-height { height: auto !important; max-height: none !important;
+  overflow-y: visible !important; }
 """
 MAX_UPLOAD = "64mb"  # the largest thing a visitor sends is a model (~45 MB); X-rays are held to 20 MB by Classify
 TABS = ("data", "train", "classify", "evaluate")

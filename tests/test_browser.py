@@ -409,6 +409,28 @@ def test_a_file_over_the_upload_limit_is_refused_in_the_page(visit, server, tmp_
     expect(page.locator(".toast-body")).to_contain_text("X-rays of at most 20 MB are accepted", timeout=120_000)
 
 
+def test_the_explanation_methods_compare_side_by_side_with_a_random_model(visit, server, synthetic_root):
+    url, _ = server
+    page = visit(url, "Classify")
+    _classify_image(page, synthetic_root / "COVID" / "images" / "COVID-5.png")
+    page.locator("#explain_panel").get_by_text("Compare explanation methods").click()
+    button = page.locator("#compare_methods")
+    expect(button).to_contain_text("about")  # the expected time on this machine, before it runs
+    button.click()
+    gallery = page.locator("#methods_gallery img")
+    expect(gallery).to_have_count(6, timeout=180_000)  # three methods, each beside the random model's map
+    captions = page.locator("#methods_gallery .caption-label").all_inner_texts()
+    for name in ("Grad-CAM", "Integrated Gradients", "Occlusion"):
+        assert any(name in c for c in captions), (name, captions)
+    expect(page.locator("#methods_verdict")).to_contain_text("rank correlation")
+    _loaded(page, "#methods_gallery img")
+    for img in gallery.all():  # both rows in full: no map cut off by the gallery's own scrolling
+        box, frame = img.bounding_box(), page.locator("#methods_gallery").bounding_box()
+        assert box["y"] + box["height"] <= frame["y"] + frame["height"] + 1, (box, frame)
+    page.locator("#explain_panel").scroll_into_view_if_needed()
+    _screenshots(page, "classify-methods")
+
+
 # ================================================================================================ Data
 def test_augmentation_switches_redraw_the_samples_and_hiding_blacks_out_the_lungs(visit, server):
     url, _ = server
