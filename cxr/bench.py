@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .baseline import run_plain_recipe
 from .config import SAMPLE_DATA
-from .measure import p50_p95
+from .measure import p50_p95, worker_env
 from .data import index_dataset, split_dataset
 from .model import build_model, freeze_layers, set_train_mode
 from .presets import PRESETS, apply_preset
@@ -209,10 +208,8 @@ def _worker(spec: dict) -> dict:
 
 def _in_subprocess(spec: dict) -> dict:
     """Run one training in a fresh process, so its peak memory and thread pools are its own."""
-    paths = [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
     proc = subprocess.run([sys.executable, "-m", "cxr.bench", "--worker", json.dumps(spec)],
-                          capture_output=True, text=True, env=env)
+                          capture_output=True, text=True, env=worker_env())
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode or not lines:
         raise RuntimeError(f"benchmark run {spec['kind']} failed: {proc.stderr.strip()[-2000:]}")

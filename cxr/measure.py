@@ -3,8 +3,10 @@ timings, and durations in words. One place, so every screen and log writes a fig
 
 from __future__ import annotations
 
+import os
 import resource
 import statistics
+from pathlib import Path
 
 import torch
 
@@ -33,3 +35,10 @@ def format_duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60} min {seconds % 60:02d} s"
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def worker_env() -> dict[str, str]:
+    """The environment for a benchmark's worker process (`python -m cxr...`): this one, with the project first on
+    PYTHONPATH and the caller's own entries kept (a package installed beside it, e.g. with --target)."""
+    paths = [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}

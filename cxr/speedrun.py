@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import TrainConfig, SAMPLE_DATA
+from .measure import worker_env
 from .presets import PRESETS, apply_preset
 
 # The Fast preset of the first round, kept for the comparison the README shows: the recipe's settings (Adam, all
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"dataset folder {data} does not exist")
     result: dict[str, Any] = {"data": data, "device": args.device, "budget_s": args.budget, "thresholds": thresholds,
                               "seeds": seeds, "runs": {}, "settings": {}, "load": []}
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    env = worker_env()
     for name in names:
         runs = []
         for seed in seeds:

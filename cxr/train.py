@@ -123,11 +123,8 @@ def explain_attention(run: Run, step: int) -> Attention:
     images, ok = run.cache.get(run.attention_ids)
     images = hide_pixels(images, run.hide, run.cache.get_masks(ok) if run.hide.needs_masks else None)
     x = to_model_input(images.to(run.device)).contiguous(memory_format=run.memory_format)
-    benchmark, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, False
-    try:  # three images once per evaluation: cuDNN's kernel search for their shapes would cost more than it saves
+    with _cudnn_benchmark(False):  # three images per evaluation: a kernel search for them costs more than it saves
         maps, logits = gradcam(run.model, x)
-    finally:
-        torch.backends.cudnn.benchmark = benchmark
     small = F.adaptive_avg_pool2d(torch.from_numpy(maps)[:, None], ATTENTION_GRID)[:, 0]
     small = small / small.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
     classes = run.index.classes
@@ -226,9 +223,10 @@ def finish(run: Run, best: Best, step: int, reason: str, clock: Clock, loop_seco
 
 @contextlib.contextmanager
 def _cudnn_benchmark(enabled: bool) -> Iterator[None]:
-    """Fixed input sizes: let cuDNN pick its fastest kernels, and give the caller's setting back afterwards."""
+    """cuDNN's kernel search on (fixed input sizes: it picks the fastest kernels) or off, and the caller's setting
+    back afterwards."""
     before = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = enabled or before
+    torch.backends.cudnn.benchmark = enabled
     try:
         yield
     finally:
@@ -267,7 +265,7 @@ def fit(cfg: TrainConfig, stop: StopFlag | None = None) -> Iterator[Event]:
     if cfg.workers:  # decode on every worker in the order the images are needed, while training starts
         run.cache.start_filling(decode_order(run), cfg.workers)
     step, reason, best, window, last_saved, reported_bad, ended = run.start_step, "", Best(), Window(), [time.perf_counter()], 0, False
-    with _cudnn_benchmark(run.device.type == "cuda"):
+    with _cudnn_benchmark(run.device.type == "cuda" or torch.backends.cudnn.benchmark):
         try:
             set_train_mode(run.model)
             for n_batch, ids in enumerate(_shuffled_batches(run.split.train, cfg.batch_size, run.gen)):
