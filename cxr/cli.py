@@ -105,7 +105,7 @@ def _train_config(args: argparse.Namespace):
             raise UserError(f"--hide-box takes four fractions such as 0.15,0.85,0.10,0.90, got {args.hide_box!r}") from None
     if args.augment is not None:
         names = [] if args.augment == "none" else list(AugmentConfig.names()) if args.augment == "all" else args.augment.split(",")
-        overrides["augment"] = AugmentConfig().only([n.strip() for n in names if n.strip()])
+        overrides["augment"] = cfg.augment.only([n.strip() for n in names if n.strip()])  # the preset's strengths
     return replace(cfg, **overrides)
 
 

@@ -54,12 +54,15 @@ class AugmentConfig:
         return tuple(name for name in self.names() if getattr(self, name))
 
     def only(self, names: "list[str] | tuple[str, ...]") -> "AugmentConfig":
-        """This config with every augmentation not in `names` switched off (the UI's checkboxes)."""
+        """Exactly the augmentations in `names` on (the UI's checkboxes): those this config has on keep their
+        strength (a preset's gentle zoom stays gentle), those it has off come on at the default strength, and every
+        other one is switched off."""
         unknown = set(names) - set(self.names())
         if unknown:
             raise ValueError(f"unknown augmentation {sorted(unknown)}; choose from {', '.join(self.names())}")
-        off = AugmentConfig.none()
-        return replace(self, **{n: getattr(off, n) for n in self.names() if n not in names})
+        off, default = AugmentConfig.none(), AugmentConfig()
+        return replace(self, **{n: (getattr(self, n) or getattr(default, n)) if n in names else getattr(off, n)
+                                for n in self.names()})
 
 
 def prepare_image(img: Image.Image, image_size: int) -> torch.Tensor:

@@ -62,7 +62,7 @@ class Setting:
 
     field: str
     widget: Callable[[Any], gr.components.Component]  # the preset's value -> the widget
-    read: Callable[[Any], Any] | None = None  # widget value -> config value (default: cast by BOUNDS' type)
+    read: Callable[[Any, TrainConfig], Any] | None = None  # (widget value, the preset) -> config value (default: cast by BOUNDS' type)
     show: Callable[[TrainConfig], Any] | None = None  # config -> widget value (default: the field)
 
 
@@ -95,7 +95,7 @@ SETTINGS: list[Setting] = [
     Setting("tta_flip", lambda v: gr.Checkbox(v, label="Evaluate on mirror images too (test-time flip)")),
     Setting("freeze", _choice("Freeze layers up to (pretrained only)", "freeze")),
     Setting("augment", lambda v: gr.CheckboxGroup(AUG_CHOICES, value=v, label="Augmentations", elem_id="augment"),
-            read=lambda v: AugmentConfig().only(v or []), show=lambda cfg: list(cfg.augment.enabled())),
+            read=lambda v, preset: preset.augment.only(v or []), show=lambda cfg: list(cfg.augment.enabled())),
     Setting("hide_lungs", lambda v: gr.Radio([("show the lungs", "none"), ("hide a central box", "box"),
                                              ("hide the lung masks", "mask")], value=v, elem_id="hide_lungs",
                                             label="Shortcut experiment: hide the lungs from the model")),
@@ -112,9 +112,9 @@ def preset_values(name: str) -> dict[str, Any]:
     return {"description": DESCRIPTIONS[name], **values}
 
 
-def _read(setting: Setting, value: Any) -> Any:
+def _read(setting: Setting, value: Any, preset: TrainConfig) -> Any:
     if setting.read is not None:
-        return setting.read(value)
+        return setting.read(value, preset)
     kind = BOUNDS.get(setting.field, (0, 0, None))[2]
     try:
         if kind is int:
@@ -133,11 +133,12 @@ def build_config(ctx: AppContext, preset: str, values: dict[str, Any]) -> TrainC
     if preset not in presets_for(torch.cuda.is_available()):
         raise ValueError("choose one of the presets offered" + ("" if torch.cuda.is_available() else
                                                                ": the GPU preset needs a CUDA GPU, and this server has none"))
-    overrides = {s.field: _read(s, values[s.field]) for s in SETTINGS if values.get(s.field) is not None}
+    base = apply_preset(preset)
+    overrides = {s.field: _read(s, values[s.field], base) for s in SETTINGS if values.get(s.field) is not None}
     weights = overrides.get("weights", "auto")
     if weights not in ("auto", "imagenet", "none"):  # a path is a CLI feature: visitors name no server files
         raise ValueError("starting weights must be auto, imagenet or none")
-    cfg = replace(apply_preset(preset), **overrides, data=str(ctx.settings.data_dir),
+    cfg = replace(base, **overrides, data=str(ctx.settings.data_dir),
                   out=str(ctx.settings.checkpoints_dir / checkpoint_name()))
     cfg.validate()
     return cfg

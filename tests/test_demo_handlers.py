@@ -11,6 +11,8 @@ import pytest
 
 from cxr.events import Attention, Done, Evaluated, Started, Step
 from cxr.data import display_name
+from cxr.presets import apply_preset
+from cxr.transforms import AugmentConfig
 from demo import classify_tab, data_tab, train_tab
 from demo.context import resolve_settings
 from demo.job import TrainingJob
@@ -222,6 +224,14 @@ def test_build_config_reads_settings_by_name_for_the_server_dataset_and_folder(c
     assert cfg.data == str(ctx.settings.data_dir) and cfg.out.startswith(str(ctx.settings.checkpoints_dir))
     assert (cfg.image_size, cfg.batch_size, cfg.max_steps) == (64, 8, 4) and cfg.augment.enabled() == ("hflip",)
     assert cfg.preset == "fast-cpu" and cfg.optimizer == train_tab.preset_values("fast-cpu")["optimizer"]
+
+
+def test_checked_augmentations_keep_the_presets_strengths(ctx):
+    preset = train_tab.preset_values("fast-cpu")["augment"]
+    cfg = train_tab.build_config(ctx, "fast-cpu", _settings(augment=[*preset, "rotate"]))
+    fast = apply_preset("fast-cpu").augment
+    assert (cfg.augment.scale, cfg.augment.translate) == (fast.scale, fast.translate) != (0.0, 0.0)
+    assert cfg.augment.rotate == AugmentConfig().rotate  # off in the preset: on at the default strength
 
 
 @pytest.mark.parametrize("changes, words", [

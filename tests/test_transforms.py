@@ -100,6 +100,14 @@ def test_hflip_only_mirrors_exactly():
     assert all(f or k for f, k in zip(flipped, kept)) and any(flipped) and any(kept)
 
 
+def test_only_keeps_a_configs_strengths_and_switches_others_on_at_the_default():
+    gentle = AugmentConfig(rotate=0.0, scale=0.05, translate=0.03, brightness=0.0, contrast=0.0)
+    kept = gentle.only(["hflip", "scale", "rotate"])
+    assert (kept.hflip, kept.scale, kept.rotate) == (True, 0.05, AugmentConfig().rotate)
+    assert (kept.translate, kept.brightness, kept.contrast) == (0.0, 0.0, 0.0)
+    assert AugmentConfig.none().only(["translate"]) == AugmentConfig().only(["translate"])
+
+
 def test_only_rejects_unknown_names():
     with pytest.raises(ValueError, match="unknown augmentation"):
         AugmentConfig().only(["hflip", "sharpen"])
