@@ -44,7 +44,8 @@ TITLES = {"fast-cpu": "Fast (CPU)", "recipe": "Recipe", "gpu": "GPU"}  # how lis
 DESCRIPTIONS = {
     "fast-cpu": "Fast (CPU): 112 px, batch 32, AdamW with a one-cycle schedule, mirror images with a slight zoom "
     "and shift, channels-last, bfloat16 where the processor supports it, and a budget of about three minutes: the "
-    "run stops by itself when the time is up (or the target is reached). Trades fine detail for a good model while the class waits.",
+    "run stops by itself when the time is up (or the target is reached). Trades fine detail for a good model while "
+    "the class waits.",
     "recipe": "Recipe: 224 px, batch 6, Adam 3e-5, horizontal flip only, evaluation every 20 steps: the settings "
     "the course uses. Slow on a CPU.",
     "gpu": f"GPU: 224 px, batch 256, Adam 3e-4, bfloat16, channels-last, {DECODERS} decoding processes (one per "

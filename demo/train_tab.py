@@ -62,7 +62,8 @@ class Setting:
 
     field: str
     widget: Callable[[Any], gr.components.Component]  # the preset's value -> the widget
-    read: Callable[[Any, TrainConfig], Any] | None = None  # (widget value, the preset) -> config value (default: cast by BOUNDS' type)
+    # (widget value, the preset's config) -> config value (default: cast by BOUNDS' type)
+    read: Callable[[Any, TrainConfig], Any] | None = None
     show: Callable[[TrainConfig], Any] | None = None  # config -> widget value (default: the field)
 
 

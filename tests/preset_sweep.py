@@ -1,6 +1,7 @@
 """Which Fast-preset variant learns most in the steps a two-core CPU gets in three minutes: a sweep over seeds.
 
     python -m tests.preset_sweep [--device cuda] [--steps 450] [--seeds 0-7] [--variants base,tta,...] [--procs 8]
+    python -m tests.preset_sweep --summary RUN.jsonl [MORE.jsonl ...]    # the table of earlier runs, pooled
 
 The time-to-accuracy benchmark (`python -m cxr bench --time-to`) is the judge of the Fast preset, but one seed of it
 is three minutes of a quiet CPU, and a test set of 90 X-rays moves 1.1 points per image: three seeds cannot tell two
@@ -87,6 +88,26 @@ def run_one(name: str, seed: int, steps: int, data: str, device: str) -> dict:
             "val_accuracy": done.best_val_accuracy, "seconds": time.perf_counter() - t0}
 
 
+def summarise(results: list[dict]) -> dict:
+    """Per variant: test accuracy over its seeds, and the paired difference from "base" on the seeds both ran (the
+    same split and start, so the split's difficulty cancels) with its standard error. Prints the table."""
+    base = {r["seed"]: r["test_accuracy"] for r in results if r["name"] == "base"}
+    print(f"{'variant':11} {'seeds':>5} {'steps':>5} {'test mean':>9} {'sd':>6} {'vs base (paired)':>17}  per seed")
+    summary = {}
+    for n in dict.fromkeys(r["name"] for r in results):
+        rs = sorted((r for r in results if r["name"] == n), key=lambda r: r["seed"])
+        accs = [r["test_accuracy"] for r in rs]
+        diffs = [r["test_accuracy"] - base[r["seed"]] for r in rs if r["seed"] in base]
+        se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
+        summary[n] = {"seeds": [r["seed"] for r in rs], "steps": sorted({r["steps"] for r in rs}),
+                      "mean": statistics.mean(accs), "sd": statistics.pstdev(accs), "per_seed": accs,
+                      "vs_base": statistics.mean(diffs) if diffs else None, "vs_base_se": se}
+        paired = f"{summary[n]['vs_base']:+.3f} +- {se:.3f}" if diffs and n != "base" else "-"
+        print(f"{n:11} {len(rs):5d} {rs[0]['steps']:5d} {summary[n]['mean']:9.3f} {summary[n]['sd']:6.3f} "
+              f"{paired:>17}  " + " ".join(f"{a:.3f}" for a in accs))
+    return summary
+
+
 def parse_seeds(text: str) -> list[int]:
     if "-" in text:
         lo, hi = text.split("-")
@@ -103,7 +124,11 @@ def main() -> int:
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--procs", type=int, default=8)
     p.add_argument("--out", default=os.environ.get("OUT", "bench-results"))
+    p.add_argument("--summary", nargs="+", metavar="JSONL", help="only print the table of earlier runs' logs, pooled")
     args = p.parse_args()
+    if args.summary:
+        summarise([json.loads(line) for f in args.summary for line in Path(f).read_text().splitlines() if line])
+        return 0
     names, seeds = args.variants.split(","), parse_seeds(args.seeds)
     jobs = [(n, s, steps_for(*VARIANTS[n], args.steps), args.data, args.device) for s in seeds for n in names]
     t = time.perf_counter()
@@ -117,17 +142,9 @@ def main() -> int:
             log.write(json.dumps(r) + "\n")
             log.flush()
     print(f"{len(jobs)} runs in {time.perf_counter() - t:.0f} s on {args.device}\n")
-    print(f"{'variant':10} {'steps':>5} {'test mean':>9} {'sd':>6} {'min':>6} {'val mean':>8}  per seed")
-    summary = {}
-    for n in names:
-        rs = [r for r in results if r["name"] == n]
-        accs = [r["test_accuracy"] for r in rs]
-        summary[n] = {"steps": rs[0]["steps"], "mean": statistics.mean(accs), "sd": statistics.pstdev(accs),
-                      "per_seed": accs, "val_mean": statistics.mean(r["val_accuracy"] for r in rs)}
-        s = summary[n]
-        print(f"{n:10} {s['steps']:5d} {s['mean']:9.3f} {s['sd']:6.3f} {min(accs):6.3f} {s['val_mean']:8.3f}  "
-              + " ".join(f"{a:.3f}" for a in accs))
-    (out / "preset-sweep.json").write_text(json.dumps({"args": vars(args), "results": results, "summary": summary}, indent=2))
+    summary = summarise(results)
+    (out / "preset-sweep.json").write_text(json.dumps({"args": vars(args), "results": results, "summary": summary},
+                                                      indent=2))
     return 0
 
 
