@@ -43,8 +43,9 @@ def first_reach(curve: list[tuple[float, float]], threshold: float) -> float | N
     return next((t for t, acc in curve if acc >= threshold), None)
 
 
-def run_one(name: str, data: str, seed: int, budget: float, device: str) -> dict[str, Any]:
-    """One training run, timed from before indexing to after the final test: its validation curve and test score."""
+def run_one(name: str, data: str, seed: int, budget: float, device: str, float32: bool = False) -> dict[str, Any]:
+    """One training run, timed from before indexing to after the final test: its validation curve and test score.
+    `float32` turns a preset's CPU bfloat16 off, to see what a CPU without it (no AMX or AVX512-BF16) would get."""
     import torch
 
     from .events import Done, Evaluated
@@ -62,7 +63,8 @@ def run_one(name: str, data: str, seed: int, budget: float, device: str) -> dict
     t0 = time.perf_counter()
     with TemporaryDirectory() as tmp:
         cfg = replace(cfg, data=data, weights="none", seed=seed, device=device, epochs=10_000, max_steps=0,
-                      time_budget_s=budget, out=str(Path(tmp) / "run.pt"), save_last_every_s=1e9)
+                      time_budget_s=budget, out=str(Path(tmp) / "run.pt"), save_last_every_s=1e9,
+                      cpu_bf16=cfg.cpu_bf16 and not float32)
         curve, done = [], None
         for ev in fit(cfg):
             if isinstance(ev, Evaluated):
@@ -137,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", type=float, default=180.0, help="seconds each run may take (default 180)")
     p.add_argument("--data", help=f"dataset folder (default {SAMPLE_DATA})")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--float32", action="store_true", help="no bfloat16 on the CPU, as on one without AMX/AVX512-BF16")
     p.add_argument("--out", default="bench-results")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -158,14 +161,15 @@ def main(argv: list[str] | None = None) -> int:
     data = args.data or str(SAMPLE_DATA)
     if not Path(data).is_dir():
         p.error(f"dataset folder {data} does not exist")
-    result: dict[str, Any] = {"data": data, "device": args.device, "budget_s": args.budget, "thresholds": thresholds,
-                              "seeds": seeds, "runs": {}, "settings": {}, "load": []}
+    result: dict[str, Any] = {"data": data, "device": args.device, "float32": args.float32, "budget_s": args.budget,
+                              "thresholds": thresholds, "seeds": seeds, "runs": {}, "settings": {}, "load": []}
     env = worker_env()
     for name in names:
         runs = []
         for seed in seeds:
             print(f"training: {name}, seed {seed} (budget {args.budget:.0f} s) ...", file=sys.stderr, flush=True)
-            spec = {"name": name, "data": data, "seed": seed, "budget": args.budget, "device": args.device}
+            spec = {"name": name, "data": data, "seed": seed, "budget": args.budget, "device": args.device,
+                    "float32": args.float32}
             load = os.getloadavg()[0]
             proc = subprocess.run([sys.executable, "-m", "cxr.speedrun", "--time-to", "1", "--worker", json.dumps(spec)],
                                   capture_output=True, text=True, env=env)

@@ -142,6 +142,26 @@ def test_a_time_budgeted_run_reports_its_curve_and_test_score(bench_data):
     assert all(0 < t for t, _ in r["curve"]) and r["seconds"] >= r["curve"][-1][0]
 
 
+def test_float32_turns_the_presets_cpu_bfloat16_off(monkeypatch, tmp_path):
+    from cxr import speedrun
+
+    class Captured(Exception):
+        pass
+
+    seen = []
+
+    def fake_fit(cfg, stop=None):
+        seen.append(cfg)
+        raise Captured
+        yield
+
+    monkeypatch.setattr("cxr.train.fit", fake_fit)
+    for float32 in (False, True):
+        with pytest.raises(Captured):
+            speedrun.run_one("fast-cpu", str(tmp_path), 0, 1.0, "cpu", float32=float32)
+    assert [(c.cpu_bf16, c.image_size) for c in seen] == [(True, 112), (False, 112)]
+
+
 def test_the_old_fast_preset_is_kept_for_the_comparison():
     from cxr import speedrun
 
