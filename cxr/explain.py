@@ -312,11 +312,14 @@ def draw_outline(
     return out
 
 
+OVERLAY_COLORMAP = "jet"  # the overlays' colour scale (the app's colour bar samples the same one)
+
+
 def overlay(
     image: "np.ndarray | Image.Image",
     heatmap: np.ndarray,
     alpha: float = 0.45,
-    colormap: str = "jet",
+    colormap: str = OVERLAY_COLORMAP,
     outline: "np.ndarray | torch.Tensor | None" = None,
 ) -> np.ndarray:
     """Blend `heatmap` ([h, w] in [0, 1]) over `image` (gray or RGB, any size) -> uint8 RGB at the image's size.

@@ -21,7 +21,7 @@ from matplotlib import colormaps
 
 from cxr.checkpoint import checkpoint_name, load_checkpoint
 from cxr.data import display_name
-from cxr.explain import draw_outline, overlay
+from cxr.explain import OVERLAY_COLORMAP, draw_outline, overlay
 from cxr.lungs import area_share, lung_focus, mask_path
 from cxr.images import IMAGE_SUFFIXES
 from cxr.measure import format_duration
@@ -57,7 +57,8 @@ def coarseness(image_size: int) -> str:
 def colour_bar(stops: int = 11) -> str:
     """The overlay's colour scale as HTML: a bar the width of the overlay, low attribution (left) to high (right),
     its gradient sampled from the same colormap the overlay uses."""
-    colours = ", ".join(f"rgb({r:.0f},{g:.0f},{b:.0f})" for r, g, b, _ in colormaps["jet"](np.linspace(0, 1, stops)) * 255)
+    ramp = colormaps[OVERLAY_COLORMAP](np.linspace(0, 1, stops)) * 255
+    colours = ", ".join(f"rgb({r:.0f},{g:.0f},{b:.0f})" for r, g, b, _ in ramp)
     return (f"<div role='img' aria-label='colour scale: blue is low attribution, red is high' "
             f"style='height:14px;border-radius:3px;background:linear-gradient(to right, {colours})'></div>"
             "<div style='display:flex;justify-content:space-between;font-size:0.85em'>"

@@ -35,7 +35,8 @@ CSS = """
   overflow-y: visible !important; }
 """
 MAX_UPLOAD = "64mb"  # the largest thing a visitor sends is a model (~45 MB); X-rays are held to 20 MB by Classify
-TABS = ("data", "train", "classify", "evaluate")
+TAB_TITLES = {"data": "Data", "train": "Train", "classify": "Classify", "evaluate": "Evaluate"}  # id -> title
+TABS = tuple(TAB_TITLES)
 
 
 def remember_tab(evt: gr.SelectData) -> str:
@@ -49,7 +50,7 @@ RESTORE_TAB_JS = """(stored) => {
     const button = [...document.querySelectorAll('button[role=tab]')].find(b => b.textContent.trim() === names[stored]);
     if (button && button.getAttribute('aria-selected') !== 'true') button.click();
     return [];
-}""" % dict(zip(TABS, ("Data", "Train", "Classify", "Evaluate")))
+}""" % TAB_TITLES
 
 
 def show_classify() -> gr.Tabs:
@@ -68,13 +69,13 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         if ctx.settings.banner:
             gr.Markdown(ctx.settings.banner, elem_id="banner")
         with gr.Tabs() as tabs:
-            with gr.Tab("Data", id="data"):
+            with gr.Tab(TAB_TITLES["data"], id="data"):
                 data_tab.build(ctx)
-            with gr.Tab("Train", id="train"):
+            with gr.Tab(TAB_TITLES["train"], id="train"):
                 train = train_tab.build(ctx)
-            with gr.Tab("Classify", id="classify"):
+            with gr.Tab(TAB_TITLES["classify"], id="classify"):
                 classify = classify_tab.build(ctx)
-            with gr.Tab("Evaluate", id="evaluate"):
+            with gr.Tab(TAB_TITLES["evaluate"], id="evaluate"):
                 evaluate = evaluate_tab.build(ctx)
         open_tab = gr.BrowserState("data", storage_key="cxr_open_tab")
         tabs.select(remember_tab, None, [open_tab], api_name=False, show_progress="hidden")
@@ -92,7 +93,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         timer.tick(ctx.bind(classify_tab.model_list), [classify["known"], classify["checkpoint"]], lists,
                    api_name=False, concurrency_limit=None, show_progress="hidden")
         # A new page: its tab, the current default model (not the one of when the server started).
-        demo.load(None, [open_tab], None, js=RESTORE_TAB_JS)
+        demo.load(None, [open_tab], None, js=RESTORE_TAB_JS, api_name=False)
         demo.load(ctx.bind(classify_tab.model_list), [classify["known"], gr.State(None)], lists, api_name=False,
                   show_progress="hidden").then(ctx.bind(classify_tab.download_model), [classify["checkpoint"]],
                                                [classify["download_btn"]], api_name=False, show_progress="hidden")
