@@ -24,8 +24,14 @@ def augmentation_labels(cfg: AugmentConfig = _DEFAULT_AUG) -> dict[str, str]:
     }
 
 
-AUG_LABELS = augmentation_labels()
-AUG_CHOICES = [(AUG_LABELS[name], name) for name in AugmentConfig.names()]
+def augmentation_choices(cfg: AugmentConfig = _DEFAULT_AUG) -> list[tuple[str, str]]:
+    """(label, name) for each augmentation's checkbox, at the strength ticking it gives with `cfg` (a preset's own
+    strength for those it has on, the default for the others; see `AugmentConfig.only`)."""
+    labels = augmentation_labels(cfg.only(AugmentConfig.names()))
+    return [(labels[name], name) for name in AugmentConfig.names()]
+
+
+AUG_CHOICES = augmentation_choices()
 
 
 def preset_title(name: str) -> str:

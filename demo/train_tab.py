@@ -34,7 +34,7 @@ from cxr.transforms import AugmentConfig
 
 from .context import AppContext
 from .job import JobBusy, Snapshot
-from .labels import AUG_CHOICES, percent, preset_title
+from .labels import augmentation_choices, percent, preset_title
 from .messages import user_error
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ class Setting:
     # (widget value, the preset's config) -> config value (default: cast by BOUNDS' type)
     read: Callable[[Any, TrainConfig], Any] | None = None
     show: Callable[[TrainConfig], Any] | None = None  # config -> widget value (default: the field)
+    choices: Callable[[TrainConfig], list] | None = None  # config -> the widget's choices, when they vary by preset
 
 
 def _number(label: str, field: str, **kw: Any) -> Callable[[Any], gr.components.Component]:
@@ -95,8 +96,10 @@ SETTINGS: list[Setting] = [
     Setting("label_smoothing", _slider("Label smoothing", "label_smoothing", 0.0, 0.3, 0.05)),
     Setting("tta_flip", lambda v: gr.Checkbox(v, label="Evaluate on mirror images too (test-time flip)")),
     Setting("freeze", _choice("Freeze layers up to (pretrained only)", "freeze")),
-    Setting("augment", lambda v: gr.CheckboxGroup(AUG_CHOICES, value=v, label="Augmentations", elem_id="augment"),
-            read=lambda v, preset: preset.augment.only(v or []), show=lambda cfg: list(cfg.augment.enabled())),
+    # Its boxes name the strength a tick gives with the preset chosen (Fast's zoom is gentler than the recipe's).
+    Setting("augment", lambda v, choices: gr.CheckboxGroup(choices, value=v, label="Augmentations", elem_id="augment"),
+            read=lambda v, preset: preset.augment.only(v or []), show=lambda cfg: list(cfg.augment.enabled()),
+            choices=lambda cfg: augmentation_choices(cfg.augment)),
     Setting("hide_lungs", lambda v: gr.Radio([("show the lungs", "none"), ("hide a central box", "box"),
                                              ("hide the lung masks", "mask")], value=v, elem_id="hide_lungs",
                                             label="Shortcut experiment: hide the lungs from the model")),
@@ -419,7 +422,8 @@ def build(ctx: AppContext) -> TrainView:
         for row in (SETTINGS[0:5], SETTINGS[5:10], SETTINGS[10:14], SETTINGS[14:]):
             with gr.Row():
                 for s in row:
-                    widgets[s.field] = s.widget(values[s.field])
+                    extra = [s.choices(apply_preset(preset0))] if s.choices else []
+                    widgets[s.field] = s.widget(values[s.field], *extra)
     with gr.Row():
         start_btn = gr.Button("Start", variant="primary", elem_id="start_btn", interactive=not teacher_only)
         stop_btn = gr.Button("Stop", variant="stop", elem_id="stop_btn", interactive=False)
@@ -443,8 +447,9 @@ def build(ctx: AppContext) -> TrainView:
                      teacher=gr.State(not teacher_only), compare=compare, key_box=key_box)
 
     def show_preset(name: str) -> list:
-        v = preset_values(name)
-        return [v["description"] + no_gpu] + [v[n] for n in SETTING_NAMES]
+        v, cfg = preset_values(name), apply_preset(name)
+        return [v["description"] + no_gpu] + [gr.update(value=v[s.field], choices=s.choices(cfg)) if s.choices
+                                              else v[s.field] for s in SETTINGS]
 
     preset.change(show_preset, [preset], [preset_info, *widgets.values()], api_name=False)
     key_box.submit(ctx.bind(check_key), [key_box], [view.teacher, who], api_name=False)

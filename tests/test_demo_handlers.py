@@ -226,6 +226,15 @@ def test_build_config_reads_settings_by_name_for_the_server_dataset_and_folder(c
     assert cfg.preset == "fast-cpu" and cfg.optimizer == train_tab.preset_values("fast-cpu")["optimizer"]
 
 
+def test_the_augmentation_boxes_name_the_presets_strengths():
+    from demo.labels import augmentation_choices
+
+    fast = dict((name, label) for label, name in augmentation_choices(apply_preset("fast-cpu").augment))
+    assert (fast["scale"], fast["translate"], fast["rotate"]) == ("zoom ±5%", "shift ±3%", "rotate ±10°")
+    recipe = dict((name, label) for label, name in augmentation_choices(apply_preset("recipe").augment))
+    assert (recipe["scale"], recipe["translate"]) == ("zoom ±10%", "shift ±5%")
+
+
 def test_checked_augmentations_keep_the_presets_strengths(ctx):
     preset = train_tab.preset_values("fast-cpu")["augment"]
     cfg = train_tab.build_config(ctx, "fast-cpu", _settings(augment=[*preset, "rotate"]))
