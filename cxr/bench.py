@@ -157,7 +157,6 @@ def summarise(per_seed: list[dict]) -> dict:
 def latency(data: str, device: torch.device, image_size: int, count: int, reps: int) -> dict:
     """Per-image milliseconds (p50, p95) of a bare forward, predict, Grad-CAM and predict + Grad-CAM."""
     from .checkpoint import save_checkpoint
-    from .explain import gradcam
     from .predict import Classifier
 
     index = index_dataset(data)
@@ -170,7 +169,7 @@ def latency(data: str, device: torch.device, image_size: int, count: int, reps: 
     timings: dict[str, list[float]] = {"forward": [], "gradcam": [], "predict": [], "predict_gradcam": []}
     jobs = {
         "forward": lambda f: clf.model(x),
-        "gradcam": lambda f: gradcam(clf.model, x, trunk=clf.trunk(x)),
+        "gradcam": lambda f: clf.gradcam(x),
         "predict": lambda f: clf.predict(f),
         "predict_gradcam": lambda f: clf.predict(f, explain=True),
     }
@@ -251,7 +250,7 @@ def report(result: dict) -> str:
                      "bf16" if r["amp"] else "fp32", f"{r['images_per_sec']:.1f}", f"{r['gflops']:.1f}",
                      f"{100 * r['gflops'] / (bf16_peak if r['amp'] else peak):.0f}"])
     out += [_table(rows), "", "latency per image, batch 1 (ms; forward: the model called directly; predict reads the "
-            "file and, on a GPU, replays the trunk as a CUDA graph):"]
+            "file; Grad-CAM and predict, on a GPU, replay CUDA graphs):"]
     rows = [["image", "forward p50/p95", "predict p50/p95", "Grad-CAM p50/p95", "predict+CAM p50/p95", "CAM/forward",
              "predict+CAM/forward"]]
     for lat in result["latency"]:

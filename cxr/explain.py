@@ -84,59 +84,63 @@ def _black(x: torch.Tensor) -> torch.Tensor:
     return (-mean / std).expand_as(x).contiguous()
 
 
-class GraphedTrunk:
-    """The trunk of an eval-mode model on a CUDA device, captured once as a CUDA graph for one input shape.
+class CudaGraphCall:
+    """`fn(x)` (a tuple of tensors) captured once as a CUDA graph for `example`'s shape, and replayed for later inputs
+    of that shape while `model` is in eval mode; anything else runs `fn` as usual.
 
     At batch 1 a GPU forward pass is bound by launching its ~60 small kernels one by one from Python, not by
-    arithmetic; replaying a captured graph launches them all at once. Other shapes, and a model in training mode,
-    run the plain trunk. Safe to share between threads (replays take turns)."""
+    arithmetic, and Grad-CAM adds Captum's hooks and a backward pass on top; replaying a captured graph launches
+    every kernel of the whole computation at once. Capture errors are thread-local, so a run training on the same
+    GPU in another thread is not disturbed. Safe to share between threads (replays take turns)."""
 
-    def __init__(self, model: nn.Module, example: torch.Tensor):
-        self.model, self.lock = model, threading.Lock()
+    def __init__(self, fn: Callable[[torch.Tensor], tuple[torch.Tensor, ...]], example: torch.Tensor, model: nn.Module):
+        self.fn, self.model, self.lock = fn, model, threading.Lock()
         self.static_x = example.detach().clone()
         side = torch.cuda.Stream(example.device)  # warm up off the default stream, as CUDA graph capture needs
         side.wait_stream(torch.cuda.current_stream(example.device))
-        with torch.cuda.stream(side), torch.no_grad():
+        with torch.cuda.stream(side):
             for _ in range(3):  # cuDNN picks its kernels, lazy modules load: none of that may happen in capture
-                _trunk(model, self.static_x)
+                fn(self.static_x)
         torch.cuda.current_stream(example.device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.no_grad(), torch.cuda.graph(self.graph):
-            self.static_out = _trunk(model, self.static_x)
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+            self.static_out = fn(self.static_x)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if x.shape != self.static_x.shape or x.device != self.static_x.device or self.model.training:
-            return _trunk(self.model, x)
+            return self.fn(x)
         with self.lock:
             self.static_x.copy_(x)
             self.graph.replay()
-            return self.static_out.clone()
+            return tuple(t.clone() for t in self.static_out)
 
 
-Trunk = Callable[[torch.Tensor], torch.Tensor]
-
-
-def logits_of(model: nn.Module, x: torch.Tensor, trunk: Trunk | None = None) -> torch.Tensor:
-    """The model's logits, through `trunk` (e.g. a GraphedTrunk of this model) when given; no gradients."""
+def logits_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The model's logits, without gradients."""
     with torch.no_grad():
-        return _Head(model)(trunk(x)) if trunk else model(x)
+        return model(x)
 
 
-def _gradcam_raw(model: nn.Module, x: torch.Tensor, target: Target, trunk: Trunk | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def _gradcam_raw(model: nn.Module, x: torch.Tensor, target: Target) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.no_grad():
-        features = trunk(x) if trunk else _trunk(model, x)  # most of the network, run once and without a graph
+        features = _trunk(model, x)  # most of the network, run once, recording no gradients
     head = _Head(model)  # a per-call module: the Captum hook goes on its `tap`, never on the shared model
-    targets = None if target is None else _given_targets(features.shape[0], model.fc.out_features, target)
+    picks = None if target is None else _given_targets(features.shape[0], model.fc.out_features, target)
     seen: dict[str, torch.Tensor] = {}
 
     def scores(f: torch.Tensor) -> torch.Tensor:
         seen["logits"] = logits = head(f)
-        # With no target given, each image's own top score: one pass gives the prediction and its map.
-        return logits.gather(1, logits.argmax(1, keepdim=True))[:, 0] if targets is None else logits
+        # One score per image. With no target, each image's own top score: one pass gives the prediction and its
+        # map. With none or one class for all, no index is copied from the host, so a CUDA graph can hold the call.
+        if picks is None:
+            return logits.amax(1)
+        if np.ndim(target) == 0:
+            return logits[:, picks[0]]
+        return logits.gather(1, torch.tensor(picks, device=logits.device).view(-1, 1))[:, 0]
 
-    features.requires_grad_(True)  # so the head builds a graph even if the weights are frozen
+    features.requires_grad_(True)  # so the head records gradients even if the weights are frozen
     # Captum: gradient of the target score w.r.t. the block's feature maps, averaged per map, times the maps.
-    cam = LayerGradCam(scores, head.tap).attribute(features, target=targets, relu_attributions=True)
+    cam = LayerGradCam(scores, head.tap).attribute(features, relu_attributions=True)
     logits = seen["logits"].detach()
     cam = LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), interpolate_mode="bilinear")
     return cam[:, 0], logits
@@ -198,32 +202,40 @@ def _restore_flags(model: nn.Module, flags: list[bool]) -> None:
         m.training = flag
 
 
-def explain(
-    model: nn.Module, x: torch.Tensor, method: str = "gradcam", target: Target = None, trunk: Trunk | None = None
-) -> tuple[np.ndarray, torch.Tensor]:
-    """Heatmaps [B, H, W] float32 in [0, 1] at the input's size from `method` (a key of METHODS), and the logits.
-
-    `x` is a normalised model input [B, 3, H, W]; `target` is a class index (or one per image), by default the
-    predicted class. The model runs in eval mode (batch norm must not update from the image being explained) and
-    is left in the mode it was in. A map with no positive evidence stays all zero. `trunk` (Grad-CAM only) runs
-    the network below the last block, e.g. a `GraphedTrunk`.
-    """
+def explain_tensors(
+    model: nn.Module, x: torch.Tensor, method: str = "gradcam", target: Target = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`explain`'s heatmaps and logits, left on `x`'s device: no copy to the host, so a CUDA graph can hold it all."""
     if method not in METHODS:
         raise ValueError(f"unknown explanation method {method!r}; choose from {', '.join(METHODS)}")
     if x.dim() != 4:
         raise ValueError(f"expected a batch [B, 3, H, W], got shape {tuple(x.shape)}")
     spec = METHODS[method]
     flags = _training_flags(model)
-    model.eval()
+    if any(flags):  # most callers hand over a model in eval mode already: then there is nothing to switch back
+        model.eval()
     try:
-        raw, logits = spec.raw(model, x, target, **({"trunk": trunk} if trunk is not None else {}))
+        raw, logits = spec.raw(model, x, target)
     finally:
-        _restore_flags(model, flags)
+        if any(flags):
+            _restore_flags(model, flags)
     raw = raw.detach().float()
     flat = raw.flatten(1)
     peak = flat.amax(1) if spec.scale_quantile >= 1 else torch.quantile(flat, spec.scale_quantile, dim=1)
-    maps = (raw / peak.clamp_min(1e-12).view(-1, 1, 1)).clamp(0, 1)
-    return maps.cpu().numpy(), logits.detach()
+    return (raw / peak.clamp_min(1e-12).view(-1, 1, 1)).clamp(0, 1), logits.detach()
+
+
+def explain(
+    model: nn.Module, x: torch.Tensor, method: str = "gradcam", target: Target = None
+) -> tuple[np.ndarray, torch.Tensor]:
+    """Heatmaps [B, H, W] float32 in [0, 1] at the input's size from `method` (a key of METHODS), and the logits.
+
+    `x` is a normalised model input [B, 3, H, W]; `target` is a class index (or one per image), by default the
+    predicted class. The model runs in eval mode (batch norm must not update from the image being explained) and
+    is left in the mode it was in. A map with no positive evidence stays all zero.
+    """
+    maps, logits = explain_tensors(model, x, method, target)
+    return maps.cpu().numpy(), logits
 
 
 def timed_explain(
@@ -242,12 +254,12 @@ def estimate_seconds(method: str, forward_seconds: float) -> float:
     return METHODS[method].forwards * forward_seconds
 
 
-def gradcam(model: nn.Module, x: torch.Tensor, target: Target = None, trunk: Trunk | None = None) -> tuple[np.ndarray, torch.Tensor]:
+def gradcam(model: nn.Module, x: torch.Tensor, target: Target = None) -> tuple[np.ndarray, torch.Tensor]:
     """Grad-CAM heatmaps [B, H, W] in [0, 1] at the input's size, and the logits [B, classes] (see `explain`).
 
     The network is run once: the trunk without gradients, only the last block and the head with them, so an
     explanation costs little more than a prediction."""
-    return explain(model, x, "gradcam", target, trunk)
+    return explain(model, x, "gradcam", target)
 
 
 def randomized_copy(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -2,8 +2,9 @@
 
 `Classifier` wraps a loaded checkpoint and runs the same preprocessing as training (via `cxr.transforms`), so an
 image is treated exactly as the model saw its training data. It is safe to share between threads: inference
-mutates nothing, and Grad-CAM's hook lives on a per-call module. On a CUDA device the trunk of the network runs as
-a captured CUDA graph (`cxr.explain.GraphedTrunk`): at batch 1 launching kernels, not arithmetic, is the cost.
+mutates nothing, and Grad-CAM's hook lives on a per-call module. On a CUDA device a prediction, and a Grad-CAM with
+its prediction, each run as a CUDA graph captured on first use (`cxr.explain.CudaGraphCall`): at batch 1 launching
+kernels from Python, not arithmetic, is the cost, and a replay launches them all at once.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from PIL import Image
 
 from .checkpoint import Checkpoint, load_checkpoint
-from .explain import GraphedTrunk, Trunk, gradcam, logits_of
+from .explain import CudaGraphCall, explain_tensors, logits_of
 from .images import Source, read_xray
 from .lungs import HideLungs, hide_pixels
 from .transforms import prepare_image, to_model_input
@@ -43,17 +45,30 @@ class Classifier:
         self.classes = self.checkpoint.classes
         config = self.checkpoint.config
         self.hide = HideLungs(config.get("hide_lungs", "none"), tuple(config.get("hide_box", HideLungs().box)))
-        self._trunk: GraphedTrunk | None = None
-        self._trunk_lock = threading.Lock()
+        self._graphs: dict[object, CudaGraphCall] = {}
+        self._graphs_lock = threading.Lock()
 
-    def trunk(self, x: torch.Tensor) -> Trunk | None:
-        """The graphed trunk on CUDA (captured on first use, for the model's one input shape); None on a CPU."""
+    def _on_device(self, key: object, fn: Callable[[torch.Tensor], tuple[torch.Tensor, ...]], x: torch.Tensor
+                   ) -> tuple[torch.Tensor, ...]:
+        """`fn(x)`; on CUDA replayed from a graph captured on first use, one per `key` (and the model's one input
+        shape)."""
         if self.device.type != "cuda":
-            return None
-        with self._trunk_lock:
-            if self._trunk is None:
-                self._trunk = GraphedTrunk(self.model, x)
-        return self._trunk
+            return fn(x)
+        with self._graphs_lock:
+            if key not in self._graphs:
+                self._graphs[key] = CudaGraphCall(fn, x, self.model)
+        return self._graphs[key](x)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits [B, classes] of a model input (see `model_input`)."""
+        return self._on_device("logits", lambda x: (logits_of(self.model, x),), x)[0]
+
+    def gradcam(self, x: torch.Tensor, target: int | None = None) -> tuple[np.ndarray, torch.Tensor]:
+        """Grad-CAM maps [B, S, S] in [0, 1] for class index `target` (default: each image's predicted class) and the
+        logits, from one pass over a model input, as `cxr.explain.gradcam` computes them."""
+        maps, logits = self._on_device(("gradcam", target),
+                                       lambda x: explain_tensors(self.model, x, "gradcam", target), x)
+        return maps.cpu().numpy(), logits
 
     def model_input(self, image: Image.Image) -> torch.Tensor:
         """Gray PIL image -> normalised [1, 3, S, S] tensor, exactly as evaluation prepares images (a model trained
@@ -73,10 +88,10 @@ class Classifier:
             if target is not None and target not in self.classes:
                 raise ValueError(f"unknown target class {target!r}; this model knows {', '.join(self.classes)}")
             t = None if target is None else self.classes.index(target)
-            maps, logits = gradcam(self.model, x, target=t, trunk=self.trunk(x))
+            maps, logits = self.gradcam(x, t)
             heatmap = maps[0]
         else:
-            logits = logits_of(self.model, x, self.trunk(x))
+            logits = self.logits(x)
         probs = logits.float().softmax(1)[0].cpu().tolist()
         label = self.classes[int(np.argmax(probs))]
         return Prediction(

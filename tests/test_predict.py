@@ -2,10 +2,11 @@
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from cxr.checkpoint import load_checkpoint
-from cxr.explain import overlay
+from cxr.explain import gradcam, overlay
 from cxr.predict import Classifier
 from cxr.events import Done
 from cxr.train import fit
@@ -59,3 +60,21 @@ def test_pil_images_and_bytes_are_accepted(trained_checkpoint, synthetic_root):
     b = clf.predict(Image.open(path)).probabilities
     c = clf.predict(path.read_bytes()).probabilities
     assert a == pytest.approx(b) and a == pytest.approx(c)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graphs_give_the_eager_models_answers(trained_checkpoint, synthetic_root):
+    """On CUDA a prediction and a Grad-CAM replay captured graphs; they must give what the model computes eagerly,
+    for the predicted class and for a class asked for, on the capturing call and on later replays."""
+    clf = Classifier(trained_checkpoint, "cuda")
+    files = sorted((synthetic_root / "COVID" / "images").iterdir())[:2] + [synthetic_root / "Normal" / "images" / "Normal-2.png"]
+    for image in files + files:  # the first pass captures, the second replays
+        for target in (None, "viral"):
+            pred = clf.predict(image, explain=True, target=target)
+            t = None if target is None else clf.classes.index(target)
+            maps, logits = gradcam(clf.model, clf.model_input(pred.image), target=t)
+            assert np.allclose(pred.heatmap, maps[0], atol=1e-4)
+            assert list(pred.probabilities.values()) == pytest.approx(logits.softmax(1)[0].tolist(), abs=1e-5)
+        plain = clf.predict(image)
+        assert plain.probabilities == pytest.approx(pred.probabilities, abs=1e-5)
+    assert set(clf._graphs) == {"logits", ("gradcam", None), ("gradcam", clf.classes.index("viral"))}
