@@ -66,23 +66,25 @@ class Checkpoint:
 
 def save_checkpoint(
     path: "str | Path",
-    model: nn.Module,
+    model: "nn.Module | dict[str, torch.Tensor]",
     classes: "tuple[str, ...] | list[str]",
     image_size: int,
     config: dict[str, Any],
     metrics: dict[str, Any],
     step: int = 0,
-    optimizer: torch.optim.Optimizer | None = None,
+    optimizer: "torch.optim.Optimizer | dict[str, Any] | None" = None,
     synthetic: bool = False,
 ) -> Path:
-    """Write a checkpoint to `path` atomically and return the path."""
+    """Write a checkpoint to `path` atomically and return the path. `model` and `optimizer` may be given as their
+    state dicts (a snapshot taken earlier, as `cxr.writer` does)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    state = model.state_dict() if isinstance(model, nn.Module) else model
     payload = {
         "format": FORMAT,
         "version": VERSION,
         "arch": ARCH,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": {k: v.detach().cpu() for k, v in state.items()},
         "classes": list(classes),
         "image_size": int(image_size),
         "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "channels": 3, "source": "grayscale"},
@@ -95,7 +97,7 @@ def save_checkpoint(
         "torchvision_version": str(torchvision.__version__),
     }
     if optimizer is not None:
-        payload["optimizer"] = optimizer.state_dict()
+        payload["optimizer"] = optimizer if isinstance(optimizer, dict) else optimizer.state_dict()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:

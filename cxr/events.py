@@ -106,14 +106,15 @@ class Done(Event):
     test_report: dict[str, Any]  # see cxr.evaluate.classification_report
     checkpoint: str  # best weights, scored on the test set ("" when the run ended before its first evaluation)
     last_checkpoint: str  # weights and optimiser state for --resume, kept only when the run did not end normally
-    seconds: float  # wall time of the training loop: steps, validation and checkpoint writes
+    seconds: float  # wall time of the training loop: steps, validation and checkpointing
     seconds_data: float  # reading, decoding and augmenting batches
     seconds_eval: float  # validation during training
     seconds_attention: float  # re-explaining the attention images at each evaluation
-    seconds_checkpoint: float  # writing checkpoints during training
+    seconds_checkpoint: float  # the loop's part of checkpointing: copying the weights and handing them to the writer
     seconds_test: float  # the final test evaluation, after the loop
     peak_memory_mb: float
     skipped_files: list[str]
+    seconds_writing: float = 0.0  # writing those checkpoints to disk, in a thread beside the loop
 
 
 # Why a run ended, in words for the status line and the CLI.

@@ -23,6 +23,7 @@ from .errors import UserError
 from .evaluate import EvalResult
 from .lungs import HideLungs, require_masks
 from .model import build_model, freeze_layers, is_random_fallback
+from .writer import CheckpointWriter
 
 
 def resolve_device(name: str) -> torch.device:
@@ -142,6 +143,7 @@ class Run:
     hide: HideLungs
     history: list[dict[str, float]] = field(default_factory=list)
     attention: dict[str, Any] = field(default_factory=dict)
+    writer: CheckpointWriter = field(default_factory=CheckpointWriter)  # checkpoints during the loop, written aside
 
     @property
     def meta(self) -> dict[str, Any]:

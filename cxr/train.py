@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import save_checkpoint
+from .writer import snapshot
 from .config import TrainConfig
 from .data import DatasetIndex, iterate_batches
 from .errors import UserError
@@ -162,15 +163,17 @@ def evaluate_and_save(run: Run, step: int, window: Window, best: Best, clock: Cl
         clock.attention += time.perf_counter() - t0
         events.append(att)
     t0 = time.perf_counter()
-    metrics = {"val_accuracy": val.accuracy, "val_loss": val.loss, "step": step, "history": run.history,
-               "attention": run.attention}
+    # Copies of the growing lists: the writer thread pickles these while training appends to the originals.
+    metrics = {"val_accuracy": val.accuracy, "val_loss": val.loss, "step": step, "history": list(run.history),
+               "attention": {k: list(v) for k, v in run.attention.items()}}
     if run.cfg.keep == "last":
         best.accuracy = -1.0  # the latest weights are the ones to keep: an annealed schedule ends at its best
     is_best = best.update(val, run.model, step)
-    if is_best:
-        save_checkpoint(run.best_path, run.model, metrics=metrics, step=step, **run.meta)
+    if is_best:  # best.state is already a copy of the weights: the loop goes on while the disk catches up
+        run.writer.save(run.best_path, best.state, metrics=metrics, step=step, **run.meta)
     if time.perf_counter() - last_saved[0] > run.cfg.save_last_every_s:
-        save_checkpoint(run.last_path, run.model, metrics=metrics, step=step, optimizer=run.optimizer, **run.meta)
+        state, optimizer = snapshot(run.model, run.optimizer)
+        run.writer.save(run.last_path, state, metrics=metrics, step=step, optimizer=optimizer, **run.meta)
         last_saved[0] = time.perf_counter()
     set_train_mode(run.model)
     clock.save += time.perf_counter() - t0
@@ -216,7 +219,7 @@ def finish(run: Run, best: Best, step: int, reason: str, clock: Clock, loop_seco
         checkpoint=str(run.best_path) if best.state is not None else "",
         last_checkpoint=str(run.last_path) if run.last_path.exists() else "", seconds=loop_seconds,
         seconds_data=clock.data, seconds_eval=clock.eval, seconds_attention=clock.attention, seconds_checkpoint=clock.save,
-        seconds_test=t_test, peak_memory_mb=peak_memory_mb(run.device),
+        seconds_writing=run.writer.seconds, seconds_test=t_test, peak_memory_mb=peak_memory_mb(run.device),
         skipped_files=[Path(run.index.files[i]).name for i in run.cache.bad],
     )
 
@@ -298,6 +301,7 @@ def fit(cfg: TrainConfig, stop: StopFlag | None = None) -> Iterator[Event]:
             ended = True
         finally:
             run.cache.stop_filling()
+            run.writer.close()  # what is queued reaches the disk before the -last file is rewritten or removed
             # Killed or failed mid-run: keep the latest weights (if they are numbers) for --resume. A run that ended
             # normally needs no -last file: its best checkpoint is what a person keeps.
             if not ended and step > run.start_step and all(torch.isfinite(p).all() for p in run.model.parameters()):
@@ -305,4 +309,5 @@ def fit(cfg: TrainConfig, stop: StopFlag | None = None) -> Iterator[Event]:
             elif ended:
                 run.last_path.unlink(missing_ok=True)
         loop_seconds = clock.elapsed()
+        run.writer.flush()  # a checkpoint that could not be written fails the run here, as it would have in the loop
         yield finish(run, best, step, reason, clock, loop_seconds)

@@ -72,7 +72,8 @@ def whole_run(data: Path, epochs: int, batch: int, device: str, quick: bool, **o
     return {"batch": batch, "epochs": epochs, "overrides": overrides, "workers": cfg.workers, "steps": done.steps,
             "images": done.steps * batch, "started_s": started, "first_step_s": first, "epoch_end_s": epoch_end,
             "total_s": end, "fit_seconds": done.seconds, "eval_s": done.seconds_eval, "data_s": done.seconds_data,
-            "attention_s": done.seconds_attention, "steady_train_images_per_s_epochs_2_on": steady,
+            "attention_s": done.seconds_attention,
+            "checkpoint_s": done.seconds_checkpoint, "writing_s": done.seconds_writing, "steady_train_images_per_s_epochs_2_on": steady,
             "test_accuracy": done.test_accuracy}
 
 
@@ -140,7 +141,8 @@ def main() -> int:
         ends = ", ".join(f"{v:.1f}" for v in r["epoch_end_s"].values())
         print(f"batch {r['batch']}{' no attention strip' if r['overrides'] else ''}: {r['images']} images, first step "
               f"{r['first_step_s']:.1f} s, epochs end {ends}, total {r['total_s']:.1f} s (eval {r['eval_s']:.1f}, "
-              f"attention {r['attention_s']:.1f}), steady {r['steady_train_images_per_s_epochs_2_on']:.0f} img/s, "
+              f"attention {r['attention_s']:.1f}, checkpoints {r['checkpoint_s']:.1f} in the loop and "
+              f"{r['writing_s']:.1f} writing aside), steady {r['steady_train_images_per_s_epochs_2_on']:.0f} img/s, "
               f"{r['workers']} decoders")
     return 0
 
