@@ -206,6 +206,13 @@ def test_cache_refuses_a_missing_mask_naming_the_file(tmp_path):
         cache.get_masks(ok)
     with pytest.raises(ValueError, match="masks=True"):
         ImageCache(files, 16).get_masks([0])
+    workers = ImageCache(files, 16, masks=True)  # the same through the decoding processes
+    workers.start_filling([0, 1], workers=1)
+    _, ok = workers.get([0, 1])
+    workers.stop_filling()
+    assert ok == [0, 1] and workers._mask_filled == bytearray([1, 0]) and workers.get_masks([0]).all()
+    with pytest.raises(ValueError, match="no lung mask for b.png"):
+        workers.get_masks([1])
 
 
 def test_cache_fill_with_worker_processes_fills_masks_too(synthetic_root):
