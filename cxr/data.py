@@ -276,8 +276,8 @@ class ImageCache:
         try:
             # Each worker hands back a chunk as one stacked tensor: passing every image on its own (a shared-memory
             # handle each) cost this thread about 1 ms per image, which capped 15 decoders at ~1,200 images/s.
-            # In flight: 2 chunks of 32 per worker, 50 KB an image at 224 px (twice that with masks): 48 MB of
-            # shared memory for 15 workers, within the 64 MB a container often has.
+            # In flight: 2 chunks of 32 per worker, 50 KB an image at 224 px: 48 MB of shared memory for 15
+            # workers, within the 64 MB a container often has (twice that with lung masks, as before chunks).
             loader = torch.utils.data.DataLoader(_Decode(self.files, self.image_size, todo, self.masks),
                                                  batch_size=32, num_workers=workers, collate_fn=_Chunk.of,
                                                  prefetch_factor=2)

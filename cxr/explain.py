@@ -90,8 +90,10 @@ class CudaGraphCall:
 
     At batch 1 a GPU forward pass is bound by launching its ~60 small kernels one by one from Python, not by
     arithmetic, and Grad-CAM adds Captum's hooks and a backward pass on top; replaying a captured graph launches
-    every kernel of the whole computation at once. Capture errors are thread-local, so a run training on the same
-    GPU in another thread is not disturbed. Safe to share between threads (replays take turns)."""
+    every kernel of the whole computation at once. Capture errors are thread-local: a run training on the same GPU
+    in another thread goes on (it only waits while the capture starts, which synchronises the device and empties
+    the allocator's cache). Safe to share between threads that use the default stream: replays take turns, and
+    each caller's copy of the outputs is queued before the next replay can overwrite them."""
 
     def __init__(self, fn: Callable[[torch.Tensor], tuple[torch.Tensor, ...]], example: torch.Tensor, model: nn.Module):
         self.fn, self.model, self.lock = fn, model, threading.Lock()

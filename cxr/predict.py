@@ -9,6 +9,8 @@ kernels from Python, not arithmetic, is the cost, and a replay launches them all
 
 from __future__ import annotations
 
+import functools
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,8 @@ from .images import Source, read_xray
 from .lungs import HideLungs, hide_pixels
 from .transforms import prepare_image, to_model_input
 
+log = logging.getLogger(__name__)
+
 # Images are read at most this large: enough for the overlay on screen, small enough for any upload.
 DISPLAY_SIDE = 1024
 
@@ -37,6 +41,10 @@ class Prediction:
     target: str | None = None  # the class the heatmap explains
 
 
+def _logits(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor]:
+    return (logits_of(model, x),)
+
+
 class Classifier:
     def __init__(self, checkpoint: "Checkpoint | str | Path", device: "str | torch.device" = "cpu"):
         self.checkpoint = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint, device)
@@ -45,29 +53,36 @@ class Classifier:
         self.classes = self.checkpoint.classes
         config = self.checkpoint.config
         self.hide = HideLungs(config.get("hide_lungs", "none"), tuple(config.get("hide_box", HideLungs().box)))
-        self._graphs: dict[object, CudaGraphCall] = {}
+        self._graphs: dict[tuple, CudaGraphCall | None] = {}  # None: capture failed, that call runs eagerly
         self._graphs_lock = threading.Lock()
 
-    def _on_device(self, key: object, fn: Callable[[torch.Tensor], tuple[torch.Tensor, ...]], x: torch.Tensor
+    def _on_device(self, key: tuple, fn: Callable[[torch.Tensor], tuple[torch.Tensor, ...]], x: torch.Tensor
                    ) -> tuple[torch.Tensor, ...]:
-        """`fn(x)`; on CUDA replayed from a graph captured on first use, one per `key` (and the model's one input
-        shape)."""
+        """`fn(x)`; on CUDA replayed from a graph captured on first use, one per `key` and input shape. `fn` must
+        not hold this Classifier (the graphs would keep it, and their GPU memory, alive in a cycle)."""
         if self.device.type != "cuda":
             return fn(x)
+        key = (*key, tuple(x.shape))
         with self._graphs_lock:
             if key not in self._graphs:
-                self._graphs[key] = CudaGraphCall(fn, x, self.model)
-        return self._graphs[key](x)
+                try:
+                    self._graphs[key] = CudaGraphCall(fn, x, self.model)
+                except RuntimeError as e:  # e.g. cuDNN searching for kernels mid-capture: correct, only slower
+                    log.warning("CUDA graph capture failed for %s; running it without a graph: %s", key, e)
+                    self._graphs[key] = None
+            graph = self._graphs[key]
+        return graph(x) if graph is not None else fn(x)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """The logits [B, classes] of a model input (see `model_input`)."""
-        return self._on_device("logits", lambda x: (logits_of(self.model, x),), x)[0]
+        return self._on_device(("logits",), functools.partial(_logits, self.model), x)[0]
 
     def gradcam(self, x: torch.Tensor, target: int | None = None) -> tuple[np.ndarray, torch.Tensor]:
         """Grad-CAM maps [B, S, S] in [0, 1] for class index `target` (default: each image's predicted class) and the
         logits, from one pass over a model input, as `cxr.explain.gradcam` computes them."""
-        maps, logits = self._on_device(("gradcam", target),
-                                       lambda x: explain_tensors(self.model, x, "gradcam", target), x)
+        target = None if target is None else int(target)
+        fn = functools.partial(explain_tensors, self.model, method="gradcam", target=target)
+        maps, logits = self._on_device(("gradcam", target), fn, x)
         return maps.cpu().numpy(), logits
 
     def model_input(self, image: Image.Image) -> torch.Tensor:

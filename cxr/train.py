@@ -300,8 +300,13 @@ def fit(cfg: TrainConfig, stop: StopFlag | None = None) -> Iterator[Event]:
                 yield from evaluate_and_save(run, step, window, best, clock, last_saved)
             ended = True
         finally:
-            run.cache.stop_filling()
-            run.writer.close()  # what is queued reaches the disk before the -last file is rewritten or removed
+            try:
+                run.cache.stop_filling()
+            finally:
+                run.writer.close()  # what is queued reaches the disk before the -last file is rewritten or removed
+            # A write that failed in the background fails the run (below), so it keeps its -last file like one that
+            # failed in the loop.
+            ended = ended and run.writer.error is None
             # Killed or failed mid-run: keep the latest weights (if they are numbers) for --resume. A run that ended
             # normally needs no -last file: its best checkpoint is what a person keeps.
             if not ended and step > run.start_step and all(torch.isfinite(p).all() for p in run.model.parameters()):

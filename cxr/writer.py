@@ -59,10 +59,11 @@ class CheckpointWriter:
             path = Path(path)
             if path in self._pending:
                 self.dropped += 1
+            if self._thread is None:  # started before anything is queued: a thread that cannot start loses nothing
+                thread = threading.Thread(target=self._loop, name="cxr-checkpoints", daemon=True)
+                thread.start()
+                self._thread = thread
             self._pending[path] = {"model": state, **kwargs}
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="cxr-checkpoints", daemon=True)
-                self._thread.start()
             self._cv.notify_all()
 
     def flush(self) -> None:
@@ -85,6 +86,11 @@ class CheckpointWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def error(self) -> BaseException | None:
+        """The first error a write met, if any (then nothing more is written)."""
+        return self._error
 
     def _raise(self) -> None:
         if self._error is not None:

@@ -77,4 +77,59 @@ def test_cuda_graphs_give_the_eager_models_answers(trained_checkpoint, synthetic
             assert list(pred.probabilities.values()) == pytest.approx(logits.softmax(1)[0].tolist(), abs=1e-5)
         plain = clf.predict(image)
         assert plain.probabilities == pytest.approx(pred.probabilities, abs=1e-5)
-    assert set(clf._graphs) == {"logits", ("gradcam", None), ("gradcam", clf.classes.index("viral"))}
+    assert {k[:-1] for k in clf._graphs} == {("logits",), ("gradcam", None), ("gradcam", clf.classes.index("viral"))}
+    assert all(g is not None for g in clf._graphs.values())  # every capture worked: nothing fell back to eager
+
+
+class _FakeGraph:
+    """Stands in for CudaGraphCall on a CPU: runs the function, counts captures, fails on request."""
+
+    made: list[tuple] = []
+    fail = False
+
+    def __init__(self, fn, example, model):
+        if _FakeGraph.fail:
+            raise RuntimeError("operation not permitted when stream is capturing")
+        fn(example)  # the real one warms up, so a bad call fails here
+        self.fn = fn
+        _FakeGraph.made.append(tuple(example.shape))
+
+    def __call__(self, x):
+        return self.fn(x)
+
+
+def test_graphs_are_kept_per_call_target_and_shape_and_a_failed_capture_runs_eagerly(trained_checkpoint, monkeypatch):
+    import gc
+    import weakref
+
+    import cxr.predict
+
+    monkeypatch.setattr(cxr.predict, "CudaGraphCall", _FakeGraph)
+    monkeypatch.setattr(_FakeGraph, "made", [])
+    clf = Classifier(trained_checkpoint)
+    clf.device = torch.device("cuda")  # the graph bookkeeping only; the tensors stay on the CPU
+    one, four = torch.randn(1, 3, 64, 64), torch.randn(4, 3, 64, 64)
+    for _ in range(2):
+        clf.gradcam(one), clf.gradcam(one, 2), clf.gradcam(one, np.int64(2)), clf.gradcam(four), clf.logits(one)
+    assert _FakeGraph.made == [(1, 3, 64, 64)] * 2 + [(4, 3, 64, 64), (1, 3, 64, 64)]
+    assert set(clf._graphs) == {("gradcam", None, (1, 3, 64, 64)), ("gradcam", 2, (1, 3, 64, 64)),
+                                ("gradcam", None, (4, 3, 64, 64)), ("logits", (1, 3, 64, 64))}
+    with pytest.raises(ValueError, match="target must be a class index"):
+        clf.gradcam(one, 7)  # refused, and nothing kept for it
+    assert len(clf._graphs) == 4
+    monkeypatch.setattr(_FakeGraph, "fail", True)
+    maps, logits = clf.gradcam(one, 0)  # the capture fails: the same answer, computed without a graph
+    assert clf._graphs[("gradcam", 0, (1, 3, 64, 64))] is None
+    assert np.allclose(maps, gradcam(clf.model, one, target=0)[0]) and len(_FakeGraph.made) == 4
+
+    monkeypatch.setattr(_FakeGraph, "fail", False)
+    other = Classifier(trained_checkpoint)  # freed as soon as it is dropped: its graphs do not point back at it
+    other.device = torch.device("cuda")
+    other.gradcam(one), other.logits(one)
+    gone = weakref.ref(other)
+    gc.disable()
+    try:
+        del other
+        assert gone() is None, "the graphs hold their Classifier in a reference cycle"
+    finally:
+        gc.enable()

@@ -108,6 +108,11 @@ def test_a_checkpoint_that_cannot_be_written_fails_the_run(synthetic_root, tmp_p
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(writer_module, "save_checkpoint", full)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(OSError, match="No space left"):  # the second evaluation's save raises the first's error
         list(fit(tiny_config(synthetic_root, tmp_path / "run.pt", max_steps=6, eval_every=2)))
     assert not [t for t in threading.enumerate() if t.name == "cxr-checkpoints"]
+    assert load_checkpoint(tmp_path / "run-last.pt").step == 4  # the weights are kept for --resume
+    # The only save is the last evaluation's: its error comes after the loop, and the -last file is still kept.
+    with pytest.raises(OSError, match="No space left"):
+        list(fit(tiny_config(synthetic_root, tmp_path / "one.pt", max_steps=2, eval_every=2)))
+    assert load_checkpoint(tmp_path / "one-last.pt").step == 2
