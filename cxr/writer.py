@@ -6,8 +6,9 @@ loop hands `CheckpointWriter.save` a snapshot it will not change again (the best
 resumable -last file is copied on the device first, which is fast) and goes on; one thread writes, with
 `save_checkpoint`, so each file is still replaced atomically.
 
-Writes to one path keep their order, and a write still waiting when a newer one for the same path arrives is
-dropped: only the newest weights matter, and a slow disk cannot build a queue. `flush` waits for everything queued
+A save for a path whose previous write is not finished waits for it. So by the time a run reports an evaluation,
+the checkpoint of the evaluation before is on disk: a process killed mid-run loses at most the newest one, and a
+disk slower than the evaluations slows training rather than building a queue. `flush` waits for everything queued
 and raises the first error a write met (a full disk fails the run as it would have without the thread); `save`
 raises it too, at the next call.
 """
@@ -40,25 +41,24 @@ class CheckpointWriter:
 
     def __init__(self) -> None:
         self._pending: dict[Path, dict[str, Any]] = {}  # path -> save_checkpoint arguments, oldest first
-        self._busy = False
+        self._writing: Path | None = None  # the path being written now
         self._error: BaseException | None = None
         self._closed = False
         self._cv = threading.Condition()
         self._thread: threading.Thread | None = None
         self.seconds = 0.0
         self.written = 0
-        self.dropped = 0  # queued writes that a newer one for the same path replaced before they started
 
     def save(self, path: "str | Path", state: dict[str, torch.Tensor], **kwargs: Any) -> None:
-        """Queue `save_checkpoint(path, state, **kwargs)` and return. `state` (and an `optimizer` state dict, and
-        the metrics) must not change afterwards: pass a snapshot. Raises a previous write's error."""
-        self._raise()
+        """Queue `save_checkpoint(path, state, **kwargs)` and return, once the previous write to `path` (if any) is
+        done. `state` (and an `optimizer` state dict, and the metrics) must not change afterwards: pass a snapshot.
+        Raises a previous write's error."""
+        path = Path(path)
         with self._cv:
+            self._cv.wait_for(lambda: (path not in self._pending and self._writing != path) or self._error is not None)
+            self._raise()
             if self._closed:
                 raise RuntimeError("this checkpoint writer is closed")
-            path = Path(path)
-            if path in self._pending:
-                self.dropped += 1
             if self._thread is None:  # started before anything is queued: a thread that cannot start loses nothing
                 thread = threading.Thread(target=self._loop, name="cxr-checkpoints", daemon=True)
                 thread.start()
@@ -69,7 +69,7 @@ class CheckpointWriter:
     def flush(self) -> None:
         """Wait until every queued checkpoint is on disk; raise the first error a write met."""
         with self._cv:
-            self._cv.wait_for(lambda: not self._pending and not self._busy)
+            self._cv.wait_for(lambda: not self._pending and self._writing is None)
         self._raise()
 
     def close(self) -> None:
@@ -104,7 +104,7 @@ class CheckpointWriter:
                     return  # closed, and nothing left to write
                 path = next(iter(self._pending))
                 job = self._pending.pop(path)
-                self._busy = True
+                self._writing = path
             t0 = time.perf_counter()
             try:
                 if self._error is None:  # after a failed write, the disk is not trusted with more
@@ -115,5 +115,5 @@ class CheckpointWriter:
             finally:
                 self.seconds += time.perf_counter() - t0
                 with self._cv:
-                    self._busy = False
+                    self._writing = None
                     self._cv.notify_all()

@@ -46,20 +46,23 @@ def test_a_queued_checkpoint_is_on_disk_after_flush(tmp_path):
     assert w.written == 1 and w.seconds > 0
 
 
-def test_save_returns_while_the_disk_is_busy_and_only_the_newest_waiting_write_is_kept(tmp_path, monkeypatch):
+def test_save_returns_while_the_disk_is_busy_and_waits_only_for_its_own_paths_previous_write(tmp_path, monkeypatch):
     started, release, steps = _gate(monkeypatch)
     w = CheckpointWriter()
     w.save(tmp_path / "a.pt", _state(1.0), metrics={}, step=1, **META)
     assert started.wait(10)  # the first write is under way and stuck
-    for step in (2, 3, 4):  # these return at once; 2 and 3 are replaced before they start
-        w.save(tmp_path / "a.pt", _state(float(step)), metrics={}, step=step, **META)
-    w.save(tmp_path / "b.pt", _state(9.0), metrics={}, step=9, **META)
+    w.save(tmp_path / "b.pt", _state(9.0), metrics={}, step=9, **META)  # another path: returns at once
+    second = threading.Thread(target=w.save, args=(tmp_path / "a.pt", _state(2.0)), kwargs=dict(metrics={}, step=2, **META))
+    second.start()
+    second.join(0.3)
+    assert second.is_alive()  # the same path: waits until step 1 is on disk, so a kill loses at most the newest
     assert not (tmp_path / "a.pt").exists()
     release.set()
+    second.join(10)
     w.flush()
     w.close()
-    assert steps == [1, 4, 9] and w.dropped == 2 and w.written == 3
-    assert load_checkpoint(tmp_path / "a.pt").step == 4 and load_checkpoint(tmp_path / "b.pt").step == 9
+    assert steps == [1, 9, 2] and w.written == 3
+    assert load_checkpoint(tmp_path / "a.pt").step == 2 and load_checkpoint(tmp_path / "b.pt").step == 9
 
 
 def test_a_failed_write_is_raised_by_flush_and_the_next_save(tmp_path, monkeypatch):
