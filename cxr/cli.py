@@ -158,7 +158,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 print(f"best validation accuracy {ev.best_val_accuracy:.1%} (step {ev.best_step}); on the held-out test set:")
                 print(format_report(ev.test_report))
                 if cfg.hide_lungs != "none":
-                    from .interpret import shortcut_sentence
+                    from .focus import shortcut_sentence
 
                     print(shortcut_sentence(ev.test_accuracy, len(ev.test_report["classes"]), cfg.hide_lungs))
                 print(f"checkpoint: {ev.checkpoint}" + (f"  (last: {ev.last_checkpoint})" if ev.last_checkpoint else ""))
@@ -183,7 +183,8 @@ def _checkpoint_file(path: str) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
     from .data import index_dataset
-    from .interpret import cache_for, interpret_as_trained, lung_focus_report, lung_focus_words, rebuild_test_set
+    from .focus import lung_focus_report, lung_focus_words
+    from .interpret import cache_for, interpret_as_trained, rebuild_test_set
     from .train import resolve_device
 
     if args.batch_size < 1:

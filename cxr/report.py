@@ -25,8 +25,8 @@ import torch
 from .checkpoint import Checkpoint, load_checkpoint
 from .data import DatasetIndex, ImageCache, Split, display_name
 from .figures import TOP_LOSSES_SHOWN, attention_figure, confusion_figure, curves_figure, top_losses_figure
-from .interpret import (Interpretation, explain_metrics, interpret_as_trained, lung_focus_report, lung_focus_words,
-                        rebuild_test_set, shortcut_sentence)
+from .focus import lung_focus_report, lung_focus_words, shortcut_sentence
+from .interpret import Interpretation, explain_metrics, interpret_as_trained, rebuild_test_set
 
 DATASET_ID = "tawsifurrahman/covid19-radiography-database"  # its Kaggle id; the Hub has no official copy
 DATASET_NAME = "COVID-19 Radiography Database"
@@ -138,7 +138,7 @@ class Facts:
     accuracy: float
     agrees: bool  # the rebuilt test set gives the saved confusion matrix
     notes: list[str]
-    lung_focus: dict[str, Any] = field(default_factory=dict)  # see interpret.lung_focus_report
+    lung_focus: dict[str, Any] = field(default_factory=dict)  # see focus.lung_focus_report
     missing: dict[str, str] = field(default_factory=dict)  # figure -> why it was not drawn
 
     @property

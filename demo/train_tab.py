@@ -26,7 +26,7 @@ from cxr.data import display_name
 from cxr.events import REASONS
 from cxr.explain import overlay
 from cxr.figures import confusion_figure
-from cxr.interpret import shortcut_sentence
+from cxr.focus import shortcut_sentence
 from cxr.measure import format_duration
 from cxr.model import is_random_fallback
 from cxr.presets import DESCRIPTIONS, apply_preset, default_preset, presets_for
