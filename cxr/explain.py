@@ -214,12 +214,13 @@ def explain_tensors(
         raise ValueError(f"expected a batch [B, 3, H, W], got shape {tuple(x.shape)}")
     spec = METHODS[method]
     flags = _training_flags(model)
-    if any(flags):  # most callers hand over a model in eval mode already: then there is nothing to switch back
+    switch = any(flags)  # most callers hand over a model in eval mode already: then there is nothing to switch back
+    if switch:
         model.eval()
     try:
         raw, logits = spec.raw(model, x, target)
     finally:
-        if any(flags):
+        if switch:
             _restore_flags(model, flags)
     raw = raw.detach().float()
     flat = raw.flatten(1)

@@ -6,7 +6,6 @@ steps and not a dozen loose loop variables.
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import time
@@ -23,7 +22,7 @@ from .errors import UserError
 from .evaluate import EvalResult
 from .lungs import HideLungs, require_masks
 from .model import build_model, freeze_layers, is_random_fallback
-from .writer import CheckpointWriter
+from .writer import CheckpointWriter, snapshot
 
 
 def resolve_device(name: str) -> torch.device:
@@ -112,7 +111,7 @@ class Best:
     def update(self, val: EvalResult, model: torch.nn.Module, step: int) -> bool:
         if val.accuracy > self.accuracy or (val.accuracy == self.accuracy and val.loss < self.loss):
             self.accuracy, self.loss, self.step = val.accuracy, val.loss, step
-            self.state = copy.deepcopy(model.state_dict())
+            self.state = snapshot(model)[0]
             return True
         return False
 

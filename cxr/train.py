@@ -163,15 +163,17 @@ def evaluate_and_save(run: Run, step: int, window: Window, best: Best, clock: Cl
         clock.attention += time.perf_counter() - t0
         events.append(att)
     t0 = time.perf_counter()
-    # Copies of the growing lists: the writer thread pickles these while training appends to the originals.
-    metrics = {"val_accuracy": val.accuracy, "val_loss": val.loss, "step": step, "history": list(run.history),
-               "attention": {k: list(v) for k, v in run.attention.items()}}
     if run.cfg.keep == "last":
         best.accuracy = -1.0  # the latest weights are the ones to keep: an annealed schedule ends at its best
     is_best = best.update(val, run.model, step)
+    save_last = time.perf_counter() - last_saved[0] > run.cfg.save_last_every_s
+    if is_best or save_last:
+        # Copies of the growing lists: the writer thread pickles these while training appends to the originals.
+        metrics = {"val_accuracy": val.accuracy, "val_loss": val.loss, "step": step, "history": list(run.history),
+                   "attention": {k: list(v) for k, v in run.attention.items()}}
     if is_best:  # best.state is already a copy of the weights: the loop goes on while the disk catches up
         run.writer.save(run.best_path, best.state, metrics=metrics, step=step, **run.meta)
-    if time.perf_counter() - last_saved[0] > run.cfg.save_last_every_s:
+    if save_last:
         state, optimizer = snapshot(run.model, run.optimizer)
         run.writer.save(run.last_path, state, metrics=metrics, step=step, optimizer=optimizer, **run.meta)
         last_saved[0] = time.perf_counter()

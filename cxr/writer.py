@@ -30,9 +30,7 @@ from .checkpoint import save_checkpoint
 def snapshot(model: nn.Module, optimizer: "torch.optim.Optimizer | None" = None
              ) -> tuple[dict[str, torch.Tensor], "dict[str, Any] | None"]:
     """Copies of the model's (and optimiser's) state that later steps cannot change, on their own device."""
-    with torch.no_grad():
-        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    return state, copy.deepcopy(optimizer.state_dict()) if optimizer is not None else None
+    return copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()) if optimizer is not None else None
 
 
 class CheckpointWriter:
