@@ -35,8 +35,8 @@ from .data import index_dataset, split_dataset
 from .model import build_model, freeze_layers, set_train_mode
 from .presets import PRESETS, apply_preset
 from .events import Done, Step
-from .run import autocast_dtype
-from .train import fit, resolve_device
+from .run import autocast_dtype, resolve_device
+from .train import fit
 
 SAMPLE = SAMPLE_DATA
 

@@ -185,7 +185,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .data import index_dataset
     from .focus import lung_focus_report, lung_focus_words
     from .interpret import cache_for, interpret_as_trained, rebuild_test_set
-    from .train import resolve_device
+    from .run import resolve_device
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -228,7 +228,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
-    from .train import resolve_device
+    from .run import resolve_device
 
     _checkpoint_file(args.checkpoint)
     existing_folder(args.data, "--data")

@@ -1,6 +1,6 @@
 """Figures for reports and the app, drawn with `Figure`, never pyplot (nothing global, so threads may draw at once).
 
-`curves_figure` plots loss and accuracy against step; `confusion_figure` is the confusion matrix every screen shows
+`curves_figure` plots loss and accuracy against step (live in the Train tab, saved in the report); `confusion_figure` is the confusion matrix every screen shows
 (rows the true class, columns the predicted one, class display names, the count in each cell); `cam_overlays`
 draws the Grad-CAM of the class the model chose over some images of an `Interpretation`, as uint8 RGB arrays the
 app can show as they are, and `top_losses_figure` lays those out as one sheet; `attention_figure` is the grid of
@@ -30,17 +30,58 @@ ATTENTION_COLUMNS = 6  # steps shown per image: enough to see attention move, fe
 CAM_ALPHA = 0.45  # overlay opacity: the X-ray stays readable under the colour
 
 
-def curves_figure(history: list[dict[str, Any]]) -> Figure:
-    """Loss and accuracy against step, training beside validation."""
-    fig = Figure(figsize=(9, 3.4), layout="constrained")
-    for ax, metric in zip(fig.subplots(1, 2), ("loss", "accuracy")):
-        for part, label, style in (("train", "training", "-"), ("val", "validation", "o-")):
-            points = [(h["step"], h[f"{part}_{metric}"]) for h in history if h.get(f"{part}_{metric}") is not None]
-            if points:
-                ax.plot(*zip(*points), style, label=label, markersize=3)
+SMOOTHING = 0.6  # weight of the past in the smoothed validation curve (90 images make a jumpy line)
+CURVE_COLORS = {"training": "#4c78a8", "validation": "#f58518", "smoothed": "#b3541e", "target": "#888888",
+                "compare": "#54a24b"}
+
+
+def smooth(values: list[float], weight: float = SMOOTHING) -> list[float]:
+    """An exponential moving average (as TensorBoard draws): the trend under a noisy 90-image curve."""
+    out, last = [], None
+    for v in values:
+        last = v if last is None else weight * last + (1 - weight) * v
+        out.append(last)
+    return out
+
+
+def _points(history: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    pairs = [(h["step"], h[key]) for h in history if h.get(key) is not None]  # old checkpoints may lack a metric
+    return [s for s, _ in pairs], [v for _, v in pairs]
+
+
+def curves_figure(history: list[dict[str, Any]], total_steps: int = 0, target: float = 0.0,
+                  compare: tuple[str, list[dict[str, Any]]] | None = None) -> Figure:
+    """Loss and accuracy against step, training beside validation, as the Train tab shows them live and the report
+    saves them: every evaluation a marker (so one point shows), a smoothed validation line once there are three,
+    the target as a dotted line (0: none), and optionally another run's validation accuracy, `(name, history)`.
+    `total_steps` fixes the x range a run will fill (0: the steps so far)."""
+    fig = Figure(figsize=(10, 3.4), layout="constrained")
+    ax_loss, ax_acc = fig.subplots(1, 2, sharex=True)
+    style = dict(marker="o", markersize=4, linewidth=1.6)
+    for ax, metric, title in ((ax_loss, "loss", "Loss"), (ax_acc, "accuracy", "Accuracy")):
+        for part, label in (("train", "training"), ("val", "validation")):
+            ax.plot(*_points(history, f"{part}_{metric}"), color=CURVE_COLORS[label], label=f"{label} {metric}", **style)
+        steps, values = _points(history, f"val_{metric}")
+        if len(values) >= 3:
+            ax.plot(steps, smooth(values), color=CURVE_COLORS["smoothed"], linewidth=2.4, linestyle="--",
+                    label=f"validation {metric}, smoothed")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
-        ax.set(xlabel="step", ylabel=metric, title=metric)
-        ax.legend()
+        ax.set(title=title, xlabel="step")
+        ax.grid(alpha=0.3)
+    if compare is not None:
+        name, other = compare
+        ax_acc.plot(*_points(other, "val_accuracy"), color=CURVE_COLORS["compare"], label=f"validation accuracy: {name}",
+                    **style)
+    if target:
+        ax_acc.axhline(target, color=CURVE_COLORS["target"], linestyle=":", label=f"target {target:.0%}")
+    ax_acc.set_ylim(0, 1.02)
+    ax_loss.set_ylim(bottom=0)
+    ax_loss.set_xlim(0, max(total_steps, max((h["step"] for h in history), default=1), 1))
+    if not history:
+        for ax in (ax_loss, ax_acc):
+            ax.text(0.5, 0.5, "no evaluation yet", transform=ax.transAxes, ha="center", va="center", color="#666")
+    ax_loss.legend(loc="upper right", fontsize=8)
+    ax_acc.legend(loc="lower left", fontsize=8)
     return fig
 
 

@@ -317,7 +317,7 @@ def write_figures(f: Facts, out: Path) -> None:
         (out / name).unlink(missing_ok=True)
     history, attention = f.checkpoint.metrics.get("history"), f.checkpoint.metrics.get("attention")
     if history:
-        curves_figure(history).savefig(out / "curves.png", dpi=100)
+        curves_figure(history, target=float(f.checkpoint.config.get("target_accuracy") or 0)).savefig(out / "curves.png", dpi=100)
     else:
         f.missing["curves.png"] = ("This checkpoint has no training history (it was saved before cxr recorded one), "
                                    "so there are no curves.")

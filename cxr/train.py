@@ -34,7 +34,7 @@ from .explain import gradcam
 from .lungs import hide_pixels
 from .measure import peak_memory_mb
 from .model import count_parameters, set_train_mode
-from .run import Best, Clock, Run, Window, build_optimizer, check_writable, resolve_device, setup  # noqa: F401
+from .run import Best, Clock, Run, Window, setup
 from .transforms import to_model_input
 
 __all__ = ["TrainConfig", "fit", "setup", "train_step", "train_on_batch", "evaluate_and_save", "finish", "learning_rate"]

@@ -1,17 +1,16 @@
 """Train tab: settings, Start and Stop, live curves and attention, and the test results when the run ends.
 
 The run belongs to the server (`demo.job`), not to this page: the page-level timer polls its snapshot once a second,
-so a refresh or a second visitor sees the same curves. Settings travel by name: `SETTINGS` is the one table from a
-TrainConfig field to its widget, and the public `/start_training` API takes the same names as keywords. With a
+so a refresh or a second visitor sees the same curves. Settings travel by name (`demo.train_settings`), and the
+public `/start_training` API takes the same names as keywords. With a
 teacher key set (`--teacher-key` / CXR_TEACHER_KEY), Start and Stop need it, checked on the server.
 """
 
 from __future__ import annotations
 
 import inspect
-import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import gradio as gr
@@ -20,24 +19,20 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from cxr.checkpoint import checkpoint_name
-from cxr.config import BOUNDS, CHOICES, TrainConfig
 from cxr.data import display_name
 from cxr.events import REASONS
 from cxr.explain import overlay
-from cxr.figures import confusion_figure
+from cxr.figures import confusion_figure, curves_figure
 from cxr.focus import shortcut_sentence
 from cxr.measure import format_duration
 from cxr.model import is_random_fallback
-from cxr.presets import DESCRIPTIONS, apply_preset, default_preset, presets_for
-from cxr.transforms import AugmentConfig
+from cxr.presets import apply_preset, default_preset, presets_for
 
 from .context import AppContext
 from .job import JobBusy, Snapshot
-from .labels import augmentation_choices, percent, preset_title
+from .labels import percent, preset_title
 from .messages import user_error
-
-log = logging.getLogger(__name__)
+from .train_settings import SETTING_NAMES, SETTINGS, build_config, preset_values
 
 INTRO = """
 **Reading the curves.** *Training loss* is how wrong the model is on the images it is learning from; it should
@@ -53,99 +48,6 @@ RANDOM_WEIGHTS = ("**Training from random weights.** The ImageNet starting weigh
                   "this model learns vision from a few hundred X-rays: expect lower accuracy and slower progress; the "
                   "95 % target is unlikely. To fix it, put the weights file where the README's *ImageNet weights "
                   "offline* section says, then start again.")
-SMOOTHING = 0.6  # weight of the past in the smoothed validation curve (90 images make a jumpy line)
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One TrainConfig field in the page: how to draw its widget and how to read a value back."""
-
-    field: str
-    widget: Callable[[Any], gr.components.Component]  # the preset's value -> the widget
-    # (widget value, the preset's config) -> config value (default: cast by BOUNDS' type)
-    read: Callable[[Any, TrainConfig], Any] | None = None
-    show: Callable[[TrainConfig], Any] | None = None  # config -> widget value (default: the field)
-    choices: Callable[[TrainConfig], list] | None = None  # config -> the widget's choices, when they vary by preset
-
-
-def _number(label: str, field: str, **kw: Any) -> Callable[[Any], gr.components.Component]:
-    lo, hi, kind = BOUNDS[field]
-    return lambda v: gr.Number(v, label=label, minimum=lo, maximum=hi, precision=0 if kind is int else None, **kw)
-
-
-def _slider(label: str, field: str, lo: float, hi: float, step: float) -> Callable[[Any], gr.components.Component]:
-    return lambda v: gr.Slider(lo, hi, v, step=step, label=label, elem_id=field)
-
-
-def _choice(label: str, field: str) -> Callable[[Any], gr.components.Component]:
-    return lambda v: gr.Dropdown(list(CHOICES[field]), value=v, label=label, elem_id=field)
-
-
-# The one table: a new TrainConfig setting in the page needs one more line here, nothing else.
-SETTINGS: list[Setting] = [
-    Setting("image_size", _slider("Image size (px)", "image_size", 64, 320, 32)),
-    Setting("batch_size", _slider("Batch size", "batch_size", 1, 256, 1)),
-    Setting("lr", _number("Learning rate", "lr", elem_id="lr")),
-    Setting("optimizer", _choice("Optimiser", "optimizer")),
-    Setting("schedule", _choice("Learning-rate schedule", "schedule")),
-    Setting("epochs", _number("Epochs (at most)", "epochs")),
-    Setting("max_steps", _number("Max steps (0: no limit)", "max_steps", elem_id="max_steps")),
-    Setting("time_budget_s", _number("Time budget, seconds (0: none)", "time_budget_s", elem_id="time_budget_s")),
-    Setting("eval_every", _slider("Evaluate every N steps", "eval_every", 1, 100, 1)),
-    Setting("target_accuracy", _slider("Target validation accuracy", "target_accuracy", 0.5, 1.0, 0.01)),
-    Setting("label_smoothing", _slider("Label smoothing", "label_smoothing", 0.0, 0.3, 0.05)),
-    Setting("tta_flip", lambda v: gr.Checkbox(v, label="Evaluate on mirror images too (test-time flip)")),
-    Setting("freeze", _choice("Freeze layers up to (pretrained only)", "freeze")),
-    # Its boxes name the strength a tick gives with the preset chosen (Fast's zoom is gentler than the recipe's).
-    Setting("augment", lambda v, choices: gr.CheckboxGroup(choices, value=v, label="Augmentations", elem_id="augment"),
-            read=lambda v, preset: preset.augment.only(v or []), show=lambda cfg: list(cfg.augment.enabled()),
-            choices=lambda cfg: augmentation_choices(cfg.augment)),
-    Setting("hide_lungs", lambda v: gr.Radio([("show the lungs", "none"), ("hide a central box", "box"),
-                                             ("hide the lung masks", "mask")], value=v, elem_id="hide_lungs",
-                                            label="Shortcut experiment: hide the lungs from the model")),
-    Setting("weights", lambda v: gr.Dropdown(["auto", "imagenet", "none"], value=v, label="Starting weights")),
-    Setting("seed", _number("Seed", "seed")),
-]
-SETTING_NAMES = [s.field for s in SETTINGS]
-
-
-def preset_values(name: str) -> dict[str, Any]:
-    """The widgets' values for a preset, by setting name, plus the preset's description."""
-    cfg = apply_preset(name)
-    values = {s.field: s.show(cfg) if s.show else getattr(cfg, s.field) for s in SETTINGS}
-    return {"description": DESCRIPTIONS[name], **values}
-
-
-def _read(setting: Setting, value: Any, preset: TrainConfig) -> Any:
-    if setting.read is not None:
-        return setting.read(value, preset)
-    kind = BOUNDS.get(setting.field, (0, 0, None))[2]
-    try:
-        if kind is int:
-            if float(value) != int(float(value)):
-                raise ValueError
-            return int(float(value))
-        return float(value) if kind is float else value
-    except (TypeError, ValueError, OverflowError):
-        raise ValueError(f"{setting.field.replace('_', ' ')} must be a number") from None
-
-
-def build_config(ctx: AppContext, preset: str, values: dict[str, Any]) -> TrainConfig:
-    """A TrainConfig from the preset and the widgets' values by name, for this server's data and checkpoints. A
-    setting left out (or None, an emptied field) keeps the preset's value. Raises ValueError (one sentence) for a
-    mistyped or out-of-range value."""
-    if preset not in presets_for(torch.cuda.is_available()):
-        raise ValueError("choose one of the presets offered" + ("" if torch.cuda.is_available() else
-                                                               ": the GPU preset needs a CUDA GPU, and this server has none"))
-    base = apply_preset(preset)
-    overrides = {s.field: _read(s, values[s.field], base) for s in SETTINGS if values.get(s.field) is not None}
-    weights = overrides.get("weights", "auto")
-    if weights not in ("auto", "imagenet", "none"):  # a path is a CLI feature: visitors name no server files
-        raise ValueError("starting weights must be auto, imagenet or none")
-    cfg = replace(base, **overrides, data=str(ctx.settings.data_dir),
-                  out=str(ctx.settings.checkpoints_dir / checkpoint_name()))
-    cfg.validate()
-    return cfg
 
 
 def start_run(ctx: AppContext, teacher_key: Any, preset: str, values: dict[str, Any]) -> str:
@@ -191,50 +93,6 @@ def check_key(ctx: AppContext, teacher_key: str) -> tuple[bool, str]:
 
 
 # ---------------------------------------------------------------------------------------------- the view
-COLORS = {"training": "#4c78a8", "validation": "#f58518", "smoothed": "#b3541e", "target": "#888888", "compare": "#54a24b"}
-
-
-def smooth(values: list[float], weight: float = SMOOTHING) -> list[float]:
-    """An exponential moving average (as TensorBoard draws): the trend under a noisy 90-image curve."""
-    out, last = [], None
-    for v in values:
-        last = v if last is None else weight * last + (1 - weight) * v
-        out.append(last)
-    return out
-
-
-def curves_figure(evaluations: list[dict], total_steps: int, target: float, compare: tuple[str, list[dict]] | None = None) -> Figure:
-    """Loss and accuracy against step, sharing one x range; every evaluation is a marker, so one point shows."""
-    fig = Figure(figsize=(10, 3.4), layout="constrained")
-    ax_loss, ax_acc = fig.subplots(1, 2, sharex=True)
-    steps = [e["step"] for e in evaluations]
-    style = dict(marker="o", markersize=4, linewidth=1.6)
-    for ax, key, title in ((ax_loss, "loss", "Loss"), (ax_acc, "accuracy", "Accuracy")):
-        ax.plot(steps, [e[f"train_{key}"] for e in evaluations], color=COLORS["training"], label=f"training {key}", **style)
-        ax.plot(steps, [e[f"val_{key}"] for e in evaluations], color=COLORS["validation"], label=f"validation {key}", **style)
-        if len(steps) >= 3:
-            ax.plot(steps, smooth([e[f"val_{key}"] for e in evaluations]), color=COLORS["smoothed"], linewidth=2.4,
-                    linestyle="--", label=f"validation {key}, smoothed")
-        ax.set_title(title)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    if compare is not None:
-        name, history = compare
-        ax_acc.plot([h["step"] for h in history], [h["val_accuracy"] for h in history], color=COLORS["compare"],
-                    label=f"validation accuracy: {name}", **style)
-    if target:  # 0: a run with no target (benchmarks)
-        ax_acc.axhline(target, color=COLORS["target"], linestyle=":", label=f"target {target:.0%}")
-    ax_acc.set_ylim(0, 1.02)
-    ax_loss.set_ylim(bottom=0)
-    ax_loss.set_xlim(0, max(total_steps, max(steps, default=1), 1))
-    if not evaluations:
-        for ax in (ax_loss, ax_acc):
-            ax.text(0.5, 0.5, "no evaluation yet", transform=ax.transAxes, ha="center", va="center", color="#666")
-    for ax in (ax_loss, ax_acc):
-        ax.legend(loc="lower left" if ax is ax_acc else "upper right", fontsize=8)
-    return fig
-
-
 def attention_gallery(ctx: AppContext, snap: Snapshot, k: int = -1) -> list:
     """Evaluation k's attention strip (default: the latest) as captioned overlays on the three X-rays."""
     if not snap.attention:

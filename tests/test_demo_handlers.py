@@ -6,7 +6,6 @@ from types import SimpleNamespace
 
 import gradio as gr
 import numpy as np
-import pandas as pd
 import pytest
 
 from cxr.events import Attention, Done, Evaluated, Started, Step
@@ -283,14 +282,6 @@ def test_poll_shows_curves_attention_then_results_and_skips_when_nothing_changed
     assert first[0][1].endswith("step 2") and not np.array_equal(first[0][0], out[view.attention][0][0])
 
 
-def test_a_single_evaluation_is_drawn_as_a_point_and_an_empty_plot_says_so():
-    one = train_tab.curves_figure([{"step": 5, "train_loss": 1.0, "train_accuracy": 0.5, "val_loss": 1.1,
-                                    "val_accuracy": 0.4}], 100, 0.95)
-    assert all(line.get_marker() == "o" for line in one.axes[0].lines)
-    empty = train_tab.curves_figure([], 0, 0.95)
-    assert "no evaluation yet" in [t.get_text() for t in empty.axes[0].texts]
-
-
 def test_random_weights_are_announced_in_a_visible_warning(ctx, view):
     ctx.job = TrainingJob(train=_fake_fit(pretrained=False))
     train_tab.start_run(ctx, None, "fast-cpu", _settings())
@@ -383,7 +374,7 @@ def test_real_training_job_writes_a_checkpoint_classify_can_use(ctx):
 
 # ---------------------------------------------------------------------------------------------- models
 def _copy_model(src, dst, **metrics):
-    from cxr.checkpoint import read_checkpoint_file, save_checkpoint, load_checkpoint
+    from cxr.checkpoint import save_checkpoint, load_checkpoint
 
     ck = load_checkpoint(src)
     save_checkpoint(dst, ck.model, ck.classes, ck.image_size, {**ck.config, "preset": "fast-cpu"},
@@ -441,8 +432,6 @@ def test_a_model_file_can_be_downloaded_and_added_back(ctx, trained_checkpoint, 
 
 @pytest.mark.parametrize("kind", ["text", "other_classes", "code"])
 def test_a_bad_model_file_is_refused_in_one_sentence(ctx, tmp_path, kind):
-    import pickle
-
     import torch
 
     from cxr.checkpoint import save_checkpoint

@@ -1,0 +1,113 @@
+"""The Train tab's settings by name: `SETTINGS` is the one table from a TrainConfig field to its widget and back.
+
+A new setting in the page needs one more line in that table, nothing else: the widgets, the preset switch, the
+public `/start_training` API's keyword parameters and `build_config` (the widgets' values -> a validated
+TrainConfig for this server's data and checkpoints folder) all read it by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Callable
+
+import gradio as gr
+import torch
+
+from cxr.checkpoint import checkpoint_name
+from cxr.config import BOUNDS, CHOICES, TrainConfig
+from cxr.presets import DESCRIPTIONS, apply_preset, presets_for
+
+from .context import AppContext
+from .labels import augmentation_choices
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One TrainConfig field in the page: how to draw its widget and how to read a value back."""
+
+    field: str
+    widget: Callable[[Any], gr.components.Component]  # the preset's value -> the widget
+    # (widget value, the preset's config) -> config value (default: cast by BOUNDS' type)
+    read: Callable[[Any, TrainConfig], Any] | None = None
+    show: Callable[[TrainConfig], Any] | None = None  # config -> widget value (default: the field)
+    choices: Callable[[TrainConfig], list] | None = None  # config -> the widget's choices, when they vary by preset
+
+
+def _number(label: str, field: str, **kw: Any) -> Callable[[Any], gr.components.Component]:
+    lo, hi, kind = BOUNDS[field]
+    return lambda v: gr.Number(v, label=label, minimum=lo, maximum=hi, precision=0 if kind is int else None, **kw)
+
+
+def _slider(label: str, field: str, lo: float, hi: float, step: float) -> Callable[[Any], gr.components.Component]:
+    return lambda v: gr.Slider(lo, hi, v, step=step, label=label, elem_id=field)
+
+
+def _choice(label: str, field: str) -> Callable[[Any], gr.components.Component]:
+    return lambda v: gr.Dropdown(list(CHOICES[field]), value=v, label=label, elem_id=field)
+
+
+# The one table: a new TrainConfig setting in the page needs one more line here, nothing else.
+SETTINGS: list[Setting] = [
+    Setting("image_size", _slider("Image size (px)", "image_size", 64, 320, 32)),
+    Setting("batch_size", _slider("Batch size", "batch_size", 1, 256, 1)),
+    Setting("lr", _number("Learning rate", "lr", elem_id="lr")),
+    Setting("optimizer", _choice("Optimiser", "optimizer")),
+    Setting("schedule", _choice("Learning-rate schedule", "schedule")),
+    Setting("epochs", _number("Epochs (at most)", "epochs")),
+    Setting("max_steps", _number("Max steps (0: no limit)", "max_steps", elem_id="max_steps")),
+    Setting("time_budget_s", _number("Time budget, seconds (0: none)", "time_budget_s", elem_id="time_budget_s")),
+    Setting("eval_every", _slider("Evaluate every N steps", "eval_every", 1, 100, 1)),
+    Setting("target_accuracy", _slider("Target validation accuracy", "target_accuracy", 0.5, 1.0, 0.01)),
+    Setting("label_smoothing", _slider("Label smoothing", "label_smoothing", 0.0, 0.3, 0.05)),
+    Setting("tta_flip", lambda v: gr.Checkbox(v, label="Evaluate on mirror images too (test-time flip)")),
+    Setting("freeze", _choice("Freeze layers up to (pretrained only)", "freeze")),
+    # Its boxes name the strength a tick gives with the preset chosen (Fast's zoom is gentler than the recipe's).
+    Setting("augment", lambda v, choices: gr.CheckboxGroup(choices, value=v, label="Augmentations", elem_id="augment"),
+            read=lambda v, preset: preset.augment.only(v or []), show=lambda cfg: list(cfg.augment.enabled()),
+            choices=lambda cfg: augmentation_choices(cfg.augment)),
+    Setting("hide_lungs", lambda v: gr.Radio([("show the lungs", "none"), ("hide a central box", "box"),
+                                             ("hide the lung masks", "mask")], value=v, elem_id="hide_lungs",
+                                            label="Shortcut experiment: hide the lungs from the model")),
+    Setting("weights", lambda v: gr.Dropdown(["auto", "imagenet", "none"], value=v, label="Starting weights")),
+    Setting("seed", _number("Seed", "seed")),
+]
+SETTING_NAMES = [s.field for s in SETTINGS]
+
+
+def preset_values(name: str) -> dict[str, Any]:
+    """The widgets' values for a preset, by setting name, plus the preset's description."""
+    cfg = apply_preset(name)
+    values = {s.field: s.show(cfg) if s.show else getattr(cfg, s.field) for s in SETTINGS}
+    return {"description": DESCRIPTIONS[name], **values}
+
+
+def _read(setting: Setting, value: Any, preset: TrainConfig) -> Any:
+    if setting.read is not None:
+        return setting.read(value, preset)
+    kind = BOUNDS.get(setting.field, (0, 0, None))[2]
+    try:
+        if kind is int:
+            if float(value) != int(float(value)):
+                raise ValueError
+            return int(float(value))
+        return float(value) if kind is float else value
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{setting.field.replace('_', ' ')} must be a number") from None
+
+
+def build_config(ctx: AppContext, preset: str, values: dict[str, Any]) -> TrainConfig:
+    """A TrainConfig from the preset and the widgets' values by name, for this server's data and checkpoints. A
+    setting left out (or None, an emptied field) keeps the preset's value. Raises ValueError (one sentence) for a
+    mistyped or out-of-range value."""
+    if preset not in presets_for(torch.cuda.is_available()):
+        raise ValueError("choose one of the presets offered" + ("" if torch.cuda.is_available() else
+                                                               ": the GPU preset needs a CUDA GPU, and this server has none"))
+    base = apply_preset(preset)
+    overrides = {s.field: _read(s, values[s.field], base) for s in SETTINGS if values.get(s.field) is not None}
+    weights = overrides.get("weights", "auto")
+    if weights not in ("auto", "imagenet", "none"):  # a path is a CLI feature: visitors name no server files
+        raise ValueError("starting weights must be auto, imagenet or none")
+    cfg = replace(base, **overrides, data=str(ctx.settings.data_dir),
+                  out=str(ctx.settings.checkpoints_dir / checkpoint_name()))
+    cfg.validate()
+    return cfg
