@@ -36,6 +36,9 @@ DECODE_BUDGET = 1_000_000_000
 # A decode at least this big gives its freed memory back to the system when it is the last one running (a
 # 5-megapixel PNG and up: what glibc would otherwise keep; malloc_trim takes milliseconds, the decode far more).
 _TRIM_BYTES = 16_000_000
+# For images Pillow decodes, the longest side may be at most this many times the shortest. Radiographs are near square (a long-leg scan is about
+# 1:4); a 1 x 100,000,000 strip passes the pixel limit yet costs Pillow dozens of bytes of bookkeeping per row.
+MAX_ASPECT = 20
 # Room for a DICOM header (and anything after the pixels) on top of the pixel bytes it declares.
 _DICOM_HEADER_BYTES = 4 << 20
 
@@ -322,6 +325,18 @@ def _decode_raster(data: bytes, name: str, max_side: int | None, named_dicom: bo
         return _decode_from(fp, name, max_side, named_dicom)
 
 
+def decode_cost(img: Image.Image) -> int:
+    """Bytes decoding `img` (opened, not loaded) may hold at its peak on the way to "L": Pillow's pixels (1 byte for
+    L, 1 and P, 2 for 16-bit, else 4 per pixel) and the copies `_to_gray` makes of them (a palette or alpha image
+    passes through up to three 4-byte RGBA copies; others one array the size of the pixels), the gray result, and
+    Pillow's pointer per row for each of those images."""
+    w, h = img.size
+    decoded = 1 if img.mode in ("1", "L", "P") else 2 if img.mode.startswith("I;16") else 4
+    through_rgba = img.mode in ("P", "RGBA", "LA", "PA", "RGBa", "La")
+    copies = 3 * 4 if through_rgba else decoded
+    return w * h * (decoded + copies + 1) + 5 * 8 * h
+
+
 def _decode_from(fp: io.BytesIO, name: str, max_side: int | None, named_dicom: bool) -> Image.Image:
     try:
         with warnings.catch_warnings():
@@ -339,11 +354,12 @@ def _decode_from(fp: io.BytesIO, name: str, max_side: int | None, named_dicom: b
         raise _PillowRefused() from e
     w, h = img.size
     _check_size(name, w, h)
+    if max(w, h) > MAX_ASPECT * min(w, h):  # pydicom decodes into one array, so this is Pillow's concern only
+        raise ValueError(f"{name} is {w}x{h} pixels, a strip no radiograph is shaped like (the long side may be at most "
+                         f"{MAX_ASPECT} times the short one); crop or export the X-ray itself")
     if img.format == "JPEG" and max_side is not None:
         img.draft("L", (max_side, max_side))  # decode at 1/2, 1/4 or 1/8 scale: fast and small
-    # Pillow's pixels (1 byte for L and P, 2 for 16-bit, else 4), an array or composite copy of them, the gray result.
-    decoded = 1 if img.mode in ("1", "L", "P") else 2 if img.mode.startswith("I;16") else 4
-    cost = img.size[0] * img.size[1] * (2 * decoded + 1)
+    cost = decode_cost(img)
     try:
         with _budget.reserve(cost), warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

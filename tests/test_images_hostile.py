@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from cxr import images
-from cxr.images import read_xray
+from cxr.images import decode_cost, read_xray
 from demo.classify_tab import classify
 from tests import imagefiles
 
@@ -213,3 +213,23 @@ def test_sixteen_bit_png_larger_than_twice_max_side_is_downscaled(tmp_path):
     Image.fromarray(np.tile(np.arange(300, dtype=np.uint16) * 200, (200, 1))).save(tmp_path / "wide16.png")
     img = read_xray(tmp_path / "wide16.png", max_side=100)  # Pillow cannot reduce() a 16-bit image
     assert img.size == (100, 67) and np.asarray(img)[:, -1].min() > 240
+
+
+@pytest.mark.parametrize("size", [(1, 100_000), (100_000, 1), (30, 4_000)])
+def test_a_thin_strip_is_refused_before_its_pixels_are_decoded(tmp_path, size):
+    # Pillow keeps a pointer per row: a 1 x 119,000,000 palette PNG of 1 MB once took 6.5 GB to decode.
+    path = tmp_path / "strip.png"
+    Image.new("P", size, 0).save(path, transparency=0)
+    assert "strip" in refusal(path)
+
+
+def test_a_long_leg_scan_shape_is_still_read(tmp_path):
+    path = tmp_path / "long.png"
+    Image.linear_gradient("L").resize((200, 800)).save(path)
+    assert read_xray(path).size == (200, 800)
+
+
+def test_the_decode_budget_counts_palette_and_alpha_copies_and_rows(tmp_path):
+    gray, palette = Image.new("L", (100, 100)), Image.new("P", (100, 100))
+    assert decode_cost(palette) >= 14 * 100 * 100 > decode_cost(gray) >= 3 * 100 * 100
+    assert decode_cost(Image.new("L", (10, 200))) - decode_cost(Image.new("L", (200, 10))) == 5 * 8 * 190
