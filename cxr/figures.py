@@ -31,6 +31,7 @@ CAM_ALPHA = 0.45  # overlay opacity: the X-ray stays readable under the colour
 
 
 SMOOTHING = 0.6  # weight of the past in the smoothed validation curve (90 images make a jumpy line)
+SMOOTH_FROM = 5  # evaluations before the smoothed line shows: over fewer, the average lags far behind the points
 CURVE_COLORS = {"training": "#4c78a8", "validation": "#f58518", "smoothed": "#b3541e", "target": "#888888",
                 "compare": "#54a24b"}
 
@@ -52,9 +53,9 @@ def _points(history: list[dict[str, Any]], key: str) -> tuple[list[int], list[fl
 def curves_figure(history: list[dict[str, Any]], total_steps: int = 0, target: float = 0.0,
                   compare: tuple[str, list[dict[str, Any]]] | None = None) -> Figure:
     """Loss and accuracy against step, training beside validation, as the Train tab shows them live and the report
-    saves them: every evaluation a marker (so one point shows), a smoothed validation line once there are three,
+    saves them: every evaluation a marker (so one point shows), a smoothed validation line from SMOOTH_FROM on,
     the target as a dotted line (0: none), and optionally another run's validation accuracy, `(name, history)`.
-    `total_steps` fixes the x range a run will fill (0: the steps so far)."""
+    `total_steps` fixes the x range a run will fill (0: the steps so far); a compared run widens it to its own."""
     fig = Figure(figsize=(10, 3.4), layout="constrained")
     ax_loss, ax_acc = fig.subplots(1, 2, sharex=True)
     style = dict(marker="o", markersize=4, linewidth=1.6)
@@ -62,7 +63,7 @@ def curves_figure(history: list[dict[str, Any]], total_steps: int = 0, target: f
         for part, label in (("train", "training"), ("val", "validation")):
             ax.plot(*_points(history, f"{part}_{metric}"), color=CURVE_COLORS[label], label=f"{label} {metric}", **style)
         steps, values = _points(history, f"val_{metric}")
-        if len(values) >= 3:
+        if len(values) >= SMOOTH_FROM:
             ax.plot(steps, smooth(values), color=CURVE_COLORS["smoothed"], linewidth=2.4, linestyle="--",
                     label=f"validation {metric}, smoothed")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
@@ -76,8 +77,11 @@ def curves_figure(history: list[dict[str, Any]], total_steps: int = 0, target: f
         ax_acc.axhline(target, color=CURVE_COLORS["target"], linestyle=":", label=f"target {target:.0%}")
     ax_acc.set_ylim(0, 1.02)
     ax_loss.set_ylim(bottom=0)
-    ax_loss.set_xlim(0, max(total_steps, max((h["step"] for h in history), default=1), 1))
+    shown = history + (compare[1] if compare is not None else [])
+    last = max((h["step"] for h in shown), default=0)
+    ax_loss.set_xlim(0, max(total_steps, last, 1) * 1.02)  # a little room so the last marker is not cut in half
     if not history:
+        ax_loss.set_ylim(0, 1.5)  # no loss yet: a sensible empty scale (a 3-class guess scores ln 3 = 1.1)
         for ax in (ax_loss, ax_acc):
             ax.text(0.5, 0.5, "no evaluation yet", transform=ax.transAxes, ha="center", va="center", color="#666")
     ax_loss.legend(loc="upper right", fontsize=8)

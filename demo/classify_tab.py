@@ -24,12 +24,11 @@ from cxr.data import display_name
 from cxr.explain import OVERLAY_COLORMAP, draw_outline, overlay
 from cxr.lungs import area_share, lung_focus, mask_path
 from cxr.images import IMAGE_SUFFIXES
-from cxr.measure import format_duration
 
 from . import explain_panel
 from .context import AppContext
 from .labels import percent
-from .messages import SOMETHING_WRONG, user_error
+from .messages import SOMETHING_WRONG, no_model_yet, user_error
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +38,6 @@ you pick: it shows *where the model looked*, not *what is medically there*. A he
 reassuring; a heatmap on a text marker, the shoulder or the image border means the model learned a shortcut.
 Probabilities are the model's confidence, not the chance of disease.
 """
-NO_MODEL = ("**No trained model yet.** Train one in the **Train** tab (the Fast preset takes a few minutes); "
-            "it appears here as soon as its first evaluation is saved.")
 PREDICTED = "predicted class"
 EXAMPLES_PER_CLASS = 4
 MAX_XRAY_MB = 20  # an X-ray PNG is 0.1 to 5 MB, a DICOM up to ~20 MB (the page allows larger files for models)
@@ -68,16 +65,7 @@ def colour_bar(stops: int = 11) -> str:
 # ------------------------------------------------------------------------------------------------ models
 def starter_message(ctx: AppContext) -> str:
     """What a visitor reads while no model exists yet: the starter run's progress, or how to train one."""
-    snap = ctx.job.snapshot()
-    if not snap.active:
-        return NO_MODEL
-    step, every = snap.last_step, snap.config.get("eval_every", 20)
-    if not step:
-        return "**The starter model is training:** it is reading the X-rays; the first model is ready in a few minutes."
-    to_go = every - step["step"] % every  # steps until the first evaluation, which saves the first model
-    seconds = to_go * step["eta_s"] / max(step["total_steps"] - step["step"], 1)
-    return (f"**The starter model is training:** ready in about {format_duration(seconds)} "
-            "(you can watch it in the **Train** tab).")
+    return no_model_yet(ctx.job.snapshot())
 
 
 def model_list(ctx: AppContext, known: list, current: str | None):
@@ -136,7 +124,7 @@ def classify(ctx: AppContext, file: str | None, checkpoint: str | None, target: 
     if not file and source is None:
         raise user_error("Drop an X-ray image (PNG, JPEG or DICOM) into the box first.")
     if not checkpoint:
-        raise user_error("There is no trained model yet: train one in the Train tab first.")
+        raise user_error(no_model_yet(ctx.job.snapshot(), markdown=False))
     try:
         clf = ctx.classifier(checkpoint)
         if target not in (None, PREDICTED, *clf.classes):

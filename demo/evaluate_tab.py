@@ -30,6 +30,7 @@ from cxr.interpret import Interpretation, Record, cache_for, interpret_as_traine
 from cxr.report import write_report
 
 from .context import AppContext
+from .messages import no_model_yet, user_error
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,6 @@ which it never saw while training. The colour on each picture (Grad-CAM) shows w
 class it chose: on the lungs, or on a label, a shoulder or the border? **Click a picture** to open it in
 **Classify**; **click a number** in the confusion matrix to see those X-rays.
 """
-NO_MODEL = "**No trained model yet.** Train one in the **Train** tab; it appears here as soon as it is saved."
 WRONG, RIGHT = "most confidently wrong", "most confidently right"
 SHOWN = 12  # pictures in the top-losses gallery: three rows of four
 CELL_SHOWN = 24  # pictures of one confusion-matrix cell, largest loss first
@@ -189,7 +189,7 @@ def show_model(ctx: AppContext, name: str | None):
     "wrong", the cell gallery cleared, the download button hidden until a report is made)."""
     reset = (WRONG, gr.update(value=[], visible=False), CELL_HINT, [], gr.update(value=None, visible=False))
     if not name:
-        return (NO_MODEL, gr.update(value=[], visible=False), [], pd.DataFrame(), "", pd.DataFrame(), "", *reset)
+        return (no_model_yet(ctx.job.snapshot()), gr.update(value=[], visible=False), [], pd.DataFrame(), "", pd.DataFrame(), "", *reset)
     analysis = _analysis(ctx, name)
     interp = analysis.interp
     gallery, ids = _gallery(ctx, analysis, shown_records(interp, WRONG))
@@ -242,7 +242,7 @@ def _write_zip(checkpoint: Path, data_dir: Path) -> str:
 def report_zip(ctx: AppContext, name: str | None) -> str:
     """The model card folder of `name` (README.md, figures, metrics.json) as a zip, written once per model file."""
     if not name:
-        raise gr.Error("There is no trained model yet: train one in the Train tab first.", print_exception=False)
+        raise user_error(no_model_yet(ctx.job.snapshot(), markdown=False))
     try:
         path = ctx.checkpoint_path(name)
         key = ("report", name, path.stat().st_mtime)
@@ -283,7 +283,7 @@ def build(ctx: AppContext) -> dict[str, Any]:
         report_btn = gr.Button("Make a report (zip)", elem_id="eval_report", scale=1)
         download_btn = gr.DownloadButton("Download the report", visible=False, variant="primary",
                                          elem_id="eval_download", scale=1)
-    summary_text = gr.Markdown(NO_MODEL if not models else "", elem_id="eval_summary")
+    summary_text = gr.Markdown(no_model_yet(ctx.job.snapshot()) if not models else "", elem_id="eval_summary")
 
     gr.Markdown("### Top losses: the X-rays it was most sure about\n"
                 "The colour marks where it looked for the class it chose. Click a picture to open it in **Classify**.")

@@ -44,6 +44,14 @@ class Snapshot:
     def active(self) -> bool:
         return self.status in ("running", "stopping")
 
+    @property
+    def steps_per_second(self) -> float:
+        """The run's training pace so far (0 before its first step). Under a time budget the step count is only a
+        cap, so anything that says "how long until step N" divides by this, not by the run's remaining steps."""
+        if not self.last_step:
+            return 0.0
+        return self.last_step["train_images_per_sec"] / max(int(self.config.get("batch_size", 1)), 1)
+
 
 class TrainingJob:
     def __init__(self, train: Callable[..., Iterator[Event]] = fit, on_end: Callable[[], Any] | None = None):

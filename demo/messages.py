@@ -11,9 +11,33 @@ import html
 
 import gradio as gr
 
+from cxr.measure import format_duration
+
+from .job import Snapshot
+
 SOMETHING_WRONG = "Something went wrong on the server. Please try again, or try another image."
 
 
 def user_error(message: str) -> gr.Error:
     """An error toast for an expected refusal: escaped, and kept out of the server's traceback log."""
     return gr.Error(html.escape(str(message)), print_exception=False)
+
+
+def no_model_yet(snap: Snapshot, markdown: bool = True) -> str:
+    """Why there is no model to classify or evaluate with yet, and when there will be one: the run now training
+    saves its first model at its first evaluation; with no run, how to train one. Plain text for an error toast."""
+    if not snap.active:
+        head, rest = "No trained model yet.", ("Train one in the Train tab (the Fast preset takes a few minutes); it "
+                                               "appears here as soon as its first evaluation is saved.")
+    elif not snap.last_step:
+        head, rest = "The starter model is training:", "it is reading the X-rays; the first model is ready in a few minutes."
+    else:
+        every = int(snap.config.get("eval_every", 20))
+        to_go = every - snap.last_step["step"] % every  # steps until the first evaluation, which saves the model
+        pace = snap.steps_per_second
+        when = f"in about {format_duration(to_go / pace)}" if pace > 0 else "soon"
+        rest = f"ready {when}, at its first evaluation (you can watch it in the Train tab)."
+        head = "The starter model is training:"
+    if markdown:
+        return f"**{head}** " + rest.replace("Train tab", "**Train** tab")
+    return f"{head} {rest}"

@@ -30,7 +30,8 @@ class Setting:
     # (widget value, the preset's config) -> config value (default: cast by BOUNDS' type)
     read: Callable[[Any, TrainConfig], Any] | None = None
     show: Callable[[TrainConfig], Any] | None = None  # config -> widget value (default: the field)
-    choices: Callable[[TrainConfig], list] | None = None  # config -> the widget's choices, when they vary by preset
+    # (config, server) -> the widget's choices, when they vary by preset or by what the server's data holds
+    choices: Callable[[TrainConfig, AppContext], list] | None = None
 
 
 def _number(label: str, field: str, **kw: Any) -> Callable[[Any], gr.components.Component]:
@@ -64,10 +65,12 @@ SETTINGS: list[Setting] = [
     # Its boxes name the strength a tick gives with the preset chosen (Fast's zoom is gentler than the recipe's).
     Setting("augment", lambda v, choices: gr.CheckboxGroup(choices, value=v, label="Augmentations", elem_id="augment"),
             read=lambda v, preset: preset.augment.only(v or []), show=lambda cfg: list(cfg.augment.enabled()),
-            choices=lambda cfg: augmentation_choices(cfg.augment)),
-    Setting("hide_lungs", lambda v: gr.Radio([("show the lungs", "none"), ("hide a central box", "box"),
-                                             ("hide the lung masks", "mask")], value=v, elem_id="hide_lungs",
-                                            label="Shortcut experiment: hide the lungs from the model")),
+            choices=lambda cfg, ctx: augmentation_choices(cfg.augment)),
+    # Hiding the lung masks is offered only when the dataset has them (the Kaggle v4 release's masks/ folders).
+    Setting("hide_lungs", lambda v, choices: gr.Radio(choices, value=v, elem_id="hide_lungs",
+                                                      label="Shortcut experiment: hide the lungs from the model"),
+            choices=lambda cfg, ctx: [("show the lungs", "none"), ("hide a central box", "box")]
+            + ([("hide the lung masks", "mask")] if ctx.has_masks else [])),
     Setting("weights", lambda v: gr.Dropdown(["auto", "imagenet", "none"], value=v, label="Starting weights")),
     Setting("seed", _number("Seed", "seed")),
 ]

@@ -45,9 +45,9 @@ ONLY_TEACHER = "Only the teacher can start or stop a run: students, watch the cu
 ANYONE = ("Anyone who opens this page can press **Start** and **Stop**. On a public Space, set a teacher key "
           "(`CXR_TEACHER_KEY`) so that only the teacher can.")
 RANDOM_WEIGHTS = ("**Training from random weights.** The ImageNet starting weights could not be loaded ({why}), so "
-                  "this model learns vision from a few hundred X-rays: expect lower accuracy and slower progress; the "
-                  "95 % target is unlikely. To fix it, put the weights file where the README's *ImageNet weights "
-                  "offline* section says, then start again.")
+                  "this model learns vision from a few hundred X-rays: expect lower accuracy and slower progress, and "
+                  "the 95 % target is unlikely. *(Teachers: the README's \"ImageNet weights offline\" section says "
+                  "how to fix this.)*")
 
 
 def start_run(ctx: AppContext, teacher_key: Any, preset: str, values: dict[str, Any]) -> str:
@@ -183,10 +183,13 @@ def hidden_lungs_sentence(snap: Snapshot) -> str:
 
 
 def report_frame(report: dict) -> pd.DataFrame:
-    rows = [{"class": display_name(k), **{m: round(v, 3) if isinstance(v, float) else v for m, v in r.items()}}
-            for k, r in report["per_class"].items()]
-    rows.append({"class": "macro average", **{m: round(v, 3) for m, v in report["macro"].items()}, "support": report["count"]})
-    return pd.DataFrame(rows, columns=["class", "precision", "recall", "f1", "support"])
+    """The test set's per-class metrics, named as the Evaluate tab names them."""
+    def row(name: str, m: dict, count: int) -> dict:
+        return {"class": name, "precision": round(m["precision"], 3), "recall": round(m["recall"], 3),
+                "F1": round(m["f1"], 3), "test images": count}
+    rows = [row(display_name(k), r, r["support"]) for k, r in report["per_class"].items()]
+    rows.append(row("macro average", report["macro"], report["count"]))
+    return pd.DataFrame(rows, columns=["class", "precision", "recall", "F1", "test images"])
 
 
 @dataclass
@@ -264,11 +267,10 @@ def build(ctx: AppContext) -> TrainView:
     cuda = torch.cuda.is_available()
     preset0 = default_preset(cuda)
     values = preset_values(preset0)
-    gr.Markdown(INTRO)
     teacher_only = ctx.settings.teacher_only
     with gr.Row(equal_height=True):
-        key_box = gr.Textbox(label="Teacher key", type="password", visible=teacher_only, elem_id="teacher_key", scale=1,
-                             placeholder="teachers only: press Enter")
+        key_box = gr.Textbox(label="Teacher key (press Enter to unlock Start and Stop)", type="password", visible=teacher_only, elem_id="teacher_key", scale=1,
+                             placeholder="type the key, then press Enter")
         who = gr.Markdown(ONLY_TEACHER if teacher_only else ANYONE, elem_id="who_may_train")
     with gr.Row():
         choices = [(preset_title(n), n) for n in presets_for(cuda)]
@@ -280,7 +282,7 @@ def build(ctx: AppContext) -> TrainView:
         for row in (SETTINGS[0:5], SETTINGS[5:10], SETTINGS[10:14], SETTINGS[14:]):
             with gr.Row():
                 for s in row:
-                    extra = [s.choices(apply_preset(preset0))] if s.choices else []
+                    extra = [s.choices(apply_preset(preset0), ctx)] if s.choices else []
                     widgets[s.field] = s.widget(values[s.field], *extra)
     with gr.Row():
         start_btn = gr.Button("Start", variant="primary", elem_id="start_btn", interactive=not teacher_only)
@@ -289,11 +291,12 @@ def build(ctx: AppContext) -> TrainView:
     warning = gr.Markdown(visible=False, elem_id="weights_warning")
     curves = gr.Plot(curves_figure([], 0, values["target_accuracy"]), label="Curves", show_label=False,
                      elem_id="curves", format="png")  # the figure titles its own axes; a badge would cover one
+    gr.Markdown(INTRO)  # right under what it explains, so the curves come first on a projector
     compare = gr.Dropdown([], value=None, label="Compare with a saved run (its validation accuracy in green)",
                           elem_id="compare", allow_custom_value=True)  # grows with the folder
     gr.Markdown("**Attention forming.** One validation X-ray per class, explained with Grad-CAM at every evaluation: "
                 "watch where the model looks as it learns (after the run, scrub through the steps).")
-    attention = gr.Gallery(label="Where the model looks now", columns=3, height=260, allow_preview=False,
+    attention = gr.Gallery(label="Where the model looks now", columns=3, height="auto", allow_preview=False,
                            elem_id="attention_strip")
     attention_step = gr.Slider(0, 1, 0, step=1, label="Evaluation (scrub through the run)", visible=False,
                                elem_id="attention_step")
@@ -306,7 +309,7 @@ def build(ctx: AppContext) -> TrainView:
 
     def show_preset(name: str) -> list:
         v, cfg = preset_values(name), apply_preset(name)
-        return [v["description"] + no_gpu] + [gr.update(value=v[s.field], choices=s.choices(cfg)) if s.choices
+        return [v["description"] + no_gpu] + [gr.update(value=v[s.field], choices=s.choices(cfg, ctx)) if s.choices
                                               else v[s.field] for s in SETTINGS]
 
     preset.change(show_preset, [preset], [preset_info, *widgets.values()], api_name=False)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from cxr.figures import CURVE_COLORS, curves_figure, smooth
+from cxr.figures import CURVE_COLORS, SMOOTH_FROM, curves_figure, smooth
 
 
 def _history(n: int) -> list[dict]:
@@ -21,9 +21,9 @@ def test_a_single_evaluation_is_drawn_as_a_point_and_an_empty_plot_says_so():
     assert "no evaluation yet" in [t.get_text() for t in empty.axes[0].texts]
 
 
-def test_the_smoothed_line_appears_from_three_evaluations():
-    assert "validation accuracy, smoothed" not in _labels(curves_figure(_history(2)).axes[1])
-    assert "validation accuracy, smoothed" in _labels(curves_figure(_history(3)).axes[1])
+def test_the_smoothed_line_waits_for_enough_evaluations_to_follow_them():
+    assert "validation accuracy, smoothed" not in _labels(curves_figure(_history(SMOOTH_FROM - 1)).axes[1])
+    assert "validation accuracy, smoothed" in _labels(curves_figure(_history(SMOOTH_FROM)).axes[1])
 
 
 def test_the_target_and_a_compared_run_are_drawn_only_when_given():
@@ -36,9 +36,13 @@ def test_the_target_and_a_compared_run_are_drawn_only_when_given():
     assert compared.get_color() == CURVE_COLORS["compare"] and list(compared.get_xdata()) == [10, 20]
 
 
-def test_the_x_range_covers_the_whole_run_before_it_gets_there():
-    assert curves_figure(_history(2), total_steps=500).axes[0].get_xlim()[1] == 500
-    assert curves_figure(_history(2), total_steps=0).axes[0].get_xlim()[1] == 20
+def test_the_x_range_covers_the_whole_run_and_a_compared_one():
+    def right(fig):
+        return fig.axes[0].get_xlim()[1]
+    assert 500 <= right(curves_figure(_history(2), total_steps=500)) < 520
+    assert 20 <= right(curves_figure(_history(2), total_steps=0)) < 21
+    # a short run compared with a longer one: the longer one's points must be on the chart, not past its edge
+    assert right(curves_figure(_history(2), total_steps=20, compare=("long run", _history(9)))) >= 90
 
 
 def test_a_history_missing_a_metric_draws_what_it_has():

@@ -1,0 +1,37 @@
+"""What a visitor reads when something is refused or not there yet."""
+
+import gradio as gr
+
+from demo.job import Snapshot
+from demo.messages import no_model_yet, user_error
+
+
+def _training(step: int, images_per_s: float, batch: int = 32, every: int = 20, total: int = 18_000) -> Snapshot:
+    return Snapshot(status="running", config={"batch_size": batch, "eval_every": every, "time_budget_s": 170},
+                    last_step={"step": step, "total_steps": total, "train_images_per_sec": images_per_s, "eta_s": 150.0,
+                               "epoch": 0})
+
+
+def test_the_countdown_to_the_first_model_follows_the_runs_pace_not_its_step_cap():
+    # A time-budget run's step count is a cap (18,000 here): 15 steps to the first evaluation at 2 steps/s is 8 s,
+    # not 15 * 150 s / 17,995 steps (about 0 s, what the page once said for a whole minute).
+    text = no_model_yet(_training(step=5, images_per_s=64.0))
+    assert "ready in about 8 s" in text and text.startswith("**The starter model is training:**")
+    assert "ready in about 30 s" in no_model_yet(_training(step=5, images_per_s=16.0))
+
+
+def test_before_its_first_step_and_with_no_run_it_says_what_will_happen():
+    assert "reading the X-rays" in no_model_yet(Snapshot(status="running", config={"batch_size": 32}))
+    idle = no_model_yet(Snapshot())
+    assert idle.startswith("**No trained model yet.**") and "**Train** tab" in idle
+
+
+def test_the_plain_version_for_an_error_toast_has_no_markdown():
+    for snap in (Snapshot(), _training(step=5, images_per_s=64.0)):
+        plain = no_model_yet(snap, markdown=False)
+        assert "**" not in plain and "Train tab" in plain
+
+
+def test_a_refusal_is_escaped_and_not_logged_as_a_traceback():
+    err = user_error("model <b>x</b> is not here")
+    assert isinstance(err, gr.Error) and "<b>" not in err.message and err.print_exception is False

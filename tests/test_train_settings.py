@@ -1,0 +1,16 @@
+"""The Train tab's settings table: widgets offer only what this server can do."""
+
+from types import SimpleNamespace
+
+from cxr.presets import apply_preset
+from demo.train_settings import SETTINGS
+
+
+def _offered(field: str, has_masks: bool) -> list[str]:
+    setting = next(s for s in SETTINGS if s.field == field)
+    return [value for _, value in setting.choices(apply_preset("fast-cpu"), SimpleNamespace(has_masks=has_masks))]
+
+
+def test_hiding_the_lung_masks_is_offered_only_when_the_dataset_has_masks():
+    assert _offered("hide_lungs", has_masks=True) == ["none", "box", "mask"]
+    assert _offered("hide_lungs", has_masks=False) == ["none", "box"]
