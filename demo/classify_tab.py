@@ -16,7 +16,6 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
-from gradio.utils import get_upload_folder
 from matplotlib import colormaps
 
 from cxr.checkpoint import checkpoint_name, load_checkpoint
@@ -94,9 +93,12 @@ def _size_check(file: str) -> None:
         raise ValueError(f"{Path(file).name} is {size / 2**20:.0f} MB; X-rays of at most {MAX_XRAY_MB} MB are accepted")
 
 
-def _forget_upload(file: str | None) -> None:
-    """Delete an uploaded file once it has been read: nobody's upload waits an hour in the server's cache."""
-    if file and Path(file).resolve().is_relative_to(Path(get_upload_folder()).resolve()):
+def _forget_upload(ctx: AppContext, file: str | None) -> None:
+    """Delete an uploaded file once it has been read: nobody's upload waits in the server's cache. Only a file a
+    visitor uploaded (Gradio records each one): a request that names one of the server's own cached images (the
+    galleries every page shows) must not be able to delete it."""
+    if file and file in ctx.uploads:
+        ctx.uploads.discard(file)
         Path(file).unlink(missing_ok=True)
 
 
@@ -140,7 +142,7 @@ def classify(ctx: AppContext, file: str | None, checkpoint: str | None, target: 
         raise user_error(SOMETHING_WRONG) from None
     finally:
         if source is None:
-            _forget_upload(file)
+            _forget_upload(ctx, file)
     image = np.asarray(pred.image)
     heat = np.round(pred.heatmap * 255).astype(np.uint8)  # kept per visitor for redrawing: 8 bits are plenty
     if mask is not None and mask.shape != image.shape:
@@ -276,7 +278,7 @@ def add_model(ctx: AppContext, file: str | None, teacher_key: str | None = None)
     except ValueError as e:
         raise user_error(str(e).replace(Path(file).name, "that file")) from None
     finally:
-        _forget_upload(file)
+        _forget_upload(ctx, file)
     test = ckpt.metrics.get("test_accuracy")
     return f"Added the model as `{name}`" + (f" (test accuracy {percent(test)})" if test is not None else "") + "."
 

@@ -128,6 +128,7 @@ class AppContext:
         self._infos: dict[str, tuple[tuple[float, int], CheckpointInfo | None]] = {}
         self._splits: dict[tuple, Split] = {}
         self.janitor: Any = None  # the upload cache's janitor thread, started with the page (demo.limits)
+        self.uploads: set[str] = set()  # paths visitors uploaded (Gradio's record, attached by demo.ui.build_app)
         self._memo: OrderedDict[tuple, Any] = OrderedDict()
         self._memo_locks: dict[tuple, threading.Lock] = {}
 

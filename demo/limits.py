@@ -3,8 +3,10 @@
 Gradio accepts up to 1000 files in one upload request and keeps uploads for as long as `delete_cache` says. A page
 of this app never sends more than one file at a time, so `limit_files_per_request` lowers Gradio's multipart
 limit (a request with more files is refused with HTTP 400 before any file is stored); Gradio has no setting for it,
-so this wraps its parser's constructor, once. `UploadJanitor` keeps the upload folder under a size cap, oldest
-files first, every few seconds, in one daemon thread per server. Classify also deletes each X-ray once read.
+so this wraps its parser's constructor, once. `UploadJanitor` keeps the upload folder under a size cap every few
+seconds, in one daemon thread per server: it deletes the oldest *visitor uploads* (never the server's own rendered
+images, which every page links to), and while the folder stays over the cap the parser refuses new uploads, so a
+flood of 64 MB posts cannot fill the disk between its rounds. Classify also deletes each X-ray once read.
 """
 
 from __future__ import annotations
@@ -14,20 +16,26 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Callable, Collection
 
 from gradio import route_utils
+from starlette.formparsers import MultiPartException
 
 log = logging.getLogger(__name__)
 MAX_FILES_PER_REQUEST = 4
 MAX_UPLOAD_CACHE_MB = 1024
 
 
-def limit_files_per_request(limit: int = MAX_FILES_PER_REQUEST) -> None:
-    """Make Gradio's upload parser refuse requests carrying more than `limit` files."""
+def limit_files_per_request(limit: int = MAX_FILES_PER_REQUEST, refuse: Callable[[], str] | None = None) -> None:
+    """Make Gradio's upload parser refuse requests carrying more than `limit` files, and every request while
+    `refuse()` returns a sentence (HTTP 400 with that sentence, before anything is stored)."""
     parser = route_utils.GradioMultiPartParser
     original = getattr(parser.__init__, "_cxr_original", parser.__init__)
 
     def __init__(self, *args, max_files: float = 1000, **kwargs):
+        why = refuse() if refuse is not None else ""
+        if why:
+            raise MultiPartException(why)
         original(self, *args, max_files=min(max_files, limit), **kwargs)
 
     __init__._cxr_original = original
@@ -48,15 +56,16 @@ def folder_files(folder: Path) -> list[tuple[float, int, Path]]:
     return sorted(found)
 
 
-def trim_folder(folder: Path, max_bytes: int, min_age_s: float = 120.0) -> list[Path]:
-    """Delete the oldest files under `folder` until it holds at most `max_bytes` (files younger than `min_age_s`
-    are left: a request may still be waiting in the queue to read them). Returns what was deleted."""
+def trim_folder(folder: Path, max_bytes: int, min_age_s: float = 120.0,
+                removable: Callable[[Path], bool] = lambda path: True) -> list[Path]:
+    """Delete the oldest `removable` files under `folder` until it holds at most `max_bytes` (files younger than
+    `min_age_s` are left: a request may still be waiting in the queue to read them). Returns what was deleted."""
     files = folder_files(folder)
     total, removed, now = sum(size for _, size, _ in files), [], time.time()
     for mtime, size, path in files:
         if total <= max_bytes:
             break
-        if now - mtime < min_age_s:
+        if now - mtime < min_age_s or not removable(path):
             continue
         path.unlink(missing_ok=True)
         total -= size
@@ -64,11 +73,18 @@ def trim_folder(folder: Path, max_bytes: int, min_age_s: float = 120.0) -> list[
     return removed
 
 
-class UploadJanitor:
-    """Keeps the upload folder under its cap in the background."""
+FULL = ("The server's upload space is full right now; try again in a few minutes (uploads are deleted once "
+        "classified, and old ones are cleared regularly).")
 
-    def __init__(self, folder: str | Path, max_bytes: int = MAX_UPLOAD_CACHE_MB * 2**20, every_s: float = 10.0):
-        self.folder, self.max_bytes, self.every_s = Path(folder), max_bytes, every_s
+
+class UploadJanitor:
+    """Keeps the upload folder under its cap in the background, deleting only paths in `uploads` (the files
+    visitors sent: Gradio's `Blocks.upload_file_set`); `refusal()` is the sentence new uploads get while it is full."""
+
+    def __init__(self, folder: str | Path, uploads: Collection[str], max_bytes: int = MAX_UPLOAD_CACHE_MB * 2**20,
+                 every_s: float = 2.0):
+        self.folder, self.uploads, self.max_bytes, self.every_s = Path(folder), uploads, max_bytes, every_s
+        self.full = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cxr-upload-janitor", daemon=True)
 
@@ -79,11 +95,20 @@ class UploadJanitor:
     def stop(self) -> None:
         self._stop.set()
 
+    def refusal(self) -> str:
+        return FULL if self.full else ""
+
+    def trim(self) -> list[Path]:
+        """One round: delete the oldest uploads over the cap, then note whether the folder is still over it."""
+        removed = trim_folder(self.folder, self.max_bytes, removable=lambda path: str(path) in self.uploads)
+        if removed:
+            log.info("upload cache over %d MB: removed %d old uploads", self.max_bytes // 2**20, len(removed))
+        self.full = sum(size for _, size, _ in folder_files(self.folder)) > self.max_bytes
+        return removed
+
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
             try:
-                removed = trim_folder(self.folder, self.max_bytes)
-                if removed:
-                    log.info("upload cache over %d MB: removed %d old files", self.max_bytes // 2**20, len(removed))
+                self.trim()
             except OSError:
                 log.exception("could not trim the upload cache")

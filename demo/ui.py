@@ -58,12 +58,13 @@ def show_classify() -> gr.Tabs:
 
 
 def build_app(ctx: AppContext) -> gr.Blocks:
-    limit_files_per_request()
-    if getattr(ctx, "janitor", None) is None:
-        ctx.janitor = UploadJanitor(get_upload_folder()).start()
     # delete_cache: uploads and rendered images older than 15 minutes are removed every 5 minutes (Classify also
     # deletes each X-ray as soon as it is read), so a day of classes does not fill the Space's disk.
     with gr.Blocks(title="cxr: chest X-ray classifier", delete_cache=(300, 900)) as demo:
+        ctx.uploads = demo.upload_file_set  # what visitors sent: the only files a request may make the server delete
+        if getattr(ctx, "janitor", None) is None:
+            ctx.janitor = UploadJanitor(get_upload_folder(), ctx.uploads).start()
+        limit_files_per_request(refuse=ctx.janitor.refusal)
         gr.Markdown(f"# {TITLE}")
         gr.Markdown(NOTICE, elem_id="notice")
         if ctx.settings.banner:

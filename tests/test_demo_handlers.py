@@ -119,12 +119,15 @@ def test_classify_without_file_or_checkpoint_says_what_to_do(ctx, synthetic_root
 def test_an_upload_is_deleted_once_classified_and_a_dataset_image_never_is(ctx, synthetic_root, tmp_path, monkeypatch):
     import shutil
 
-    monkeypatch.setattr(classify_tab, "get_upload_folder", lambda: str(tmp_path))
-    upload = tmp_path / "abc123" / "xray.png"
-    upload.parent.mkdir()
-    shutil.copy(synthetic_root / "COVID" / "images" / "COVID-1.png", upload)
+    upload, cached = tmp_path / "abc123" / "xray.png", tmp_path / "def456" / "gallery.png"
+    for path in (upload, cached):
+        path.parent.mkdir()
+        shutil.copy(synthetic_root / "COVID" / "images" / "COVID-1.png", path)
+    monkeypatch.setattr(ctx, "uploads", {str(upload)})  # what Gradio recorded as sent by a visitor
     classify_tab.classify(ctx, str(upload), "tiny.pt", "predicted class", 0.5)
-    assert not upload.exists()
+    assert not upload.exists() and not ctx.uploads
+    classify_tab.classify(ctx, str(cached), "tiny.pt", "predicted class", 0.5)  # a server file a request named
+    assert cached.exists()
     dataset_image = synthetic_root / "COVID" / "images" / "COVID-2.png"
     classify_tab.classify(ctx, str(dataset_image), "tiny.pt", "predicted class", 0.5)
     assert dataset_image.exists()

@@ -3,14 +3,17 @@ mid-training, many requests, and the limits a public Space needs."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
+from gradio.utils import get_upload_folder
 from PIL import Image
 
 import cxr.train
@@ -230,10 +233,43 @@ def test_uploads_are_limited_in_size_and_number_and_the_cache_is_trimmed(tmp_pat
         many = [("files", (f"x{k}.png", b"\x89PNG small", "image/png")) for k in range(5)]
         r = httpx.post(url + "gradio_api/upload", files=many, timeout=60)
         assert r.status_code == 400 and "Too many files" in r.text  # a page never sends more than one at a time
-        good = synthetic_root / "Normal" / "images" / "Normal-1.png"
+        good = tmp_path / f"upload-{uuid.uuid4().hex}.png"
+        shutil.copy(synthetic_root / "Normal" / "images" / "Normal-1.png", good)
         assert client.predict(handle_file(str(good)), "tiny.pt", "predicted class", 0.5, api_name="/classify")[0]
+        assert not list(Path(get_upload_folder()).rglob(good.name))  # the visitor's upload is gone once read
+        # A request naming one of the server's own cached files (as the page's galleries are) must not delete it.
+        page_image = Path(get_upload_folder()) / uuid.uuid4().hex / "gallery.png"
+        page_image.parent.mkdir(parents=True)
+        shutil.copy(synthetic_root / "Normal" / "images" / "Normal-2.png", page_image)
+        named = {"path": str(page_image), "meta": {"_type": "gradio.FileData"}}
+        client.predict(named, "tiny.pt", "predicted class", 0.5, api_name="/classify")
+        assert page_image.exists()
+        context.janitor.full = True  # over the cap: new uploads are refused until the janitor has made room
+        r = httpx.post(url + "gradio_api/upload", files={"files": ("x.png", b"\x89PNG small", "image/png")}, timeout=60)
+        assert r.status_code == 400 and "upload space is full" in r.text
+        context.janitor.full = False
     finally:
         app.close()
+
+
+def test_the_janitor_deletes_only_visitor_uploads_and_refuses_new_ones_while_full(tmp_path):
+    from demo.limits import FULL, UploadJanitor
+
+    files = []
+    for k in range(4):
+        path = tmp_path / f"f{k}" / "x.png"
+        path.parent.mkdir()
+        path.write_bytes(b"0" * 1000)
+        os.utime(path, (1000 + k, 1000 + k))
+        files.append(path)
+    uploads = {str(files[1]), str(files[3])}  # f0 and f2 are the server's own (rendered images)
+    janitor = UploadJanitor(tmp_path, uploads, max_bytes=1500)
+    assert sorted(p.parent.name for p in janitor.trim()) == ["f1", "f3"]
+    assert files[0].exists() and files[2].exists()
+    assert janitor.full and janitor.refusal() == FULL  # still over the cap: the server's files stay, uploads wait
+    files[2].unlink()
+    janitor.trim()
+    assert not janitor.full and janitor.refusal() == ""
 
 
 def test_the_upload_cache_is_trimmed_oldest_first(tmp_path):
