@@ -8,6 +8,9 @@ as tracebacks; real bugs are logged with `log.exception` by the handler and show
 from __future__ import annotations
 
 import html
+import re
+from pathlib import PurePath
+from typing import Any
 
 import gradio as gr
 
@@ -16,6 +19,29 @@ from cxr.measure import format_duration
 from .job import Snapshot
 
 SOMETHING_WRONG = "Something went wrong on the server. Please try again, or try another image."
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s/'\"`(),;]+/)+([^\s/'\"`(),;]*)")
+# Fields of a run's record that name server files or folders; a visitor sees only their last part.
+_PATH_FIELDS = {"data", "out", "resume", "checkpoint", "last_checkpoint", "skipped_files"}
+
+
+def hide_paths(text: str) -> str:
+    """`text` with every absolute path cut to its last part ("into /root/.cache/torch/hub/checkpoints" -> "into
+    checkpoints"): where the server keeps things is the teacher's business (README), not every visitor's."""
+    return _ABSOLUTE_PATH.sub(lambda m: m.group(1) or PurePath(m.group(0)).name, text)
+
+
+def public_record(value: Any, key: str = "") -> Any:
+    """A run's record (config, events) as a visitor may see it: path-valued fields cut to their names and absolute
+    paths in every other text hidden (`hide_paths`). Returns a new structure; `value` is left as it was."""
+    if isinstance(value, dict):
+        return {k: public_record(v, k) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [public_record(v, key) for v in value]
+    if isinstance(value, str):
+        return PurePath(value).name if key in _PATH_FIELDS and value else hide_paths(value)
+    return value
 
 
 def user_error(message: str) -> gr.Error:

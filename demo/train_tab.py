@@ -31,7 +31,7 @@ from cxr.presets import apply_preset, default_preset, presets_for
 from .context import AppContext
 from .job import JobBusy, Snapshot
 from .labels import percent, preset_title
-from .messages import user_error
+from .messages import hide_paths, public_record, user_error
 from .train_settings import SETTING_NAMES, SETTINGS, build_config, preset_values
 
 INTRO = """
@@ -133,7 +133,7 @@ def status_text(snap: Snapshot) -> str:
     if snap.status == "idle":
         return "No training yet. Choose settings and press **Start**."
     if snap.status == "failed":
-        return f"**Training failed:** {snap.error}. The best checkpoint so far is kept."
+        return f"**Training failed:** {hide_paths(snap.error)}. The best checkpoint so far is kept."
     if snap.status == "done" and snap.done:
         d = snap.done
         head = f"**Finished** after {d['steps']} steps ({d['epochs']:g} epochs, {format_duration(d['seconds'])}): " \
@@ -248,9 +248,9 @@ def poll(ctx: AppContext, view: TrainView, seen: int, teacher: bool, compare: st
 def training_status(ctx: AppContext) -> dict:
     """The public `/training_status` API: the run's state as data (what the page draws, without the pictures)."""
     snap = ctx.job.snapshot()
-    return {"status": snap.status, "text": status_text(snap), "config": snap.config, "started": snap.started,
-            "last_step": snap.last_step, "evaluations": snap.evaluations, "notes": snap.notes, "done": snap.done,
-            "error": snap.error}
+    return public_record({"status": snap.status, "text": status_text(snap), "config": snap.config,
+                          "started": snap.started, "last_step": snap.last_step, "evaluations": snap.evaluations,
+                          "notes": snap.notes, "done": snap.done, "error": snap.error})
 
 
 def scrub_attention(ctx: AppContext, k: float) -> list:

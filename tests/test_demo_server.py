@@ -1,5 +1,6 @@
 """The running server, through gradio_client: what a Space's API users and the browser both rely on."""
 
+import json
 import time
 
 import pytest
@@ -53,6 +54,10 @@ def test_start_watch_and_stop_a_training_run(client, server):
             break
         time.sleep(0.5)
     assert state["status"] == "running" and "images/s" in state["text"], state
+    # Anyone may read the status: it names files, never where the server keeps them.
+    shown = json.dumps(state)
+    assert str(ctx.settings.checkpoints_dir) not in shown and str(ctx.settings.data_dir) not in shown
+    assert state["started"]["checkpoint"].startswith("resnet18-") and "/" not in state["started"]["checkpoint"]
     assert state["evaluations"][0]["step"] == 1 and 0 <= state["evaluations"][0]["val_accuracy"] <= 1
     client.predict(teacher_key="", api_name="/stop_training")
     assert ctx.job.wait(60)

@@ -3,7 +3,7 @@
 import gradio as gr
 
 from demo.job import Snapshot
-from demo.messages import no_model_yet, user_error
+from demo.messages import hide_paths, no_model_yet, public_record, user_error
 
 
 def _training(step: int, images_per_s: float, batch: int = 32, every: int = 20, total: int = 18_000) -> Snapshot:
@@ -35,3 +35,23 @@ def test_the_plain_version_for_an_error_toast_has_no_markdown():
 def test_a_refusal_is_escaped_and_not_logged_as_a_traceback():
     err = user_error("model <b>x</b> is not here")
     assert isinstance(err, gr.Error) and "<b>" not in err.message and err.print_exception is False
+
+
+def test_absolute_paths_are_cut_to_their_names_and_urls_kept():
+    text = ("offline, put resnet18-f37072fd.pth (from https://download.pytorch.org/models/resnet18-f37072fd.pth) "
+            "into /root/.cache/torch/hub/checkpoints, or see '/srv/cxr/data/'")
+    shown = hide_paths(text)
+    assert "/root" not in shown and "into checkpoints," in shown and "'data'" in shown
+    assert "https://download.pytorch.org/models/resnet18-f37072fd.pth" in shown
+    assert hide_paths("1/3 of the images, 18.4 images/s") == "1/3 of the images, 18.4 images/s"
+
+
+def test_a_public_record_names_files_but_not_folders_and_leaves_the_original():
+    record = {"config": {"data": "../shared/cxr-sample", "out": "/srv/ck/resnet18-1.pt", "lr": 0.002},
+              "evaluations": [{"checkpoint": "/srv/ck/resnet18-1.pt", "val_accuracy": 0.5}],
+              "done": {"skipped_files": ["/srv/data/a.png"], "checkpoint": ""}, "error": "no room in /srv/ck/x"}
+    shown = public_record(record)
+    assert shown["config"] == {"data": "cxr-sample", "out": "resnet18-1.pt", "lr": 0.002}
+    assert shown["evaluations"][0]["checkpoint"] == "resnet18-1.pt" and shown["done"]["skipped_files"] == ["a.png"]
+    assert shown["done"]["checkpoint"] == "" and shown["error"] == "no room in x"
+    assert record["config"]["out"] == "/srv/ck/resnet18-1.pt"
