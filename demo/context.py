@@ -118,6 +118,35 @@ class ModelEntry:
     training: bool  # the running job is still writing it
 
 
+class Memo:
+    """Values computed once per key for the whole server, the `keep` most recently used kept. Callers asking for
+    a key while it is being computed wait for that one computation instead of starting their own."""
+
+    def __init__(self, keep: int):
+        self.keep = keep
+        self._values: OrderedDict[tuple, Any] = OrderedDict()
+        self._locks: dict[tuple, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, compute: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key in self._values:
+                self._values.move_to_end(key)
+                return self._values[key]
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            with self._lock:
+                if key in self._values:
+                    return self._values[key]
+            value = compute()
+            with self._lock:
+                self._values[key] = value
+                while len(self._values) > self.keep:
+                    old, _ = self._values.popitem(last=False)
+                    self._locks.pop(old, None)
+            return value
+
+
 class AppContext:
     def __init__(self, settings: AppSettings, job: TrainingJob | None = None, max_models: int = 2):
         self.settings = settings
@@ -129,29 +158,13 @@ class AppContext:
         self._splits: dict[tuple, Split] = {}
         self.janitor: Any = None  # the upload cache's janitor thread, started with the page (demo.limits)
         self.uploads: set[str] = set()  # paths visitors uploaded (Gradio's record, attached by demo.ui.build_app)
-        self._memo: OrderedDict[tuple, Any] = OrderedDict()
-        self._memo_locks: dict[tuple, threading.Lock] = {}
+        self._memo = Memo(keep=8)  # analyses, reports, measurements: see `cached`
+        self.figures = Memo(keep=4)  # the Train tab's curves, rendered once per change for every page (train_tab)
 
-    def cached(self, key: tuple, compute: Callable[[], Any], keep: int = 8) -> Any:
-        """`compute()` once per key for the whole server (a few keys kept, least recently used dropped): an
-        analysis of a model is made for the first visitor who asks and handed to every later one at once.
-        Visitors asking for the same key while it is computed wait for the one computation."""
-        with self._lock:
-            if key in self._memo:
-                self._memo.move_to_end(key)
-                return self._memo[key]
-            lock = self._memo_locks.setdefault(key, threading.Lock())
-        with lock:
-            with self._lock:
-                if key in self._memo:
-                    return self._memo[key]
-            value = compute()
-            with self._lock:
-                self._memo[key] = value
-                while len(self._memo) > keep:
-                    old, _ = self._memo.popitem(last=False)
-                    self._memo_locks.pop(old, None)
-            return value
+    def cached(self, key: tuple, compute: Callable[[], Any]) -> Any:
+        """`compute()` once per key for the whole server (a few kept, least recently used dropped): an analysis of
+        a model is made for the first visitor who asks and handed to every later one at once."""
+        return self._memo.get(key, compute)
 
     @cached_property
     def index(self) -> DatasetIndex:

@@ -17,6 +17,8 @@ def _labels(ax) -> list[str]:
 def test_a_single_evaluation_is_drawn_as_a_point_and_an_empty_plot_says_so():
     one = curves_figure(_history(1), 100, 0.95)
     assert all(line.get_marker() == "o" for line in one.axes[0].lines)
+    assert [line.get_label() for line in one.axes[0].lines][:2] == ["training loss", "validation loss"]
+    assert one.axes[0].get_xlim() == one.axes[1].get_xlim()  # one x range for both plots
     empty = curves_figure([], 0, 0.95)
     assert "no evaluation yet" in [t.get_text() for t in empty.axes[0].texts]
 
