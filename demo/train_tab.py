@@ -260,6 +260,9 @@ def rendered_curves(ctx: AppContext, snap: Snapshot, compare: str | None) -> Plo
     """The curves as the page's plot receives them (a PNG), drawn once per change of the run (and compared run)
     for every page: a class of 30 watching the run would otherwise encode 30 PNGs at every evaluation, 0.2 s of
     CPU each, on the two cores the run trains on."""
+    if compare and compare not in {m.name for m in ctx.models()}:
+        compare = None  # any other text draws no comparison: one picture for all of it, not one render per string
+
     def draw() -> PlotData:
         figure = curves_figure(snap.evaluations, expected_steps(snap), snap.config.get("target_accuracy", 0.95),
                                _compare_history(ctx, compare))

@@ -275,6 +275,7 @@ def test_poll_shows_curves_attention_then_results_and_skips_when_nothing_changed
     assert curves.type == "matplotlib" and curves.plot.startswith("data:image/png;base64,")
     # Another page (a student opening the link) gets the same picture, not a second rendering of it.
     assert train_tab.poll(ctx, view, -1, False)[view.curves] is curves
+    assert train_tab.poll(ctx, view, -1, False, compare="no such model")[view.curves] is curves
     assert len(out[view.attention]) == 3 and out[view.attention][0][1].startswith("COVID · called COVID · step 6")
     assert out[view.attention_step]["visible"] and out[view.attention_step]["maximum"] == 2
     assert out[view.metrics]["visible"] and list(out[view.metrics]["value"]["class"])[-1] == "macro average"
