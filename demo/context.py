@@ -14,6 +14,7 @@ import hmac
 import inspect
 import logging
 import os
+import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
@@ -165,6 +166,11 @@ class AppContext:
         """`compute()` once per key for the whole server (a few kept, least recently used dropped): an analysis of
         a model is made for the first visitor who asks and handed to every later one at once."""
         return self._memo.get(key, compute)
+
+    @cached_property
+    def scratch(self) -> Path:
+        """A folder of this server's own for files it makes to hand out (report zips), made on first use."""
+        return Path(tempfile.mkdtemp(prefix="cxr-server-"))
 
     @cached_property
     def index(self) -> DatasetIndex:

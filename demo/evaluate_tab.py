@@ -231,12 +231,17 @@ def open_image(ids: list, evt: gr.SelectData) -> int:
     return int(ids[evt.index])
 
 
-def _write_zip(checkpoint: Path, data_dir: Path) -> str:
-    folder = Path(tempfile.mkdtemp(prefix="cxr-report-"))
-    card = write_report(checkpoint, data_dir, folder / checkpoint.stem, include_weights=False)
-    zip_path = shutil.make_archive(str(folder / f"{checkpoint.stem}-report"), "zip", card)
-    shutil.rmtree(card)
-    return zip_path
+def _write_zip(checkpoint: Path, data_dir: Path, reports: Path) -> str:
+    """The report of `checkpoint` as `reports/<model>-report.zip`: one file per model, replaced when the model
+    file changes, so the folder never holds more reports than there are models."""
+    reports.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="card-", dir=reports))
+    try:
+        card = write_report(checkpoint, data_dir, work / checkpoint.stem, include_weights=False)
+        made = shutil.make_archive(str(work / f"{checkpoint.stem}-report"), "zip", card)
+        return str(Path(made).replace(reports / Path(made).name))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def report_zip(ctx: AppContext, name: str | None) -> str:
@@ -246,8 +251,10 @@ def report_zip(ctx: AppContext, name: str | None) -> str:
     try:
         path = ctx.checkpoint_path(name)
         key = ("report", name, path.stat().st_mtime)
-        zip_path = ctx.cached(key, lambda: _write_zip(path, ctx.settings.data_dir))
-        return zip_path if Path(zip_path).is_file() else _write_zip(path, ctx.settings.data_dir)
+        def write() -> str:
+            return _write_zip(path, ctx.settings.data_dir, ctx.scratch / "reports")
+        zip_path = ctx.cached(key, write)
+        return zip_path if Path(zip_path).is_file() else write()
     except ValueError as e:
         raise gr.Error(str(e), print_exception=False) from None
     except Exception:

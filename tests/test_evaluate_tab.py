@@ -3,6 +3,7 @@
 import json
 import zipfile
 from itertools import product
+from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
@@ -151,6 +152,9 @@ def test_report_zip_holds_the_card_and_its_figures(shared):
     assert not any(n.endswith(".pt") for n in names)
     assert evaluate_tab.report_zip(shared, MODEL) == path  # made once per model file
     assert evaluate_tab.prepare_report(shared, MODEL) == {"__type__": "update", "value": path, "visible": True}
+    # Written again (the memo forgot it, or the model file changed): it replaces its old zip, nothing piles up.
+    again = evaluate_tab._write_zip(shared.checkpoint_path(MODEL), shared.settings.data_dir, Path(path).parent)
+    assert again == path and [p.name for p in Path(path).parent.iterdir()] == [Path(path).name]
 
 
 def test_api_result_is_json_with_roc_auc_and_no_server_paths(shared):
