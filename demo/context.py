@@ -36,6 +36,7 @@ from .labels import model_label
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_SIZE = 224  # resolution of the images the Data and Classify tabs show
+MIN_KEY_LENGTH = 16  # a shorter teacher key is warned about at start: wrong keys are not rate-limited
 MAX_CHECKPOINT_MB = 2000  # default cap on the checkpoints folder: about 40 Fast runs; a free Space has 50 GB of disk
 
 
@@ -68,6 +69,10 @@ def resolve_settings(data: str | None = None, download: bool = False, root: Path
     key = teacher_key if teacher_key is not None else os.environ.get("CXR_TEACHER_KEY", "")
     starter = starter if starter is not None else os.environ.get("CXR_STARTER", "1") not in ("0", "false", "")
     cap_mb = max_checkpoint_mb if max_checkpoint_mb is not None else float(os.environ.get("CXR_MAX_CHECKPOINT_MB", MAX_CHECKPOINT_MB))
+    if key and len(key) < MIN_KEY_LENGTH:  # the page and API accept guesses as fast as they come: length is the lock
+        log.warning("the teacher key has %d characters; on a public Space use %d or more (e.g. python -c \"import "
+                    "secrets; print(secrets.token_urlsafe(16))\"): anyone may try keys as fast as the server answers",
+                    len(key), MIN_KEY_LENGTH)
     extra = dict(teacher_key_digest=digest_key(key), starter=starter, max_checkpoint_bytes=int(cap_mb * 2**20))
     return _with_data(data, download, root, checkpoints, extra)
 

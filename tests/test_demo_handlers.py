@@ -515,6 +515,16 @@ def test_settings_choose_synthetic_data_with_a_banner_when_there_is_none(tmp_pat
     assert again.data_dir == settings.data_dir
 
 
+def test_a_short_teacher_key_is_warned_about_at_start(synthetic_root, caplog):
+    with caplog.at_level("WARNING", logger="demo.context"):
+        resolve_settings(str(synthetic_root), teacher_key="sesame")
+    assert "teacher key has 6 characters" in caplog.text and "sesame" not in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="demo.context"):
+        resolve_settings(str(synthetic_root), teacher_key="x" * 16)
+    assert "teacher key" not in caplog.text
+
+
 def test_settings_prefer_the_real_database_folder(tmp_path, monkeypatch, synthetic_root):
     monkeypatch.delenv("CXR_DATA", raising=False)
     real = tmp_path / "data" / "COVID-19_Radiography_Dataset"
