@@ -194,7 +194,11 @@ def show_model(ctx: AppContext, name: str | None):
     interp = analysis.interp
     gallery, ids = _gallery(ctx, analysis, shown_records(interp, WRONG))
     cm = confusion_frame(interp)
-    return (summary(analysis), gallery, ids, cm.style.apply(_shade, axis=None), confused_words(interp),
+    text = summary(analysis)
+    if name == ctx.running_checkpoint():
+        text += (" *This model is still training: these are its best weights so far. Nothing here feeds back into "
+                 "training (it never sees the test set); the run's own test score comes when it ends.*")
+    return (text, gallery, ids, cm.style.apply(_shade, axis=None), confused_words(interp),
             metrics_frame(interp), metrics_words(interp), *reset)
 
 

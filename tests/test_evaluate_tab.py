@@ -173,3 +173,10 @@ def test_build_exposes_the_parts_the_page_wires(shared):
     apis = {d["api_name"]: d["api_visibility"] for d in demo.get_config_file()["dependencies"]}
     assert apis["evaluate_model"] == "public"
     assert [v for k, v in apis.items() if k != "evaluate_model"] == ["private"] * (len(apis) - 1)
+
+
+def test_a_model_still_training_says_so_beside_its_test_score(shared, monkeypatch):
+    assert "still training" not in view(shared)["summary"]
+    monkeypatch.setattr(shared, "running_checkpoint", lambda: MODEL)
+    text = view(shared)["summary"]
+    assert "right**" in text and "still training" in text and "never sees the test set" in text
