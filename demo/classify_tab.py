@@ -120,9 +120,10 @@ def focus_words(heatmap: np.ndarray, mask: np.ndarray | None) -> str:
 
 
 def classify(ctx: AppContext, file: str | None, checkpoint: str | None, target: str, alpha: float, source=None,
-             mask: np.ndarray | None = None):
+             mask: np.ndarray | None = None, truth: str | None = None):
     """Probabilities, the overlay, the caption, and what re-explaining needs (the decoded image, the heatmap, and
-    the lung mask when the image comes from the dataset and has one)."""
+    the lung mask when the image comes from the dataset and has one). `truth`: the dataset's label for an image
+    from the dataset, which the caption sets beside the model's answer."""
     if not file and source is None:
         raise user_error("Drop an X-ray image (PNG, JPEG or DICOM) into the box first.")
     if not checkpoint:
@@ -148,10 +149,13 @@ def classify(ctx: AppContext, file: str | None, checkpoint: str | None, target: 
     if mask is not None and mask.shape != image.shape:
         mask = None  # not this picture's mask
     probs = {display_name(k): v for k, v in pred.probabilities.items()}
-    caption = (f"Grad-CAM for **{display_name(pred.target)}**" + (" (synthetic model)" if clf.checkpoint.synthetic else "")
+    verdict = "" if truth is None else (
+        f"**Labelled {display_name(truth)} in the dataset**: the model says {display_name(pred.label)}, "
+        + ("right.\n\n" if truth == pred.label else "**wrong**.\n\n"))
+    caption = verdict + (f"Grad-CAM for **{display_name(pred.target)}**" + (" (synthetic model)" if clf.checkpoint.synthetic else "")
                + f". {coarseness(clf.checkpoint.image_size)}\n\n{focus_words(pred.heatmap, mask)}")
     targets = gr.update(choices=[PREDICTED] + [(display_name(k), k) for k in clf.classes])
-    return probs, _draw(image, heat, alpha, mask), image, caption, (image, heat, mask), targets
+    return probs, _draw(image, heat, alpha, mask), image, caption, (image, heat, mask, truth), targets
 
 
 def reexplain(ctx: AppContext, state, checkpoint: str | None, target: str, alpha: float):
@@ -162,7 +166,8 @@ def reexplain(ctx: AppContext, state, checkpoint: str | None, target: str, alpha
     from PIL import Image
 
     image, _, mask = _unpack(state)
-    return classify(ctx, None, checkpoint, target, alpha, source=Image.fromarray(image), mask=mask)
+    truth = state[3] if len(state) > 3 and isinstance(state[3], str) else None  # the dataset's label, if any
+    return classify(ctx, None, checkpoint, target, alpha, source=Image.fromarray(image), mask=mask, truth=truth)
 
 
 def _unpack(state) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -205,7 +210,8 @@ def classify_id(ctx: AppContext, i: int, checkpoint: str | None, target: str, al
     if not isinstance(i, int) or not 0 <= i < len(ctx.index.files):
         raise user_error("That example is no longer available.")
     image = _read_dataset_image(ctx, i)
-    return classify(ctx, None, checkpoint, target, alpha, source=image, mask=_dataset_mask(ctx.index.files[i], image.size))
+    return classify(ctx, None, checkpoint, target, alpha, source=image, mask=_dataset_mask(ctx.index.files[i], image.size),
+                    truth=ctx.index.classes[ctx.index.labels[i]])
 
 
 def open_from_evaluate(ctx: AppContext, i: int | None, checkpoint: str | None, target: str, alpha: float):

@@ -474,11 +474,15 @@ def test_dataset_images_get_their_lung_focus_and_outline_and_uploads_say_why_not
     assert mask_path(ctx.index.files[i]) is not None  # the synthetic set draws lung masks
     probs, shown, original, caption, state, _ = classify_tab.classify_id(ctx, i, "tiny.pt", "predicted class", 0.0)
     assert "Lung focus" in caption and "spread evenly would put" in caption and state[2] is not None
+    truth = ctx.index.classes[ctx.index.labels[i]]  # a dataset image: its label beside the model's answer
+    assert caption.startswith(f"**Labelled {display_name(truth)} in the dataset**: the model says")
+    again = classify_tab.reexplain(ctx, state, "tiny.pt", truth, 0.5)[3]  # explaining another class keeps it
+    assert again.startswith(f"**Labelled {display_name(truth)} in the dataset**")
     magenta = (shown == np.array([255, 0, 255], dtype=np.uint8)).all(axis=2)
     assert magenta.any()  # the lung outline is drawn (at opacity 0 the rest is the grey X-ray)
     upload = str(synthetic_root / "COVID" / "images" / "COVID-1.png")
     caption = classify_tab.classify(ctx, upload, "tiny.pt", "predicted class", 0.5)[3]
-    assert "No lung mask for this image" in caption
+    assert "No lung mask for this image" in caption and "Labelled" not in caption  # an upload has no label
 
 
 def test_the_maps_coarseness_is_said_from_the_models_input_size():
