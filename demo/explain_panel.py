@@ -35,15 +35,19 @@ same there shows the shape of the X-ray, not what the model learned (the "sanity
 
 
 def forward_seconds(ctx: AppContext, name: str) -> float:
-    """One batch-1 forward pass of the model, measured once per model and kept (for the time estimates)."""
+    """One batch-1 forward pass of the model, measured once per model and kept (for the time estimates): the
+    fastest of three, since a run training beside it (the starter model) can slow any single pass several-fold."""
     def measure() -> float:
         clf = ctx.classifier(name)
         x = torch.zeros(1, 3, clf.checkpoint.image_size, clf.checkpoint.image_size)
+        times = []
         with torch.inference_mode():
             clf.model(x)  # warm-up
-            t0 = time.perf_counter()
-            clf.model(x)
-        return time.perf_counter() - t0
+            for _ in range(3):
+                t0 = time.perf_counter()
+                clf.model(x)
+                times.append(time.perf_counter() - t0)
+        return min(times)
 
     return ctx.cached(("forward_seconds", name), measure)
 
