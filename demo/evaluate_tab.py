@@ -186,10 +186,12 @@ def summary(analysis: Analysis) -> str:
 # ------------------------------------------------------------------------------------------------ handlers
 def show_model(ctx: AppContext, name: str | None):
     """Everything the tab shows for one model, starting from its most confident mistakes (the switch set back to
-    "wrong", the cell gallery cleared, the download button hidden until a report is made)."""
+    "wrong", the cell gallery cleared, the download button hidden until a report is made); with no model, only
+    the sentence saying when there will be one."""
     reset = (WRONG, gr.update(value=[], visible=False), CELL_HINT, [], gr.update(value=None, visible=False))
     if not name:
-        return (no_model_yet(ctx.job.snapshot()), gr.update(value=[], visible=False), [], pd.DataFrame(), "", pd.DataFrame(), "", *reset)
+        return (no_model_yet(ctx.job.snapshot()), gr.update(value=[], visible=False), [], pd.DataFrame(), "",
+                pd.DataFrame(), "", *reset, gr.update(visible=False))
     analysis = _analysis(ctx, name)
     interp = analysis.interp
     gallery, ids = _gallery(ctx, analysis, shown_records(interp, WRONG))
@@ -199,7 +201,7 @@ def show_model(ctx: AppContext, name: str | None):
         text += (" *This model is still training: these are its best weights so far. Nothing here feeds back into "
                  "training (it never sees the test set); the run's own test score comes when it ends.*")
     return (text, gallery, ids, cm.style.apply(_shade, axis=None), confused_words(interp),
-            metrics_frame(interp), metrics_words(interp), *reset)
+            metrics_frame(interp), metrics_words(interp), *reset, gr.update(visible=True))
 
 
 def show_losses(ctx: AppContext, name: str | None, which: str):
@@ -296,30 +298,31 @@ def build(ctx: AppContext) -> dict[str, Any]:
                                          elem_id="eval_download", scale=1)
     summary_text = gr.Markdown(no_model_yet(ctx.job.snapshot()) if not models else "", elem_id="eval_summary")
 
-    gr.Markdown("### Top losses: the X-rays it was most sure about\n"
-                "The colour marks where it looked for the class it chose. Click a picture to open it in **Classify**.")
-    which = gr.Radio([WRONG, RIGHT], value=WRONG, show_label=False, elem_id="eval_which")
-    pictures = {"show_label": False, "columns": COLUMNS, "height": "max-content", "object_fit": "contain",
-                "allow_preview": False, "buttons": []}
-    losses = gr.Gallery(**pictures, elem_id="eval_losses")
+    with gr.Column(visible=bool(models)) as body:  # with no model yet, only the sentence above: no empty tables
+        gr.Markdown("### Top losses: the X-rays it was most sure about\n"
+                    "The colour marks where it looked for the class it chose. Click a picture to open it in **Classify**.")
+        which = gr.Radio([WRONG, RIGHT], value=WRONG, show_label=False, elem_id="eval_which")
+        pictures = {"show_label": False, "columns": COLUMNS, "height": "max-content", "object_fit": "contain",
+                    "allow_preview": False, "buttons": []}
+        losses = gr.Gallery(**pictures, elem_id="eval_losses")
 
-    gr.Markdown("### Which classes does it mix up?")
-    confusion = gr.Dataframe(label="Confusion matrix: rows are the true class, columns what the model called it. "
-                             "Click a number.", interactive=False, elem_id="eval_confusion")
-    confused = gr.Markdown(elem_id="eval_confused")
-    cell_text = gr.Markdown(CELL_HINT, elem_id="eval_cell_caption")
-    cell = gr.Gallery(**pictures, visible=False, elem_id="eval_cell")
+        gr.Markdown("### Which classes does it mix up?")
+        confusion = gr.Dataframe(label="Confusion matrix: rows are the true class, columns what the model called it. "
+                                 "Click a number.", interactive=False, elem_id="eval_confusion")
+        confused = gr.Markdown(elem_id="eval_confused")
+        cell_text = gr.Markdown(CELL_HINT, elem_id="eval_cell_caption")
+        cell = gr.Gallery(**pictures, visible=False, elem_id="eval_cell")
 
-    gr.Markdown("### How good is it for each class?")
-    metrics = gr.Dataframe(label="Per class, on the test X-rays", interactive=False, elem_id="eval_metrics")
-    words = gr.Markdown(elem_id="eval_words")
+        gr.Markdown("### How good is it for each class?")
+        metrics = gr.Dataframe(label="Per class, on the test X-rays", interactive=False, elem_id="eval_metrics")
+        words = gr.Markdown(elem_id="eval_words")
     loss_ids, cell_ids = gr.State([]), gr.State([])
     open_id = gr.State(None)
 
     heavy = {"concurrency_limit": 2, "concurrency_id": "evaluate", "api_name": False}
     # No trigger named: on page load, and whenever the model changes (a visitor's choice, or the list refresh).
     gr.on(None, ctx.bind(show_model), [model], [summary_text, losses, loss_ids, confusion, confused, metrics, words,
-                                                which, cell, cell_text, cell_ids, download_btn], **heavy)
+                                                which, cell, cell_text, cell_ids, download_btn, body], **heavy)
     which.input(ctx.bind(show_losses), [model, which], [losses, loss_ids], **heavy)
     confusion.select(ctx.bind(select_cell), [model], [cell, cell_text, cell_ids], **heavy)
     open_events = [losses.select(open_image, [loss_ids], [open_id], api_name=False),

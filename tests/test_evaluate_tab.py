@@ -26,7 +26,7 @@ def shared(synthetic_root, trained_checkpoint, tmp_path_factory):
 
 def view(ctx, name=MODEL) -> dict:
     names = ("summary", "gallery", "ids", "confusion", "confused", "metrics", "words", "which", "cell", "cell_text",
-             "cell_ids", "download")
+             "cell_ids", "download", "body")
     return dict(zip(names, evaluate_tab.show_model(ctx, name)))
 
 
@@ -141,6 +141,7 @@ def test_no_model_says_so_in_one_sentence(synthetic_root, tmp_path):
     empty = make_context(synthetic_root, tmp_path / "none")
     out = view(empty, empty.default_model())
     assert out["summary"].startswith("**No trained model yet.**") and out["gallery"]["visible"] is False
+    assert out["body"]["visible"] is False  # no empty tables under the sentence
     assert out["metrics"].empty
 
 
@@ -176,7 +177,7 @@ def test_build_exposes_the_parts_the_page_wires(shared):
 
 
 def test_a_model_still_training_says_so_beside_its_test_score(shared, monkeypatch):
-    assert "still training" not in view(shared)["summary"]
+    assert "still training" not in view(shared)["summary"] and view(shared)["body"]["visible"] is True
     monkeypatch.setattr(shared, "running_checkpoint", lambda: MODEL)
     text = view(shared)["summary"]
     assert "right**" in text and "still training" in text and "never sees the test set" in text
