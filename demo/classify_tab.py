@@ -152,8 +152,9 @@ def classify(ctx: AppContext, file: str | None, checkpoint: str | None, target: 
     verdict = "" if truth is None else (
         f"**Labelled {display_name(truth)} in the dataset**: the model says {display_name(pred.label)}, "
         + ("right.\n\n" if truth == pred.label else "**wrong**.\n\n"))
-    caption = verdict + (f"Grad-CAM for **{display_name(pred.target)}**" + (" (synthetic model)" if clf.checkpoint.synthetic else "")
-               + f". {coarseness(clf.checkpoint.image_size)}\n\n{focus_words(pred.heatmap, mask)}")
+    synthetic = " (synthetic model)" if clf.checkpoint.synthetic else ""
+    caption = (f"{verdict}Grad-CAM for **{display_name(pred.target)}**{synthetic}. "
+               f"{coarseness(clf.checkpoint.image_size)}\n\n{focus_words(pred.heatmap, mask)}")
     targets = gr.update(choices=[PREDICTED] + [(display_name(k), k) for k in clf.classes])
     return probs, _draw(image, heat, alpha, mask), image, caption, (image, heat, mask, truth), targets
 
@@ -210,8 +211,8 @@ def classify_id(ctx: AppContext, i: int, checkpoint: str | None, target: str, al
     if not isinstance(i, int) or not 0 <= i < len(ctx.index.files):
         raise user_error("That example is no longer available.")
     image = _read_dataset_image(ctx, i)
-    return classify(ctx, None, checkpoint, target, alpha, source=image, mask=_dataset_mask(ctx.index.files[i], image.size),
-                    truth=ctx.index.classes[ctx.index.labels[i]])
+    return classify(ctx, None, checkpoint, target, alpha, source=image,
+                    mask=_dataset_mask(ctx.index.files[i], image.size), truth=ctx.index.classes[ctx.index.labels[i]])
 
 
 def open_from_evaluate(ctx: AppContext, i: int | None, checkpoint: str | None, target: str, alpha: float):

@@ -190,8 +190,8 @@ def show_model(ctx: AppContext, name: str | None):
     the sentence saying when there will be one."""
     reset = (WRONG, gr.update(value=[], visible=False), CELL_HINT, [], gr.update(value=None, visible=False))
     if not name:
-        return (no_model_yet(ctx.job.snapshot()), gr.update(value=[], visible=False), [], pd.DataFrame(), "",
-                pd.DataFrame(), "", *reset, gr.update(visible=False))
+        return (no_model_yet(ctx.job.snapshot(), countdown=False), gr.update(value=[], visible=False), [],
+                pd.DataFrame(), "", pd.DataFrame(), "", *reset, gr.update(visible=False))
     analysis = _analysis(ctx, name)
     interp = analysis.interp
     gallery, ids = _gallery(ctx, analysis, shown_records(interp, WRONG))
@@ -296,7 +296,8 @@ def build(ctx: AppContext) -> dict[str, Any]:
         report_btn = gr.Button("Make a report (zip)", elem_id="eval_report", scale=1)
         download_btn = gr.DownloadButton("Download the report", visible=False, variant="primary",
                                          elem_id="eval_download", scale=1)
-    summary_text = gr.Markdown(no_model_yet(ctx.job.snapshot()) if not models else "", elem_id="eval_summary")
+    waiting = no_model_yet(ctx.job.snapshot(), countdown=False)
+    summary_text = gr.Markdown(waiting if not models else "", elem_id="eval_summary")
 
     with gr.Column(visible=bool(models)) as body:  # with no model yet, only the sentence above: no empty tables
         gr.Markdown("### Top losses: the X-rays it was most sure about\n"

@@ -49,9 +49,10 @@ def user_error(message: str) -> gr.Error:
     return gr.Error(html.escape(str(message)), print_exception=False)
 
 
-def no_model_yet(snap: Snapshot, markdown: bool = True) -> str:
+def no_model_yet(snap: Snapshot, markdown: bool = True, countdown: bool = True) -> str:
     """Why there is no model to classify or evaluate with yet, and when there will be one: the run now training
-    saves its first model at its first evaluation; with no run, how to train one. Plain text for an error toast."""
+    saves its first model at its first evaluation; with no run, how to train one. Plain text for an error toast;
+    no countdown where the sentence is not refreshed every second (it would stand still, then be wrong)."""
     if not snap.active:
         head, rest = "No trained model yet.", ("Train one in the Train tab (the Fast preset takes a few minutes); it "
                                                "appears here as soon as its first evaluation is saved.")
@@ -61,8 +62,8 @@ def no_model_yet(snap: Snapshot, markdown: bool = True) -> str:
         every = int(snap.config.get("eval_every", 20))
         to_go = every - snap.last_step["step"] % every  # steps until the first evaluation, which saves the model
         pace = snap.steps_per_second
-        when = f"in about {format_duration(to_go / pace)}" if pace > 0 else "soon"
-        rest = f"ready {when}, at its first evaluation (you can watch it in the Train tab)."
+        when = f" in about {format_duration(to_go / pace)}" if pace > 0 and countdown else ""
+        rest = f"ready{when} at its first evaluation, and shown here then (you can watch it in the Train tab)."
         head = "The starter model is training:"
     if markdown:
         return f"**{head}** " + rest.replace("Train tab", "**Train** tab")

@@ -18,6 +18,8 @@ def test_the_countdown_to_the_first_model_follows_the_runs_pace_not_its_step_cap
     text = no_model_yet(_training(step=5, images_per_s=64.0))
     assert "ready in about 8 s" in text and text.startswith("**The starter model is training:**")
     assert "ready in about 30 s" in no_model_yet(_training(step=5, images_per_s=16.0))
+    still = no_model_yet(_training(step=5, images_per_s=64.0), countdown=False)  # a sentence not refreshed each second
+    assert "about" not in still and "ready at its first evaluation" in still
 
 
 def test_before_its_first_step_and_with_no_run_it_says_what_will_happen():
