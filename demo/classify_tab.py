@@ -10,6 +10,7 @@ after it loads as a cxr checkpoint for this dataset's classes.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 from pathlib import Path
@@ -44,8 +45,9 @@ MAX_MODEL_MB = 64  # a ResNet18 checkpoint is about 45 MB
 
 
 def coarseness(image_size: int) -> str:
-    """The Grad-CAM grid of this model, from its input size: ResNet18's last block sees the image at 1/32."""
-    cells = max(image_size // 32, 1)
+    """The Grad-CAM grid of this model, from its input size: ResNet18's last block sees the image at 1/32, each of
+    its five halvings rounding up (112 px -> 56, 28, 14, 7, 4)."""
+    cells = max(math.ceil(image_size / 32), 1)
     return (f"The map is coarse: {cells} x {cells} cells at this model's {image_size} px input, each cell covering "
             f"about {100 // cells} % of the width.")
 

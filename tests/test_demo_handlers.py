@@ -485,8 +485,19 @@ def test_dataset_images_get_their_lung_focus_and_outline_and_uploads_say_why_not
     assert "No lung mask for this image" in caption and "Labelled" not in caption  # an upload has no label
 
 
-def test_the_maps_coarseness_is_said_from_the_models_input_size():
-    assert "4 x 4 cells" in classify_tab.coarseness(128) and "7 x 7 cells" in classify_tab.coarseness(224)
+@pytest.mark.parametrize("size", [64, 112, 128, 160, 224])
+def test_the_maps_coarseness_is_said_from_the_models_input_size(size):
+    import torch
+
+    from cxr.model import build_model
+
+    model, _ = build_model(3)
+    grid = []  # the feature map Grad-CAM weighs: the output of layer4's last block
+    hook = model.layer4[-1].register_forward_hook(lambda m, i, out: grid.append(out.shape[-1]))
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, 3, size, size))
+    hook.remove()
+    assert f"{grid[0]} x {grid[0]} cells" in classify_tab.coarseness(size)  # the Fast preset's 112 px: 4 x 4, not 3
 
 
 def test_the_checkpoints_folder_is_kept_under_its_cap_oldest_first(ctx, trained_checkpoint):
