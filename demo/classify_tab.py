@@ -39,6 +39,8 @@ reassuring; a heatmap on a text marker, the shoulder or the image border means t
 Probabilities are the model's confidence, not the chance of disease.
 """
 PREDICTED = "predicted class"
+NOTHING_CLASSIFIED = ("**Nothing classified.** The red message says why. Drop an X-ray image (PNG, JPEG or DICOM), or "
+                      "click one of the examples below.")
 EXAMPLES_PER_CLASS = 4
 MAX_XRAY_MB = 20  # an X-ray PNG is 0.1 to 5 MB, a DICOM up to ~20 MB (the page allows larger files for models)
 MAX_MODEL_MB = 64  # a ResNet18 checkpoint is about 45 MB
@@ -159,6 +161,11 @@ def classify(ctx: AppContext, file: str | None, checkpoint: str | None, target: 
                f"{coarseness(clf.checkpoint.image_size)}\n\n{focus_words(pred.heatmap, mask)}")
     targets = gr.update(choices=[PREDICTED] + [(display_name(k), k) for k in clf.classes])
     return probs, _draw(image, heat, alpha, mask), image, caption, (image, heat, mask, truth), targets
+
+
+def cleared():
+    """After a refusal: empty panels under one sentence, not last image's result beside a new file's name."""
+    return (None, None, None, NOTHING_CLASSIFIED, None, gr.update())
 
 
 def reexplain(ctx: AppContext, state, checkpoint: str | None, target: str, alpha: float):
@@ -333,14 +340,16 @@ def build(ctx: AppContext) -> dict[str, gr.components.Component]:
     explain_panel.build(ctx, state, checkpoint, alpha)
 
     outputs = [probs, shown, original, caption, state, target]
-    upload.upload(ctx.bind(classify), [upload, checkpoint, target, alpha], outputs, api_name="classify",
-                  concurrency_limit=2, concurrency_id="classify")
+    events = [upload.upload(ctx.bind(classify), [upload, checkpoint, target, alpha], outputs, api_name="classify",
+                            concurrency_limit=2, concurrency_id="classify")]
     for trigger in (target.input, checkpoint.input):
-        trigger(ctx.bind(reexplain), [state, checkpoint, target, alpha], outputs, api_name=False,
-                concurrency_limit=2, concurrency_id="classify")
+        events.append(trigger(ctx.bind(reexplain), [state, checkpoint, target, alpha], outputs, api_name=False,
+                              concurrency_limit=2, concurrency_id="classify"))
     checkpoint.change(ctx.bind(example_gallery), [checkpoint], [examples], api_name=False)
-    examples.select(ctx.bind(classify_example), [checkpoint, target, alpha], outputs, api_name=False,
-                    concurrency_limit=2, concurrency_id="classify")
+    events.append(examples.select(ctx.bind(classify_example), [checkpoint, target, alpha], outputs, api_name=False,
+                                  concurrency_limit=2, concurrency_id="classify"))
+    for event in events:  # a refusal's message is the toast; the panels empty instead of each showing "Error"
+        event.failure(cleared, None, outputs, api_name=False, show_progress="hidden")
     alpha.change(reblend, [state, alpha], [shown], api_name=False, show_progress="hidden")
     checkpoint.change(ctx.bind(download_model), [checkpoint], [download_btn], api_name=False, show_progress="hidden")
     return {"checkpoint": checkpoint, "known": known, "hint": hint, "outputs": outputs, "target": target,

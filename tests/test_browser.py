@@ -409,6 +409,23 @@ def test_a_file_over_the_upload_limit_is_refused_in_the_page(visit, server, tmp_
     expect(page.locator(".toast-body")).to_contain_text("X-rays of at most 20 MB are accepted", timeout=120_000)
 
 
+def test_a_file_that_is_no_image_empties_the_result_under_one_sentence(visit, server, synthetic_root, tmp_path):
+    url, _ = server
+    page = visit(url, "Classify", PROJECTOR)
+    _classify_image(page, synthetic_root / "COVID" / "images" / "COVID-5.png")
+    expect(page.locator("#overlay img")).to_have_count(1)
+    page.locator("#upload button[aria-label='Clear']").first.click()
+    notes = tmp_path / "notes.png"
+    notes.write_text("not an X-ray")
+    _drop_file(page, "#upload button.upload-container", notes)
+    expect(page.locator(".toast-body")).to_contain_text("is not an image this app can read", timeout=120_000)
+    expect(page.locator("#cam_caption")).to_contain_text("Nothing classified", timeout=30_000)
+    expect(page.locator("#overlay img")).to_have_count(0)  # the last X-ray's result is gone, not left beside notes.png
+    for part in ("#overlay", "#probs", "#target", "#cam_caption"):  # no panel left showing "Error"
+        expect(page.locator(f"{part} .error")).to_have_count(0)
+    _screenshots(page, "classify-refused")
+
+
 def test_the_explanation_methods_compare_side_by_side_with_a_random_model(visit, server, synthetic_root):
     url, _ = server
     page = visit(url, "Classify")
