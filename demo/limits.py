@@ -4,9 +4,10 @@ Gradio accepts up to 1000 files in one upload request and keeps uploads for as l
 of this app never sends more than one file at a time, so `limit_files_per_request` lowers Gradio's multipart
 limit (a request with more files is refused with HTTP 400 before any file is stored); Gradio has no setting for it,
 so this wraps its parser's constructor, once. `UploadJanitor` keeps the upload folder under a size cap every few
-seconds, in one daemon thread per server: it deletes the oldest *visitor uploads* (never the server's own rendered
-images, which every page links to), and while the folder stays over the cap the parser refuses new uploads, so a
-flood of 64 MB posts cannot fill the disk between its rounds. Classify also deletes each X-ray once read.
+seconds, in one daemon thread per server: it deletes the oldest files no page needs (never the images the page was
+built with, which every visitor's page links to), and while the folder stays over the cap the parser refuses new
+uploads, so a flood of 64 MB posts cannot fill the disk between its rounds. Classify has each X-ray deleted a minute
+after it is read.
 """
 
 from __future__ import annotations
@@ -57,9 +58,10 @@ def folder_files(folder: Path) -> list[tuple[float, int, Path]]:
 
 
 def trim_folder(folder: Path, max_bytes: int, min_age_s: float = 120.0,
-                removable: Callable[[Path], bool] = lambda path: True) -> list[Path]:
+                removable: Callable[[Path], bool] = lambda path: True) -> tuple[list[Path], int]:
     """Delete the oldest `removable` files under `folder` until it holds at most `max_bytes` (files younger than
-    `min_age_s` are left: a request may still be waiting in the queue to read them). Returns what was deleted."""
+    `min_age_s` are left: a request may still be waiting in the queue to read them). Returns what was deleted and
+    the bytes left."""
     files = folder_files(folder)
     total, removed, now = sum(size for _, size, _ in files), [], time.time()
     for mtime, size, path in files:
@@ -70,21 +72,30 @@ def trim_folder(folder: Path, max_bytes: int, min_age_s: float = 120.0,
         path.unlink(missing_ok=True)
         total -= size
         removed.append(path)
-    return removed
+    return removed, total
 
 
 FULL = ("The server's upload space is full right now; try again in a few minutes (uploads are deleted once "
         "classified, and old ones are cleared regularly).")
+FORGET_AFTER_S = 60.0  # a classified upload waits this long before deletion: classmates may have sent the same file
 
 
 class UploadJanitor:
-    """Keeps the upload folder under its cap in the background, deleting only paths in `uploads` (the files
-    visitors sent: Gradio's `Blocks.upload_file_set`); `refusal()` is the sentence new uploads get while it is full."""
+    """Keeps the upload folder under its cap in the background.
 
-    def __init__(self, folder: str | Path, uploads: Collection[str], max_bytes: int = MAX_UPLOAD_CACHE_MB * 2**20,
-                 every_s: float = 2.0):
-        self.folder, self.uploads, self.max_bytes, self.every_s = Path(folder), uploads, max_bytes, every_s
+    Over the cap it deletes the oldest files a page does not need (anything but `protected()`: the images and files
+    the page was built with, which every visitor's page links to), at least two minutes old; that includes
+    leftovers of earlier server processes, which no record of this one knows. While the folder stays over the cap
+    (a flood younger than two minutes), `refusal()` is the sentence new uploads get. `forget(path)` deletes a
+    classified upload a minute later: Gradio stores identical uploads once, so the same X-ray sent by two students
+    is one file, and the second one's request may still be waiting to read it."""
+
+    def __init__(self, folder: str | Path, protected: Callable[[], Collection[str]] = frozenset,
+                 max_bytes: int = MAX_UPLOAD_CACHE_MB * 2**20, every_s: float = 2.0):
+        self.folder, self.protected, self.max_bytes, self.every_s = Path(folder), protected, max_bytes, every_s
         self.full = False
+        self._due: dict[str, float] = {}  # path -> when to delete it
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cxr-upload-janitor", daemon=True)
 
@@ -94,21 +105,38 @@ class UploadJanitor:
 
     def stop(self) -> None:
         self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
 
     def refusal(self) -> str:
         return FULL if self.full else ""
 
-    def trim(self) -> list[Path]:
-        """One round: delete the oldest uploads over the cap, then note whether the folder is still over it."""
-        removed = trim_folder(self.folder, self.max_bytes, removable=lambda path: str(path) in self.uploads)
+    def forget(self, path: str, after_s: float = FORGET_AFTER_S) -> None:
+        with self._lock:
+            self._due[path] = time.time() + after_s
+
+    def trim(self, now: float | None = None) -> list[Path]:
+        """One round: delete the uploads whose time has come, then the oldest unneeded files over the cap, then
+        note whether the folder is still over it."""
+        now = time.time() if now is None else now
+        with self._lock:
+            due = [p for p, when in self._due.items() if when <= now]
+            for p in due:
+                del self._due[p]
+        for p in due:
+            Path(p).unlink(missing_ok=True)
+        keep = set(self.protected())
+        removed, left = trim_folder(self.folder, self.max_bytes, removable=lambda path: str(path) not in keep)
         if removed:
-            log.info("upload cache over %d MB: removed %d old uploads", self.max_bytes // 2**20, len(removed))
-        self.full = sum(size for _, size, _ in folder_files(self.folder)) > self.max_bytes
-        return removed
+            log.info("upload cache over %d MB: removed %d old files", self.max_bytes // 2**20, len(removed))
+        self.full = left > self.max_bytes
+        return [Path(p) for p in due] + removed
 
     def _run(self) -> None:
-        while not self._stop.wait(self.every_s):
+        while True:
             try:
                 self.trim()
             except OSError:
                 log.exception("could not trim the upload cache")
+            if self._stop.wait(self.every_s):
+                return

@@ -57,13 +57,20 @@ def show_classify() -> gr.Tabs:
     return gr.Tabs(selected="classify")
 
 
+def page_files(demo: gr.Blocks) -> set[str]:
+    """The cached files the page was built with (its galleries' images, the download button's model): every
+    visitor's page links to them, so the upload janitor leaves them (Gradio's own cleanup does the same)."""
+    return set().union(*(getattr(block, "keep_in_cache", set()) for block in list(demo.blocks.values())))
+
+
 def build_app(ctx: AppContext) -> gr.Blocks:
     # delete_cache: uploads and rendered images older than 15 minutes are removed every 5 minutes (Classify also
     # deletes each X-ray as soon as it is read), so a day of classes does not fill the Space's disk.
     with gr.Blocks(title="cxr: chest X-ray classifier", delete_cache=(300, 900)) as demo:
-        ctx.uploads = demo.upload_file_set  # what visitors sent: the only files a request may make the server delete
+        # What visitors sent (Gradio's record, only ever read here): the only files a request may have deleted.
+        ctx.uploads = demo.upload_file_set
         if getattr(ctx, "janitor", None) is None:
-            ctx.janitor = UploadJanitor(get_upload_folder(), ctx.uploads).start()
+            ctx.janitor = UploadJanitor(get_upload_folder(), protected=lambda: page_files(demo)).start()
         limit_files_per_request(refuse=ctx.janitor.refusal)
         gr.Markdown(f"# {TITLE}")
         gr.Markdown(NOTICE, elem_id="notice")
