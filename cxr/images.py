@@ -36,8 +36,9 @@ DECODE_BUDGET = 1_000_000_000
 # A decode at least this big gives its freed memory back to the system when it is the last one running (a
 # 5-megapixel PNG and up: what glibc would otherwise keep; malloc_trim takes milliseconds, the decode far more).
 _TRIM_BYTES = 16_000_000
-# For images Pillow decodes, the longest side may be at most this many times the shortest. Radiographs are near square (a long-leg scan is about
-# 1:4); a 1 x 100,000,000 strip passes the pixel limit yet costs Pillow dozens of bytes of bookkeeping per row.
+# For images Pillow decodes, the longest side may be at most this many times the shortest. Radiographs are near
+# square (a long-leg scan is about 1:4); a 1 x 100,000,000 strip passes the pixel limit yet costs Pillow dozens of
+# bytes of bookkeeping per row.
 MAX_ASPECT = 20
 # Room for a DICOM header (and anything after the pixels) on top of the pixel bytes it declares.
 _DICOM_HEADER_BYTES = 4 << 20
@@ -328,12 +329,13 @@ def _decode_raster(data: bytes, name: str, max_side: int | None, named_dicom: bo
 def decode_cost(img: Image.Image) -> int:
     """Bytes decoding `img` (opened, not loaded) may hold at its peak on the way to "L": Pillow's pixels (1 byte for
     L, 1 and P, 2 for 16-bit, else 4 per pixel) and the copies `_to_gray` makes of them (a palette or alpha image
-    passes through up to three 4-byte RGBA copies; others one array the size of the pixels), the gray result, and
-    Pillow's pointer per row for each of those images."""
+    may pass through up to four 4-byte RGBA images while the original is still held; others one array the size
+    of the pixels), the gray result, and Pillow's pointer per row for each of those images. It errs high: a
+    5000x5000 palette PNG with transparency is budgeted 429 MB and took 210 MB above the resting process."""
     w, h = img.size
     decoded = 1 if img.mode in ("1", "L", "P") else 2 if img.mode.startswith("I;16") else 4
     through_rgba = img.mode in ("P", "RGBA", "LA", "PA", "RGBa", "La")
-    copies = 3 * 4 if through_rgba else decoded
+    copies = 4 * 4 if through_rgba else decoded
     return w * h * (decoded + copies + 1) + 5 * 8 * h
 
 
