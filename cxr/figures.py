@@ -1,10 +1,11 @@
 """Figures for reports and the app, drawn with `Figure`, never pyplot (nothing global, so threads may draw at once).
 
-`curves_figure` plots loss and accuracy against step (live in the Train tab, saved in the report); `confusion_figure` is the confusion matrix every screen shows
-(rows the true class, columns the predicted one, class display names, the count in each cell); `cam_overlays`
-draws the Grad-CAM of the class the model chose over some images of an `Interpretation`, as uint8 RGB arrays the
-app can show as they are, and `top_losses_figure` lays those out as one sheet; `attention_figure` is the grid of
-fixed images' Grad-CAM at steps through training. The report (`cxr.report`) saves them as PNGs; the app shows them.
+`curves_figure` plots loss and accuracy against step (live in the Train tab, saved in the report);
+`confusion_figure` is the confusion matrix every screen shows (rows the true class, columns the predicted one,
+class display names, the count in each cell); `cam_overlays` draws the Grad-CAM of the class the model chose over
+some images of an `Interpretation`, as uint8 RGB arrays the app can show as they are, and `top_losses_figure` lays
+those out as one sheet; `attention_figure` is the grid of fixed images' Grad-CAM at steps through training. The
+report (`cxr.report`) saves them as PNGs; the app shows them.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ def curves_figure(history: list[dict[str, Any]], total_steps: int = 0, target: f
     style = dict(marker="o", markersize=4, linewidth=1.6)
     for ax, metric, title in ((ax_loss, "loss", "Loss"), (ax_acc, "accuracy", "Accuracy")):
         for part, label in (("train", "training"), ("val", "validation")):
-            ax.plot(*_points(history, f"{part}_{metric}"), color=CURVE_COLORS[label], label=f"{label} {metric}", **style)
+            ax.plot(*_points(history, f"{part}_{metric}"), color=CURVE_COLORS[label], label=f"{label} {metric}",
+                    **style)
         steps, values = _points(history, f"val_{metric}")
         if len(values) >= SMOOTH_FROM:
             ax.plot(steps, smooth(values), color=CURVE_COLORS["smoothed"], linewidth=2.4, linestyle="--",
@@ -71,8 +73,8 @@ def curves_figure(history: list[dict[str, Any]], total_steps: int = 0, target: f
         ax.grid(alpha=0.3)
     if compare is not None:
         name, other = compare
-        ax_acc.plot(*_points(other, "val_accuracy"), color=CURVE_COLORS["compare"], label=f"validation accuracy: {name}",
-                    **style)
+        ax_acc.plot(*_points(other, "val_accuracy"), color=CURVE_COLORS["compare"],
+                    label=f"validation accuracy: {name}", **style)
     if target:
         ax_acc.axhline(target, color=CURVE_COLORS["target"], linestyle=":", label=f"target {target:.0%}")
     ax_acc.set_ylim(0, 1.02)

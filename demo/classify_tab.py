@@ -41,6 +41,7 @@ Probabilities are the model's confidence, not the chance of disease.
 PREDICTED = "predicted class"
 NOTHING_CLASSIFIED = ("**Nothing classified.** The red message says why. Drop an X-ray image (PNG, JPEG or DICOM), or "
                       "click one of the examples below.")
+NOTHING_EXPLAINED = "**Nothing explained.** The red message says why. Choose another model or class for the same X-ray."
 EXAMPLES_PER_CLASS = 4
 MAX_XRAY_MB = 20  # an X-ray PNG is 0.1 to 5 MB, a DICOM up to ~20 MB (the page allows larger files for models)
 MAX_MODEL_MB = 64  # a ResNet18 checkpoint is about 45 MB
@@ -168,8 +169,13 @@ def classify(ctx: AppContext, file: str | None, checkpoint: str | None, target: 
 
 
 def cleared():
-    """After a refusal: empty panels under one sentence, not last image's result beside a new file's name."""
+    """After a refused image: empty panels under one sentence, not the last image's result beside a new file's name."""
     return (None, None, None, NOTHING_CLASSIFIED, None, gr.update())
+
+
+def unexplained():
+    """After a refused re-explanation (a model gone from the folder, another class): the X-ray stays for another try."""
+    return (None, None, gr.skip(), NOTHING_EXPLAINED, gr.skip(), gr.update())
 
 
 def reexplain(ctx: AppContext, state, checkpoint: str | None, target: str, alpha: float):
@@ -344,16 +350,15 @@ def build(ctx: AppContext) -> dict[str, gr.components.Component]:
     explain_panel.build(ctx, state, checkpoint, alpha)
 
     outputs = [probs, shown, original, caption, state, target]
-    events = [upload.upload(ctx.bind(classify), [upload, checkpoint, target, alpha], outputs, api_name="classify",
-                            concurrency_limit=2, concurrency_id="classify")]
+    # After a refusal the toast says why; the panels empty instead of each showing "Error" (see `cleared`).
+    upload.upload(ctx.bind(classify), [upload, checkpoint, target, alpha], outputs, api_name="classify",
+                  concurrency_limit=2, concurrency_id="classify").failure(cleared, None, outputs, api_name=False)
     for trigger in (target.input, checkpoint.input):
-        events.append(trigger(ctx.bind(reexplain), [state, checkpoint, target, alpha], outputs, api_name=False,
-                              concurrency_limit=2, concurrency_id="classify"))
+        trigger(ctx.bind(reexplain), [state, checkpoint, target, alpha], outputs, api_name=False,
+                concurrency_limit=2, concurrency_id="classify").failure(unexplained, None, outputs, api_name=False)
     checkpoint.change(ctx.bind(example_gallery), [checkpoint], [examples], api_name=False)
-    events.append(examples.select(ctx.bind(classify_example), [checkpoint, target, alpha], outputs, api_name=False,
-                                  concurrency_limit=2, concurrency_id="classify"))
-    for event in events:  # a refusal's message is the toast; the panels empty instead of each showing "Error"
-        event.failure(cleared, None, outputs, api_name=False, show_progress="hidden")
+    examples.select(ctx.bind(classify_example), [checkpoint, target, alpha], outputs, api_name=False,
+                    concurrency_limit=2, concurrency_id="classify").failure(cleared, None, outputs, api_name=False)
     alpha.change(reblend, [state, alpha], [shown], api_name=False, show_progress="hidden")
     checkpoint.change(ctx.bind(download_model), [checkpoint], [download_btn], api_name=False, show_progress="hidden")
     return {"checkpoint": checkpoint, "known": known, "hint": hint, "outputs": outputs, "target": target,

@@ -14,6 +14,7 @@ from typing import Any
 
 import gradio as gr
 
+from cxr.config import TrainConfig
 from cxr.measure import format_duration
 
 from .job import Snapshot
@@ -57,9 +58,10 @@ def no_model_yet(snap: Snapshot, markdown: bool = True, countdown: bool = True) 
         head, rest = "No trained model yet.", ("Train one in the Train tab (the Fast preset takes a few minutes); it "
                                                "appears here as soon as its first evaluation is saved.")
     elif not snap.last_step:
-        head, rest = "The starter model is training:", "it is reading the X-rays; the first model is ready in a few minutes."
+        head = "The starter model is training:"
+        rest = "it is reading the X-rays; the first model is ready in a few minutes."
     else:
-        every = int(snap.config.get("eval_every", 20))
+        every = int(snap.config.get("eval_every", TrainConfig.eval_every))
         to_go = every - snap.last_step["step"] % every  # steps until the first evaluation, which saves the model
         pace = snap.steps_per_second
         when = f" in about {format_duration(to_go / pace)}" if pace > 0 and countdown else ""

@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from gradio.components.plot import PlotData
 
+from cxr.config import TrainConfig
 from cxr.data import display_name
 from cxr.events import REASONS
 from cxr.explain import overlay
@@ -170,8 +171,7 @@ def expected_steps(snap: Snapshot) -> int:
         return step["total_steps"]
     if not snap.active:
         return step["step"]
-    steps_per_s = step["train_images_per_sec"] / max(int(snap.config.get("batch_size", 1)), 1)
-    return min(step["total_steps"], round(step["step"] + step["eta_s"] * steps_per_s))
+    return min(step["total_steps"], round(step["step"] + step["eta_s"] * snap.steps_per_second))
 
 
 def hidden_lungs_sentence(snap: Snapshot) -> str:
@@ -264,7 +264,8 @@ def rendered_curves(ctx: AppContext, snap: Snapshot, compare: str | None) -> Plo
         compare = None  # any other text draws no comparison: one picture for all of it, not one render per string
 
     def draw() -> PlotData:
-        figure = curves_figure(snap.evaluations, expected_steps(snap), snap.config.get("target_accuracy", 0.95),
+        target = snap.config.get("target_accuracy", TrainConfig.target_accuracy)
+        figure = curves_figure(snap.evaluations, expected_steps(snap), target,
                                _compare_history(ctx, compare))
         return gr.Plot(format="png", render=False).postprocess(figure)
     return ctx.figures.get(("curves", id(ctx.job), snap.version, compare), draw)
@@ -280,7 +281,8 @@ def build(ctx: AppContext) -> TrainView:
     values = preset_values(preset0)
     teacher_only = ctx.settings.teacher_only
     with gr.Row(equal_height=True):
-        key_box = gr.Textbox(label="Teacher key (press Enter to unlock Start and Stop)", type="password", visible=teacher_only, elem_id="teacher_key", scale=1,
+        key_box = gr.Textbox(label="Teacher key (press Enter to unlock Start and Stop)", type="password",
+                             visible=teacher_only, elem_id="teacher_key", scale=1,
                              placeholder="type the key, then press Enter")
         who = gr.Markdown(ONLY_TEACHER if teacher_only else ANYONE, elem_id="who_may_train")
     with gr.Row():

@@ -110,7 +110,8 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             clicked.then(show_classify, None, [tabs], api_name=False).then(
                 ctx.bind(classify_tab.open_from_evaluate), [evaluate["open_id"], evaluate["model"], classify["target"],
                                                            classify["alpha"]],
-                [classify["checkpoint"], *classify["outputs"]], api_name=False, concurrency_id="classify")
+                [classify["checkpoint"], *classify["outputs"]], api_name=False, concurrency_id="classify").failure(
+                classify_tab.cleared, None, classify["outputs"], api_name=False)
         classify["add_file"].upload(ctx.bind(classify_tab.add_model), [classify["add_file"], train.key_box],
                                     [classify["add_status"]], api_name=False)
     # Classification is CPU-bound: two at a time use both cores; the rest wait their turn in the queue.
