@@ -3,11 +3,12 @@
 Gradio accepts up to 1000 files in one upload request and keeps uploads for as long as `delete_cache` says. A page
 of this app never sends more than one file at a time, so `limit_files_per_request` lowers Gradio's multipart
 limit (a request with more files is refused with HTTP 400 before any file is stored); Gradio has no setting for it,
-so this wraps its parser's constructor, once. `UploadJanitor` keeps the upload folder under a size cap every few
-seconds, in one daemon thread per server: it deletes the oldest files no page needs (never the images the page was
-built with, which every visitor's page links to), and while the folder stays over the cap the parser refuses new
-uploads, so a flood of 64 MB posts cannot fill the disk between its rounds. Classify has each X-ray deleted a minute
-after it is read.
+so this wraps its parser's constructor, once. `refuse_links` stops file inputs given as URLs (which Gradio would
+download with no size limit). `UploadJanitor` keeps the upload folder under a size cap every few seconds, in one
+daemon thread per server: it deletes the oldest files no page needs (never the images the page was built with,
+which every visitor's page links to), and while the folder stays over the cap the parser refuses new uploads, so
+a flood of 64 MB posts cannot fill the disk between its rounds. Classify has each X-ray deleted a minute after it
+is read.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Callable, Collection
 
-from gradio import route_utils
+from gradio import processing_utils, route_utils
 from starlette.formparsers import MultiPartException
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,19 @@ def limit_files_per_request(limit: int = MAX_FILES_PER_REQUEST, refuse: Callable
 
     __init__._cxr_original = original
     parser.__init__ = __init__
+
+
+NO_LINKS = "this server does not fetch files from links: upload the file itself"
+
+
+def refuse_links() -> None:
+    """Make Gradio refuse a file input given as a URL instead of downloading it. A page of this app only uploads
+    files; a forged request naming a URL would have the server download it into the upload folder with no size
+    limit, past the upload route's checks. Gradio has no setting for it, so this replaces its download function."""
+    async def refuse(url: str, cache_dir: str) -> str:
+        raise ValueError(NO_LINKS)
+
+    processing_utils.async_ssrf_protected_download = refuse
 
 
 def folder_files(folder: Path) -> list[tuple[float, int, Path]]:

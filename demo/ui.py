@@ -10,7 +10,7 @@ from gradio.utils import get_upload_folder
 
 from . import classify_tab, data_tab, evaluate_tab, train_tab
 from .context import AppContext
-from .limits import UploadJanitor, limit_files_per_request
+from .limits import UploadJanitor, limit_files_per_request, refuse_links
 
 TITLE = "Chest X-ray classifier: train it, then ask it why"
 NOTICE = (
@@ -72,6 +72,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         if getattr(ctx, "janitor", None) is None:
             ctx.janitor = UploadJanitor(get_upload_folder(), protected=lambda: page_files(demo)).start()
         limit_files_per_request(refuse=ctx.janitor.refusal)
+        refuse_links()
         gr.Markdown(f"# {TITLE}")
         gr.Markdown(NOTICE, elem_id="notice")
         if ctx.settings.banner:

@@ -294,3 +294,28 @@ def test_the_upload_cache_is_trimmed_oldest_first(tmp_path):
     assert left == 2000
     assert sorted(p.parent.name for p in removed) == ["u0", "u1", "u2"]
     assert sum(p.stat().st_size for p in tmp_path.rglob("*.png")) == 2000
+
+
+def test_a_file_input_given_as_a_link_is_refused_not_downloaded(monkeypatch):
+    import asyncio
+
+    import gradio as gr
+    from gradio import processing_utils
+
+    from demo.limits import NO_LINKS, refuse_links
+
+    fetched = []
+
+    async def network(url):  # stands in for the internet a Space can reach
+        fetched.append(url)
+        raise AssertionError("the server tried to download the link")
+
+    monkeypatch.setattr(processing_utils, "async_ssrf_protected_get", network)
+    monkeypatch.setattr(processing_utils, "async_ssrf_protected_download", processing_utils.async_ssrf_protected_download)
+    refuse_links()
+    with gr.Blocks():
+        box = gr.File(type="filepath")
+    forged = {"path": "https://cdn.example.org/huge.bin", "meta": {"_type": "gradio.FileData"}}
+    with pytest.raises(ValueError, match=NO_LINKS):
+        asyncio.run(processing_utils.async_move_files_to_cache(forged, box, check_in_upload_folder=True))
+    assert fetched == []
