@@ -20,7 +20,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
-from .data import DatasetIndex, ImageCache, display_name
+from .data import DatasetIndex, display_name
+from .cache import ImageCache
 from .explain import gradcam, overlay
 from .images import read_xray
 from .interpret import Interpretation, Record

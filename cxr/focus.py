@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from .data import DatasetIndex, ImageCache, display_name
+from .data import DatasetIndex, display_name
+from .cache import ImageCache
 from .interpret import hide_of
 from .lungs import area_share, has_masks, hide_pixels, lung_focus
 from .transforms import to_model_input

@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import DatasetIndex, ImageCache, Split, display_name, index_dataset, split_for_config
+from .data import DatasetIndex, Split, display_name, index_dataset, split_for_config
+from .cache import ImageCache
 from .evaluate import classification_report
 from .lungs import HideLungs, hide_pixels
 from .transforms import to_model_input

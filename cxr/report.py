@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from .checkpoint import Checkpoint, load_checkpoint
-from .data import DatasetIndex, ImageCache, Split, display_name
+from .data import DatasetIndex, Split, display_name
+from .cache import ImageCache
 from .figures import TOP_LOSSES_SHOWN, attention_figure, confusion_figure, curves_figure, top_losses_figure
 from .focus import lung_focus_report, lung_focus_words, shortcut_sentence
 from .interpret import Interpretation, explain_metrics, interpret_as_trained, rebuild_test_set

@@ -17,7 +17,8 @@ import torch
 
 from .checkpoint import checkpoint_paths, load_checkpoint
 from .config import TrainConfig
-from .data import DatasetIndex, ImageCache, Split, index_dataset, split_dataset
+from .data import DatasetIndex, Split, index_dataset, split_dataset
+from .cache import ImageCache
 from .errors import UserError
 from .evaluate import EvalResult
 from .lungs import HideLungs, require_masks

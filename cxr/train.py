@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from .checkpoint import save_checkpoint
 from .writer import snapshot
 from .config import TrainConfig
-from .data import DatasetIndex, iterate_batches
+from .data import DatasetIndex
+from .cache import iterate_batches
 from .errors import UserError
 from .evaluate import EvalResult, classification_report, evaluate
 from .events import Attention, Done, Evaluated, Event, Note, Started, Step, StopFlag

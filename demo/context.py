@@ -24,7 +24,8 @@ from typing import Any, Callable
 
 from cxr.checkpoint import (CheckpointInfo, list_checkpoints, prune_checkpoints, read_checkpoint_info,
                             remove_orphans)
-from cxr.data import SYNTHETIC_MARKER, DatasetIndex, ImageCache, Split, index_dataset, split_dataset, split_for_config
+from cxr.data import SYNTHETIC_MARKER, DatasetIndex, Split, index_dataset, split_dataset, split_for_config
+from cxr.cache import ImageCache
 from cxr.lungs import has_masks
 from cxr.download import DATASET_FOLDER, DownloadUnavailable, download_dataset, manual_instructions
 from cxr.predict import Classifier

@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cxr.data import DatasetIndex, ImageCache, display_name, index_dataset, split_for_config
+from cxr.data import DatasetIndex, display_name, index_dataset, split_for_config
+from cxr.cache import ImageCache
 from cxr.figures import cam_overlays
 from cxr.interpret import Interpretation, Record, cache_for, interpret_as_trained
 from cxr.report import write_report

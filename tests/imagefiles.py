@@ -21,6 +21,15 @@ def gradient(w: int = 80, h: int = 60) -> np.ndarray:
     return arr.astype(np.uint8)
 
 
+def write_images(folder: Path, n: int, prefix: str = "img", suffix: str = ".png") -> None:
+    """`n` small distinct grayscale images in `folder` (a class folder of a dataset made on the fly)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        # A gradient, not a flat grey: read_xray refuses images with every pixel the same.
+        image = Image.linear_gradient("L").resize((20 + i, 16)).point(lambda v, i=i: (v + 10 * i) % 256)
+        image.save(folder / f"{prefix}-{i}{suffix}")
+
+
 def png_8bit(path: Path) -> Path:
     Image.fromarray(gradient(), "L").save(path)
     return path

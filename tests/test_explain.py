@@ -7,7 +7,8 @@ from captum.attr import LayerAttribution, LayerGradCam
 from PIL import Image
 
 from cxr.checkpoint import load_checkpoint
-from cxr.data import ImageCache, index_dataset
+from cxr.data import index_dataset
+from cxr.cache import ImageCache
 from cxr.explain import (
     METHODS,
     compare_maps,

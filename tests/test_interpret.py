@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from cxr.checkpoint import load_checkpoint
-from cxr.data import DEFAULT_CLASSES, ImageCache, display_name, index_dataset
+from cxr.data import DEFAULT_CLASSES, display_name, index_dataset
+from cxr.cache import ImageCache
 from cxr.evaluate import classification_report
 from cxr.interpret import Interpretation, interpret, interpret_checkpoint, rank_auc
 
