@@ -65,7 +65,7 @@ def page_files(demo: gr.Blocks) -> set[str]:
 
 def build_app(ctx: AppContext) -> gr.Blocks:
     # delete_cache: uploads and rendered images older than 15 minutes are removed every 5 minutes (Classify also
-    # deletes each X-ray as soon as it is read), so a day of classes does not fill the Space's disk.
+    # has each X-ray deleted a minute after it is read), so a day of classes does not fill the Space's disk.
     with gr.Blocks(title="cxr: chest X-ray classifier", delete_cache=(300, 900)) as demo:
         # What visitors sent (Gradio's record, only ever read here): the only files a request may have deleted.
         ctx.uploads = demo.upload_file_set
