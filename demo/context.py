@@ -203,6 +203,10 @@ class AppContext:
         """Every image has a lung mask beside it (the Kaggle v4 layout, and the synthetic set)."""
         return has_masks(self.index.files)
 
+    def offers_hiding(self, mode: str) -> bool:
+        """Whether the page offers this way of hiding the lungs: the masks only when the dataset has them."""
+        return mode != "mask" or self.has_masks
+
     @cached_property
     def sample_cache(self) -> ImageCache:
         """Decoded images (and lung masks, when the data has them) for the Data and Classify tabs, filled as shown."""

@@ -117,7 +117,7 @@ def build(ctx: AppContext) -> None:
                height=260, elem_id="counts_plot")
     aug_box = gr.CheckboxGroup(choices=AUG_CHOICES, value=list(AugmentConfig.names()), label="Augmentations",
                                elem_id="aug_box")
-    hide_box = gr.Radio([c for c in HIDE_CHOICES if c[1] != "mask" or ctx.has_masks], value="none", elem_id="hide_preview",
+    hide_box = gr.Radio([c for c in HIDE_CHOICES if ctx.offers_hiding(c[1])], value="none", elem_id="hide_preview",
                         label="What the model gets (the shortcut experiment in Train hides the lungs like this)")
     batch_btn = gr.Button("New random batch", variant="primary", elem_id="batch_btn")
     first, first_ids, first_variants = new_batch(ctx, list(AugmentConfig.names()))  # so the page opens with pictures

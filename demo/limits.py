@@ -139,8 +139,14 @@ class UploadJanitor:
                 del self._due[p]
         for p in due:
             Path(p).unlink(missing_ok=True)
-        keep = set(self.protected())
-        removed, left = trim_folder(self.folder, self.max_bytes, removable=lambda path: str(path) not in keep)
+        keep: set[str] | None = None  # listed only when the folder is over the cap (most rounds it is not)
+
+        def removable(path: Path) -> bool:
+            nonlocal keep
+            keep = set(self.protected()) if keep is None else keep
+            return str(path) not in keep
+
+        removed, left = trim_folder(self.folder, self.max_bytes, removable=removable)
         if removed:
             log.info("upload cache over %d MB: removed %d old files", self.max_bytes // 2**20, len(removed))
         self.full = left > self.max_bytes

@@ -54,11 +54,11 @@ def no_model_yet(snap: Snapshot, markdown: bool = True, countdown: bool = True) 
     """Why there is no model to classify or evaluate with yet, and when there will be one: the run now training
     saves its first model at its first evaluation; with no run, how to train one. Plain text for an error toast;
     no countdown where the sentence is not refreshed every second (it would stand still, then be wrong)."""
+    head = "The starter model is training:" if snap.active else "No trained model yet."
     if not snap.active:
-        head, rest = "No trained model yet.", ("Train one in the Train tab (the Fast preset takes a few minutes); it "
-                                               "appears here as soon as its first evaluation is saved.")
+        rest = ("Train one in the Train tab (the Fast preset takes a few minutes); it appears here as soon as its "
+                "first evaluation is saved.")
     elif not snap.last_step:
-        head = "The starter model is training:"
         rest = "it is reading the X-rays; the first model is ready in a few minutes."
     else:
         every = int(snap.config.get("eval_every", TrainConfig.eval_every))
@@ -66,7 +66,6 @@ def no_model_yet(snap: Snapshot, markdown: bool = True, countdown: bool = True) 
         pace = snap.steps_per_second
         when = f" in about {format_duration(to_go / pace)}" if pace > 0 and countdown else ""
         rest = f"ready{when} at its first evaluation, and shown here then (you can watch it in the Train tab)."
-        head = "The starter model is training:"
     if markdown:
         return f"**{head}** " + rest.replace("Train tab", "**Train** tab")
     return f"{head} {rest}"

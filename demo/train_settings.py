@@ -48,6 +48,7 @@ def _choice(label: str, field: str) -> Callable[[Any], gr.components.Component]:
 
 
 # The one table: a new TrainConfig setting in the page needs one more line here, nothing else.
+HIDE_CHOICES = [("show the lungs", "none"), ("hide a central box", "box"), ("hide the lung masks", "mask")]
 SETTINGS: list[Setting] = [
     Setting("image_size", _slider("Image size (px)", "image_size", 64, 320, 32)),
     Setting("batch_size", _slider("Batch size", "batch_size", 1, 256, 1)),
@@ -69,8 +70,7 @@ SETTINGS: list[Setting] = [
     # Hiding the lung masks is offered only when the dataset has them (the Kaggle v4 release's masks/ folders).
     Setting("hide_lungs", lambda v, choices: gr.Radio(choices, value=v, elem_id="hide_lungs",
                                                       label="Shortcut experiment: hide the lungs from the model"),
-            choices=lambda cfg, ctx: [("show the lungs", "none"), ("hide a central box", "box")]
-            + ([("hide the lung masks", "mask")] if ctx.has_masks else [])),
+            choices=lambda cfg, ctx: [c for c in HIDE_CHOICES if ctx.offers_hiding(c[1])]),
     Setting("weights", lambda v: gr.Dropdown(["auto", "imagenet", "none"], value=v, label="Starting weights")),
     Setting("seed", _number("Seed", "seed")),
 ]

@@ -3,12 +3,15 @@
 from types import SimpleNamespace
 
 from cxr.presets import apply_preset
+from demo.context import AppContext
 from demo.train_settings import SETTINGS
 
 
 def _offered(field: str, has_masks: bool) -> list[str]:
     setting = next(s for s in SETTINGS if s.field == field)
-    return [value for _, value in setting.choices(apply_preset("fast-cpu"), SimpleNamespace(has_masks=has_masks))]
+    server = SimpleNamespace(has_masks=has_masks)  # a server whose dataset has lung masks, or not
+    server.offers_hiding = lambda mode: AppContext.offers_hiding(server, mode)
+    return [value for _, value in setting.choices(apply_preset("fast-cpu"), server)]
 
 
 def test_hiding_the_lung_masks_is_offered_only_when_the_dataset_has_masks():
