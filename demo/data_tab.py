@@ -13,6 +13,7 @@ from cxr.transforms import AugmentConfig, to_display, to_model_input
 
 from .context import AppContext
 from .labels import AUG_CHOICES
+from .messages import user_error
 
 INTRO = """
 **What the model learns from.** Each class is a folder of X-rays. A few images of each class are set aside
@@ -59,12 +60,12 @@ HIDE_CHOICES = [("the whole X-ray", "none"), ("lungs hidden: central box", "box"
 def _augmented(ctx: AppContext, ids: list[int], augs: list[str], seed: int, hide: str = "none") -> tuple[list, list[int]]:
     images, ok = ctx.sample_cache.get(ids)
     if not ok:
-        raise gr.Error("none of these images could be read", print_exception=False)
+        raise user_error("none of these images could be read")
     if hide == "mask" and not ctx.has_masks:
-        raise gr.Error("This dataset has no lung masks (the Kaggle v4 release keeps them in masks/ folders): "
-                       "use the central box instead.", print_exception=False)
+        raise user_error("This dataset has no lung masks (the Kaggle v4 release keeps them in masks/ folders): "
+                         "use the central box instead.")
     if hide not in ("none", "box", "mask"):
-        raise gr.Error("choose what the model gets from the list", print_exception=False)
+        raise user_error("choose what the model gets from the list")
     gen = torch.Generator().manual_seed(seed)
     masks = ctx.sample_cache.get_masks(ok) if hide == "mask" else None
     # Exactly what training feeds the model, hiding included (the hidden region moves with each augmentation).

@@ -120,10 +120,10 @@ def _analysis(ctx: AppContext, name: str | None) -> Analysis:
     try:
         return analyse(ctx, name)  # type: ignore[arg-type]
     except ValueError as e:
-        raise gr.Error(str(e), print_exception=False) from None
+        raise user_error(str(e)) from None
     except Exception:
         log.exception("evaluating %s failed", name)
-        raise gr.Error(FAILED, print_exception=False) from None  # logged above
+        raise user_error(FAILED) from None  # logged above
 
 
 def _gallery(ctx: AppContext, analysis: Analysis, records: list[Record]) -> tuple[dict, list[int | None]]:
@@ -234,7 +234,7 @@ def select_cell(ctx: AppContext, name: str | None, evt: gr.SelectData):
 def open_image(ids: list, evt: gr.SelectData) -> int:
     """A click on a picture: its dataset id, for the Classify tab to open."""
     if not ids or not 0 <= evt.index < len(ids) or ids[evt.index] is None:
-        raise gr.Error("That X-ray cannot be opened in Classify; choose another.", print_exception=False)
+        raise user_error("That X-ray cannot be opened in Classify; choose another.")
     return int(ids[evt.index])
 
 
@@ -263,10 +263,10 @@ def report_zip(ctx: AppContext, name: str | None) -> str:
         zip_path = ctx.cached(key, write)
         return zip_path if Path(zip_path).is_file() else write()
     except ValueError as e:
-        raise gr.Error(str(e), print_exception=False) from None
+        raise user_error(str(e)) from None
     except Exception:
         log.exception("the report of %s failed", name)
-        raise gr.Error(REPORT_FAILED, print_exception=False) from None
+        raise user_error(REPORT_FAILED) from None
 
 
 def prepare_report(ctx: AppContext, name: str | None):

@@ -23,6 +23,8 @@ SOMETHING_WRONG = "Something went wrong on the server. Please try again, or try 
 
 
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s/'\"`(),;]+/)+([^\s/'\"`(),;]*)")
+# A quoted absolute path (as Python's errors print one) may hold spaces: "'/srv/my data/x.png'".
+_QUOTED_PATH = re.compile(r"""(['"])(/[^'"\n]*/[^'"\n]*)\1""")
 # Fields of a run's record that name server files or folders; a visitor sees only their last part.
 _PATH_FIELDS = {"data", "out", "resume", "checkpoint", "last_checkpoint", "skipped_files"}
 
@@ -30,6 +32,7 @@ _PATH_FIELDS = {"data", "out", "resume", "checkpoint", "last_checkpoint", "skipp
 def hide_paths(text: str) -> str:
     """`text` with every absolute path cut to its last part ("into /root/.cache/torch/hub/checkpoints" -> "into
     checkpoints"): where the server keeps things is the teacher's business (README), not every visitor's."""
+    text = _QUOTED_PATH.sub(lambda m: m.group(1) + PurePath(m.group(2)).name + m.group(1), text)
     return _ABSOLUTE_PATH.sub(lambda m: m.group(1) or PurePath(m.group(0)).name, text)
 
 
@@ -46,8 +49,10 @@ def public_record(value: Any, key: str = "") -> Any:
 
 
 def user_error(message: str) -> gr.Error:
-    """An error toast for an expected refusal: escaped, and kept out of the server's traceback log."""
-    return gr.Error(html.escape(str(message)), print_exception=False)
+    """An error toast for an expected refusal: escaped, kept out of the server's traceback log, and kept on screen
+    until closed (`duration=None`). Panels that emptied say "the red message says why": a student who looked at the
+    projector for ten seconds must still find it."""
+    return gr.Error(html.escape(str(message)), duration=None, print_exception=False)
 
 
 def no_model_yet(snap: Snapshot, markdown: bool = True, countdown: bool = True) -> str:

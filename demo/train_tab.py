@@ -45,6 +45,13 @@ grey target line. The final score comes from the separate **test** set, checked 
 ONLY_TEACHER = "Only the teacher can start or stop a run: students, watch the curves here and try the model in **Classify**."
 ANYONE = ("Anyone who opens this page can press **Start** and **Stop**. On a public Space, set a teacher key "
           "(`CXR_TEACHER_KEY`) so that only the teacher can.")
+# Once a run has started, in the browser only: Start and Stop at the top of the window, the status line and the
+# curves under them, however far down the open settings pushed them (a projector shows 1024 x 768). Gradio's
+# scroll_to_output stops short of them.
+SCROLL_TO_RUN = """() => {
+    const el = document.getElementById('start_btn');
+    if (el) window.scrollTo({top: el.getBoundingClientRect().top + window.scrollY - 12});
+}"""
 RANDOM_WEIGHTS = ("**Training from random weights.** The ImageNet starting weights could not be loaded ({why}), so "
                   "this model learns vision from a few hundred X-rays: expect lower accuracy and slower progress, and "
                   "the 95 % target is unlikely. *(Teachers: the README's \"ImageNet weights offline\" section says "
@@ -287,9 +294,10 @@ def build(ctx: AppContext) -> TrainView:
         who = gr.Markdown(ONLY_TEACHER if teacher_only else ANYONE, elem_id="who_may_train")
     with gr.Row():
         choices = [(preset_title(n), n) for n in presets_for(cuda)]
-        preset = gr.Radio(choices, value=preset0, label="Preset", elem_id="preset", scale=1)
-        no_gpu = "" if cuda else "\n\n*The GPU preset is not offered: this server has no CUDA GPU.*"
-        preset_info = gr.Markdown(values["description"] + no_gpu, elem_id="preset_info")
+        # Why there is no GPU choice, under the choices rather than as a paragraph that pushes the curves down.
+        preset = gr.Radio(choices, value=preset0, label="Preset", elem_id="preset", scale=1,
+                          info=None if cuda else "No GPU preset: this server has no CUDA GPU.")
+        preset_info = gr.Markdown(values["description"], elem_id="preset_info")
     widgets: dict[str, gr.components.Component] = {}
     with gr.Accordion("Settings", open=False, elem_id="settings_acc"):
         for row in (SETTINGS[0:5], SETTINGS[5:10], SETTINGS[10:14], SETTINGS[14:]):
@@ -322,13 +330,14 @@ def build(ctx: AppContext) -> TrainView:
 
     def show_preset(name: str) -> list:
         v, cfg = preset_values(name), apply_preset(name)
-        return [v["description"] + no_gpu] + [gr.update(value=v[s.field], choices=s.choices(cfg, ctx)) if s.choices
+        return [v["description"]] + [gr.update(value=v[s.field], choices=s.choices(cfg, ctx)) if s.choices
                                               else v[s.field] for s in SETTINGS]
 
     preset.change(show_preset, [preset], [preset_info, *widgets.values()], api_name=False)
     key_box.submit(ctx.bind(check_key), [key_box], [view.teacher, who], api_name=False)
     start_btn.click(start_handler(ctx), [key_box, preset, *[widgets[n] for n in SETTING_NAMES]], [status],
-                    api_name="start_training", concurrency_limit=None, show_progress="hidden")
+                    api_name="start_training", concurrency_limit=None, show_progress="hidden").success(
+        None, None, None, js=SCROLL_TO_RUN, api_name=False)
     stop_btn.click(ctx.bind(stop_training), [key_box], [status], api_name="stop_training", concurrency_limit=None,
                    show_progress="hidden")
     status_api = ctx.bind(training_status)

@@ -524,6 +524,10 @@ def test_curves_show_from_the_first_evaluation_with_no_progress_timer(visit, ser
     page.locator("#start_btn").click()
     _wait_run(url, lambda s: len(s["evaluations"]) >= 1)
     expect(page.locator("#curves img")).not_to_have_attribute("src", before, timeout=30_000)
+    # With the settings open the curves start far below the fold; Start scrolls the status line and them into view.
+    top = page.evaluate("() => document.querySelector('#curves').getBoundingClientRect().top")
+    assert 0 <= top < page.viewport_size["height"] / 2, f"the curves start {top:.0f} px down the window"
+    page.screenshot(path=str(SHOTS / "train-started-view-1440x900.png"))  # what the window shows, not the page
     assert "0.000000" not in page.locator("#curves").inner_text()
     expect(page.locator("#train_status")).to_contain_text("Finished", timeout=600_000)
     expect(page.locator("#test_metrics")).to_be_visible()
@@ -540,7 +544,7 @@ def test_a_run_that_fell_back_to_random_weights_says_so_and_the_presets_fit_the_
     page = visit(url, "Train")
     expect(page.locator("#preset label")).to_have_text(["Fast (CPU)", "Recipe"] + (["GPU"] if gpu else []))
     if not gpu:
-        expect(page.locator("#preset_info")).to_contain_text("The GPU preset is not offered: this server has no CUDA GPU")
+        expect(page.locator("#preset")).to_contain_text("No GPU preset: this server has no CUDA GPU")
     _wait_run(url, lambda s: s["status"] not in ("running", "stopping"))
     _client(url).predict(**{**SHORT_RUN, "weights": "auto", "max_steps": 0, "lr": 1e-7}, api_name="/start_training")
     warning = page.locator("#weights_warning")

@@ -1,5 +1,7 @@
 """What a visitor reads when something is refused or not there yet."""
 
+from pathlib import Path
+
 import gradio as gr
 
 from demo.job import Snapshot
@@ -34,9 +36,19 @@ def test_the_plain_version_for_an_error_toast_has_no_markdown():
         assert "**" not in plain and "Train tab" in plain
 
 
-def test_a_refusal_is_escaped_and_not_logged_as_a_traceback():
+def test_a_refusal_is_escaped_not_logged_as_a_traceback_and_stays_until_closed():
     err = user_error("model <b>x</b> is not here")
     assert isinstance(err, gr.Error) and "<b>" not in err.message and err.print_exception is False
+    assert err.duration is None  # the emptied panels point to it: it must not fade while a student looks away
+
+
+def test_every_refusal_in_the_app_goes_through_user_error():
+    # A bare gr.Error would neither escape the visitor's text nor stay on screen.
+    import demo
+
+    bare = [f.name for f in Path(demo.__file__).parent.glob("*.py")
+            if f.name != "messages.py" and "gr.Error(" in f.read_text()]
+    assert bare == []
 
 
 def test_absolute_paths_are_cut_to_their_names_and_urls_kept():
@@ -46,6 +58,11 @@ def test_absolute_paths_are_cut_to_their_names_and_urls_kept():
     assert "/root" not in shown and "into checkpoints," in shown and "'data'" in shown
     assert "https://download.pytorch.org/models/resnet18-f37072fd.pth" in shown
     assert hide_paths("1/3 of the images, 18.4 images/s") == "1/3 of the images, 18.4 images/s"
+
+
+def test_a_quoted_path_with_spaces_is_cut_to_its_name_whole():
+    shown = hide_paths("cannot identify image file '/srv/class of 2026/COVID/x 1.png' (a 'COVID' image)")
+    assert shown == "cannot identify image file 'x 1.png' (a 'COVID' image)"
 
 
 def test_a_public_record_names_files_but_not_folders_and_leaves_the_original():
