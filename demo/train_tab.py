@@ -2,8 +2,7 @@
 
 The run belongs to the server (`demo.job`), not to this page: the page-level timer polls its snapshot once a second,
 so a refresh or a second visitor sees the same curves. Settings travel by name (`demo.train_settings`), and the
-public `/start_training` API takes the same names as keywords. With a
-teacher key set (`--teacher-key` / CXR_TEACHER_KEY), Start and Stop need it, checked on the server.
+public `/start_training` API takes the same names as keywords. Who may press Start and Stop: `demo.teacher`.
 """
 
 from __future__ import annotations
@@ -32,6 +31,7 @@ from cxr.presets import apply_preset, default_preset, presets_for
 from .context import AppContext
 from .job import JobBusy, Snapshot
 from .labels import percent, preset_title
+from . import teacher
 from .messages import hide_paths, public_record, user_error
 from .train_settings import SETTING_NAMES, SETTINGS, build_config, preset_values
 
@@ -42,9 +42,6 @@ they tell you whether it is learning the disease or memorising the pictures. Whe
 validation loss rises, the model is **overfitting**. Training stops when validation accuracy reaches the
 grey target line. The final score comes from the separate **test** set, checked once at the end.
 """
-ONLY_TEACHER = "Only the teacher can start or stop a run: students, watch the curves here and try the model in **Classify**."
-ANYONE = ("Anyone who opens this page can press **Start** and **Stop**. On a public Space, set a teacher key "
-          "(`CXR_TEACHER_KEY`) so that only the teacher can.")
 # Once a run has started, in the browser only: Start and Stop at the top of the window, the status line and the
 # curves under them, however far down the open settings pushed them (a projector shows 1024 x 768). Gradio's
 # scroll_to_output stops short of them.
@@ -61,7 +58,7 @@ RANDOM_WEIGHTS = ("**Training from random weights.** The ImageNet starting weigh
 def start_run(ctx: AppContext, teacher_key: Any, preset: str, values: dict[str, Any]) -> str:
     """Start a run if the caller may (the teacher key, when set) and the settings are sound."""
     if not ctx.is_teacher(teacher_key):
-        raise user_error(ONLY_TEACHER.split(":")[0] + ".")  # never echoes what was typed
+        raise user_error(teacher.ONLY_TEACHER.split(":")[0] + ".")  # never echoes what was typed
     try:
         ctx.job.start(build_config(ctx, preset, values))
     except (JobBusy, ValueError) as e:
@@ -91,13 +88,6 @@ def stop_training(ctx: AppContext, teacher_key: Any = None) -> str:
     if ctx.job.stop():
         return "Stopping after the current step ..."
     return "Nothing is training."
-
-
-def check_key(ctx: AppContext, teacher_key: str) -> tuple[bool, str]:
-    """The key box: unlock Start and Stop for this page when the key is right (the key itself is never echoed)."""
-    if ctx.is_teacher(teacher_key):
-        return True, "**Teacher mode:** you can start and stop runs from this page."
-    return False, "That is not the teacher key. " + ONLY_TEACHER
 
 
 # ---------------------------------------------------------------------------------------------- the view
@@ -216,6 +206,7 @@ class TrainView:
     teacher: gr.State
     compare: gr.Dropdown
     key_box: gr.Textbox
+    who: gr.Markdown
 
     def outputs(self) -> list[gr.components.Component]:
         return [self.status, self.warning, self.curves, self.attention, self.attention_step, self.metrics,
@@ -287,11 +278,7 @@ def build(ctx: AppContext) -> TrainView:
     preset0 = default_preset(cuda)
     values = preset_values(preset0)
     teacher_only = ctx.settings.teacher_only
-    with gr.Row(equal_height=True):
-        key_box = gr.Textbox(label="Teacher key (press Enter to unlock Start and Stop)", type="password",
-                             visible=teacher_only, elem_id="teacher_key", scale=1,
-                             placeholder="type the key, then press Enter")
-        who = gr.Markdown(ONLY_TEACHER if teacher_only else ANYONE, elem_id="who_may_train")
+    key_box, who, teacher_state = teacher.build(ctx)
     with gr.Row():
         choices = [(preset_title(n), n) for n in presets_for(cuda)]
         # Why there is no GPU choice, under the choices rather than as a paragraph that pushes the curves down.
@@ -326,7 +313,7 @@ def build(ctx: AppContext) -> TrainView:
         cm_plot = gr.Plot(label="Confusion matrix", visible=False, elem_id="cm_plot", format="png")
     view = TrainView(status=status, warning=warning, curves=curves, attention=attention, attention_step=attention_step,
                      metrics=metrics, cm_plot=cm_plot, start_btn=start_btn, stop_btn=stop_btn, seen=gr.State(-1),
-                     teacher=gr.State(not teacher_only), compare=compare, key_box=key_box)
+                     teacher=teacher_state, compare=compare, key_box=key_box, who=who)
 
     def show_preset(name: str) -> list:
         v, cfg = preset_values(name), apply_preset(name)
@@ -334,7 +321,6 @@ def build(ctx: AppContext) -> TrainView:
                                               else v[s.field] for s in SETTINGS]
 
     preset.change(show_preset, [preset], [preset_info, *widgets.values()], api_name=False)
-    key_box.submit(ctx.bind(check_key), [key_box], [view.teacher, who], api_name=False)
     start_btn.click(start_handler(ctx), [key_box, preset, *[widgets[n] for n in SETTING_NAMES]], [status],
                     api_name="start_training", concurrency_limit=None, show_progress="hidden").success(
         None, None, None, js=SCROLL_TO_RUN, api_name=False)

@@ -8,7 +8,7 @@ import gradio as gr
 
 from gradio.utils import get_upload_folder
 
-from . import classify_tab, data_tab, evaluate_tab, train_tab
+from . import classify_tab, data_tab, evaluate_tab, teacher, train_tab
 from .context import AppContext
 from .limits import UploadJanitor, limit_files_per_request, refuse_links
 
@@ -103,6 +103,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                    api_name=False, concurrency_limit=None, show_progress="hidden")
         # A new page: its tab, the current default model (not the one of when the server started).
         demo.load(None, [open_tab], None, js=RESTORE_TAB_JS, api_name=False)
+        teacher.on_page_load(ctx, demo, train.key_box, train.who, train.teacher)
         demo.load(ctx.bind(classify_tab.model_list), [classify["known"], gr.State(None)], lists, api_name=False,
                   show_progress="hidden").then(ctx.bind(classify_tab.download_model), [classify["checkpoint"]],
                                                [classify["download_btn"]], api_name=False, show_progress="hidden")

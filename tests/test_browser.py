@@ -327,6 +327,14 @@ def test_only_the_teacher_key_unlocks_start_and_the_key_never_reaches_the_page(v
     expect(page.locator("#who_may_train")).to_contain_text("Teacher mode")
     expect(page.locator("#start_btn")).to_be_enabled(timeout=10_000)
     assert "k3y" not in page.content()
+    # A reload of the same browser tab keeps teacher mode; another visitor's page does not get it.
+    page.reload()
+    expect(page.locator("#who_may_train")).to_contain_text("Teacher mode", timeout=30_000)
+    expect(page.locator("#start_btn")).to_be_enabled(timeout=10_000)
+    other = visit(url, "Train")
+    other.wait_for_timeout(2_000)
+    expect(other.locator("#start_btn")).to_be_disabled()
+    expect(other.locator("#who_may_train")).to_contain_text("Only the teacher can start or stop a run")
 
 
 # ================================================================================================ a model from minute one

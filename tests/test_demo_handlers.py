@@ -13,7 +13,7 @@ from cxr.events import Attention, Done, Evaluated, Started, Step
 from cxr.data import display_name
 from cxr.presets import apply_preset
 from cxr.transforms import AugmentConfig
-from demo import classify_tab, data_tab, train_tab
+from demo import classify_tab, data_tab, teacher, train_tab
 from demo.context import resolve_settings
 from demo.job import TrainingJob
 from tests import imagefiles
@@ -335,7 +335,11 @@ def test_with_a_teacher_key_only_the_teacher_may_start_stop_and_add_models(ctx, 
     assert "Stopping" in train_tab.stop_training(ctx, "s3cret-key")
     hold.set()
     assert ctx.job.wait(10)
-    assert train_tab.check_key(ctx, "wrong")[0] is False and train_tab.check_key(ctx, "s3cret-key")[0] is True
+    assert teacher.check_key(ctx, "wrong")[0] is False and teacher.check_key(ctx, "s3cret-key")[0] is True
+    # A reloaded page with the key its browser tab kept: teacher mode again; an old key is dropped without a word.
+    assert teacher.recall_key(ctx, "s3cret-key")[:2] == (True, teacher.TEACHER_MODE)
+    assert teacher.recall_key(ctx, "old-key") == (False, teacher.ONLY_TEACHER, "")
+    assert all(isinstance(v, type(gr.skip())) for v in teacher.recall_key(ctx, ""))
     upload = tmp_path / "model.pt"
     upload.write_bytes(trained_checkpoint.read_bytes())
     with pytest.raises(gr.Error, match="Only the teacher"):
