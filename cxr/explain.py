@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import math
-import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Union
@@ -82,45 +81,6 @@ def _black(x: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     return (-mean / std).expand_as(x).contiguous()
-
-
-class CudaGraphCall:
-    """`fn(x)` (a tuple of tensors) captured once as a CUDA graph for `example`'s shape, and replayed for later inputs
-    of that shape while `model` is in eval mode; anything else runs `fn` as usual.
-
-    At batch 1 a GPU forward pass is bound by launching its ~60 small kernels one by one from Python, not by
-    arithmetic, and Grad-CAM adds Captum's hooks and a backward pass on top; replaying a captured graph launches
-    every kernel of the whole computation at once. Capture errors are thread-local: a run training on the same GPU
-    in another thread goes on (it only waits while the capture starts, which synchronises the device and empties
-    the allocator's cache). Safe to share between threads that use the default stream: replays take turns, and
-    each caller's copy of the outputs is queued before the next replay can overwrite them."""
-
-    def __init__(self, fn: Callable[[torch.Tensor], tuple[torch.Tensor, ...]], example: torch.Tensor, model: nn.Module):
-        self.fn, self.model, self.lock = fn, model, threading.Lock()
-        self.static_x = example.detach().clone()
-        side = torch.cuda.Stream(example.device)  # warm up off the default stream, as CUDA graph capture needs
-        side.wait_stream(torch.cuda.current_stream(example.device))
-        with torch.cuda.stream(side):
-            for _ in range(3):  # cuDNN picks its kernels, lazy modules load: none of that may happen in capture
-                fn(self.static_x)
-        torch.cuda.current_stream(example.device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
-            self.static_out = fn(self.static_x)
-
-    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        if x.shape != self.static_x.shape or x.device != self.static_x.device or self.model.training:
-            return self.fn(x)
-        with self.lock:
-            self.static_x.copy_(x)
-            self.graph.replay()
-            return tuple(t.clone() for t in self.static_out)
-
-
-def logits_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The model's logits, without gradients."""
-    with torch.no_grad():
-        return model(x)
 
 
 def _gradcam_raw(model: nn.Module, x: torch.Tensor, target: Target) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,7 +3,7 @@
 `Classifier` wraps a loaded checkpoint and runs the same preprocessing as training (via `cxr.transforms`), so an
 image is treated exactly as the model saw its training data. It is safe to share between threads: inference
 mutates nothing, and Grad-CAM's hook lives on a per-call module. On a CUDA device a prediction, and a Grad-CAM with
-its prediction, each run as a CUDA graph captured on first use (`cxr.explain.CudaGraphCall`): at batch 1 launching
+its prediction, each run as a CUDA graph captured on first use (`CudaGraphCall`): at batch 1 launching
 kernels from Python, not arithmetic, is the cost, and a replay launches them all at once.
 """
 
@@ -19,9 +19,10 @@ from typing import Callable
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 
 from .checkpoint import Checkpoint, load_checkpoint
-from .explain import CudaGraphCall, explain_tensors, logits_of
+from .explain import explain_tensors
 from .images import Source, read_xray
 from .lungs import HideLungs, hide_pixels
 from .transforms import prepare_image, to_model_input
@@ -30,6 +31,45 @@ log = logging.getLogger(__name__)
 
 # Images are read at most this large: enough for the overlay on screen, small enough for any upload.
 DISPLAY_SIDE = 1024
+
+
+class CudaGraphCall:
+    """`fn(x)` (a tuple of tensors) captured once as a CUDA graph for `example`'s shape, and replayed for later inputs
+    of that shape while `model` is in eval mode; anything else runs `fn` as usual.
+
+    At batch 1 a GPU forward pass is bound by launching its ~60 small kernels one by one from Python, not by
+    arithmetic, and Grad-CAM adds Captum's hooks and a backward pass on top; replaying a captured graph launches
+    every kernel of the whole computation at once. Capture errors are thread-local: a run training on the same GPU
+    in another thread goes on (it only waits while the capture starts, which synchronises the device and empties
+    the allocator's cache). Safe to share between threads that use the default stream: replays take turns, and
+    each caller's copy of the outputs is queued before the next replay can overwrite them."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], tuple[torch.Tensor, ...]], example: torch.Tensor, model: nn.Module):
+        self.fn, self.model, self.lock = fn, model, threading.Lock()
+        self.static_x = example.detach().clone()
+        side = torch.cuda.Stream(example.device)  # warm up off the default stream, as CUDA graph capture needs
+        side.wait_stream(torch.cuda.current_stream(example.device))
+        with torch.cuda.stream(side):
+            for _ in range(3):  # cuDNN picks its kernels, lazy modules load: none of that may happen in capture
+                fn(self.static_x)
+        torch.cuda.current_stream(example.device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+            self.static_out = fn(self.static_x)
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if x.shape != self.static_x.shape or x.device != self.static_x.device or self.model.training:
+            return self.fn(x)
+        with self.lock:
+            self.static_x.copy_(x)
+            self.graph.replay()
+            return tuple(t.clone() for t in self.static_out)
+
+
+def logits_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The model's logits, without gradients."""
+    with torch.no_grad():
+        return model(x)
 
 
 @dataclass
