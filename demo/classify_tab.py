@@ -1,10 +1,9 @@
-"""Classify tab: drop in an X-ray, get class probabilities and a Grad-CAM overlay from a chosen model; download a
-model, or add one from a file.
+"""Classify tab: drop in an X-ray, get class probabilities and a Grad-CAM overlay from a chosen model (its "Model
+files" drawer, to download a model or add one, is `demo.model_files`).
 
 The list of models is refreshed by the page-level timer, whichever tab is open; a visitor's own choice is never
-reset by it. A new visitor starts on the best finished model. Uploaded X-rays are deleted as soon as they are
-classified (the decoded image stays in the visitor's session for re-explaining), and a model file is added only
-after it loads as a cxr checkpoint for this dataset's classes.
+reset by it. A new visitor starts on the best finished model. Uploaded X-rays are deleted a minute after they
+are read (the decoded image stays in the visitor's session for re-explaining).
 """
 
 from __future__ import annotations
@@ -12,22 +11,21 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
 from matplotlib import colormaps
 
-from cxr.checkpoint import checkpoint_name, load_checkpoint
 from cxr.data import display_name
 from cxr.explain import OVERLAY_COLORMAP, draw_outline, overlay
 from cxr.lungs import area_share, lung_focus, mask_path
 from cxr.images import IMAGE_SUFFIXES
 
-from . import explain_panel
+from . import explain_panel, model_files
 from .context import AppContext
 from .labels import percent
+from .limits import forget_upload
 from .messages import SOMETHING_WRONG, no_model_yet, user_error
 
 log = logging.getLogger(__name__)
@@ -44,7 +42,6 @@ NOTHING_CLASSIFIED = ("**Nothing classified.** The red message says why. Drop an
 NOTHING_EXPLAINED = "**Nothing explained.** The red message says why. Choose another model or class for the same X-ray."
 EXAMPLES_PER_CLASS = 4
 MAX_XRAY_MB = 20  # an X-ray PNG is 0.1 to 5 MB, a DICOM up to ~20 MB (the page allows larger files for models)
-MAX_MODEL_MB = 64  # a ResNet18 checkpoint is about 45 MB
 
 
 def coarseness(image_size: int) -> str:
@@ -98,19 +95,6 @@ def _size_check(file: str) -> None:
         raise ValueError(f"{Path(file).name} is {size / 2**20:.0f} MB; X-rays of at most {MAX_XRAY_MB} MB are accepted")
 
 
-def _forget_upload(ctx: AppContext, file: str | None) -> None:
-    """Have an uploaded file deleted once it has been read: nobody's upload waits in the server's cache. Only a
-    file a visitor uploaded (Gradio records each one): a request that names one of the server's own cached images
-    (the galleries every page shows) must not be able to delete it. The janitor deletes it a minute later, since
-    the same X-ray sent by two students is one file; with no janitor (tests, scripts), at once."""
-    if not file or file not in ctx.uploads:
-        return
-    if ctx.janitor is not None:
-        ctx.janitor.forget(file)
-    else:
-        Path(file).unlink(missing_ok=True)
-
-
 def _draw(image: np.ndarray, heat: np.ndarray, alpha: float, mask: np.ndarray | None) -> np.ndarray:
     shown = overlay(image, heat / 255.0, alpha)
     return draw_outline(shown, mask) if mask is not None else shown
@@ -152,7 +136,7 @@ def classify(ctx: AppContext, file: str | None, checkpoint: str | None, target: 
         raise user_error(SOMETHING_WRONG) from None
     finally:
         if source is None:
-            _forget_upload(ctx, file)
+            forget_upload(ctx, file)
     image = np.asarray(pred.image)
     heat = np.round(pred.heatmap * 255).astype(np.uint8)  # kept per visitor for redrawing: 8 bits are plenty
     if mask is not None and mask.shape != image.shape:
@@ -272,43 +256,6 @@ def classify_example(ctx: AppContext, checkpoint: str | None, target: str, alpha
     return classify_id(ctx, ids[evt.index], checkpoint, target, alpha)
 
 
-# ------------------------------------------------------------------------------------------------ model files
-def download_model(ctx: AppContext, checkpoint: str | None) -> str | None:
-    """The chosen model's .pt file, for the Download button (a teacher takes it home, or to the next class)."""
-    if not checkpoint:
-        return None
-    try:
-        return str(ctx.checkpoint_path(checkpoint))
-    except ValueError as e:
-        raise user_error(str(e)) from None
-
-
-def add_model(ctx: AppContext, file: str | None, teacher_key: str | None = None) -> str:
-    """Add a checkpoint from a file: size-limited, loaded without running code, for this dataset's classes."""
-    if not file:
-        return ""
-    try:
-        if not ctx.is_teacher(teacher_key):
-            raise ValueError("Only the teacher can add models: enter the teacher key in the Train tab.")
-        size = os.path.getsize(file)
-        if size > MAX_MODEL_MB * 2**20:
-            raise ValueError(f"that file is {size / 2**20:.0f} MB; a cxr model is about 45 MB (at most {MAX_MODEL_MB} MB)")
-        ckpt = load_checkpoint(file)  # weights_only: a file carrying code is refused, never run
-        if ckpt.classes != ctx.index.classes:
-            raise ValueError(f"that model is for the classes {', '.join(ckpt.class_names)}; this app's data has "
-                             f"{', '.join(display_name(c) for c in ctx.index.classes)}")
-        name = checkpoint_name()
-        ctx.settings.checkpoints_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(file, ctx.settings.checkpoints_dir / f".{name}.upload")
-        os.replace(ctx.settings.checkpoints_dir / f".{name}.upload", ctx.settings.checkpoints_dir / name)
-    except ValueError as e:
-        raise user_error(str(e).replace(Path(file).name, "that file")) from None
-    finally:
-        _forget_upload(ctx, file)
-    test = ckpt.metrics.get("test_accuracy")
-    return f"Added the model as `{name}`" + (f" (test accuracy {percent(test)})" if test is not None else "") + "."
-
-
 def build(ctx: AppContext) -> dict[str, gr.components.Component]:
     gr.Markdown(INTRO)
     models = ctx.models()
@@ -336,15 +283,7 @@ def build(ctx: AppContext) -> dict[str, gr.components.Component]:
     examples = gr.Gallery(example_gallery(ctx, default),
                           label=f"Examples from this model's test set: click one to classify it{synthetic}",
                           columns=6, height="auto", allow_preview=False, elem_id="examples")
-    with gr.Accordion("Model files: download the chosen model, or add one you trained elsewhere", open=False,
-                      elem_id="model_files"):
-        with gr.Row():
-            # Filled from the start (the page's load event refreshes it): a click before that event is served works too.
-            download_btn = gr.DownloadButton("Download the chosen model (.pt)", value=download_model(ctx, default),
-                                             elem_id="download_model")
-            add_file = gr.File(label="Add a model (.pt)", file_types=[".pt"], type="filepath", elem_id="add_model",
-                               height=100)
-        add_status = gr.Markdown(elem_id="add_model_status")
+    download_btn, add_file, add_status = model_files.build(ctx, default)
     state = gr.State(None, time_to_live=1800)  # the last image and heatmap, for redrawing and re-explaining
     known = gr.State(choices)
     explain_panel.build(ctx, state, checkpoint, alpha)
@@ -360,6 +299,7 @@ def build(ctx: AppContext) -> dict[str, gr.components.Component]:
     examples.select(ctx.bind(classify_example), [checkpoint, target, alpha], outputs, api_name=False,
                     concurrency_limit=2, concurrency_id="classify").failure(cleared, None, outputs, api_name=False)
     alpha.change(reblend, [state, alpha], [shown], api_name=False, show_progress="hidden")
-    checkpoint.change(ctx.bind(download_model), [checkpoint], [download_btn], api_name=False, show_progress="hidden")
+    checkpoint.change(ctx.bind(model_files.download_model), [checkpoint], [download_btn], api_name=False,
+                      show_progress="hidden")
     return {"checkpoint": checkpoint, "known": known, "hint": hint, "outputs": outputs, "target": target,
             "alpha": alpha, "add_file": add_file, "add_status": add_status, "download_btn": download_btn}

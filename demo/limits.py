@@ -18,10 +18,13 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Collection
+from typing import TYPE_CHECKING, Callable, Collection
 
 from gradio import processing_utils, route_utils
 from starlette.formparsers import MultiPartException
+
+if TYPE_CHECKING:
+    from .context import AppContext
 
 log = logging.getLogger(__name__)
 MAX_FILES_PER_REQUEST = 4
@@ -160,3 +163,16 @@ class UploadJanitor:
                 log.exception("could not trim the upload cache")
             if self._stop.wait(self.every_s):
                 return
+
+
+def forget_upload(ctx: "AppContext", file: str | None) -> None:
+    """Have an uploaded file deleted once it has been read: nobody's upload waits in the server's cache. Only a
+    file a visitor uploaded (Gradio records each one): a request that names one of the server's own cached images
+    (the galleries every page shows) must not be able to delete it. The janitor deletes it a minute later, since
+    the same X-ray sent by two students is one file; with no janitor (tests, scripts), at once."""
+    if not file or file not in ctx.uploads:
+        return
+    if ctx.janitor is not None:
+        ctx.janitor.forget(file)
+    else:
+        Path(file).unlink(missing_ok=True)

@@ -8,7 +8,7 @@ import gradio as gr
 
 from gradio.utils import get_upload_folder
 
-from . import classify_tab, data_tab, evaluate_tab, teacher, train_tab
+from . import classify_tab, data_tab, evaluate_tab, model_files, teacher, train_tab
 from .context import AppContext
 from .limits import UploadJanitor, limit_files_per_request, refuse_links
 
@@ -34,7 +34,8 @@ CSS = """
 #methods_gallery .grid-wrap, #methods_gallery .fixed-height { height: auto !important; max-height: none !important;
   overflow-y: visible !important; }
 """
-MAX_UPLOAD = "64mb"  # the largest thing a visitor sends is a model (~45 MB); X-rays are held to 20 MB by Classify
+# The largest thing a visitor sends is a model (~45 MB); X-rays are held to 20 MB by Classify.
+MAX_UPLOAD = f"{model_files.MAX_MODEL_MB}mb"
 TAB_TITLES = {"data": "Data", "train": "Train", "classify": "Classify", "evaluate": "Evaluate"}  # id -> title
 TABS = tuple(TAB_TITLES)
 
@@ -105,7 +106,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         demo.load(None, [open_tab], None, js=RESTORE_TAB_JS, api_name=False)
         teacher.on_page_load(ctx, demo, train.key_box, train.who, train.teacher)
         demo.load(ctx.bind(classify_tab.model_list), [classify["known"], gr.State(None)], lists, api_name=False,
-                  show_progress="hidden").then(ctx.bind(classify_tab.download_model), [classify["checkpoint"]],
+                  show_progress="hidden").then(ctx.bind(model_files.download_model), [classify["checkpoint"]],
                                                [classify["download_btn"]], api_name=False, show_progress="hidden")
         # Evaluate -> Classify: a clicked top loss or matrix-cell image opens in Classify, classified by that model.
         for clicked in evaluate["open_events"]:
@@ -114,7 +115,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                                                            classify["alpha"]],
                 [classify["checkpoint"], *classify["outputs"]], api_name=False, concurrency_id="classify").failure(
                 classify_tab.cleared, None, classify["outputs"], api_name=False)
-        classify["add_file"].upload(ctx.bind(classify_tab.add_model), [classify["add_file"], train.key_box],
+        classify["add_file"].upload(ctx.bind(model_files.add_model), [classify["add_file"], train.key_box],
                                     [classify["add_status"]], api_name=False)
     # Classification is CPU-bound: two at a time use both cores; the rest wait their turn in the queue.
     demo.queue(default_concurrency_limit=2, max_size=200)

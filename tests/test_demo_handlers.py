@@ -13,7 +13,7 @@ from cxr.events import Attention, Done, Evaluated, Started, Step
 from cxr.data import display_name
 from cxr.presets import apply_preset
 from cxr.transforms import AugmentConfig
-from demo import classify_tab, data_tab, teacher, train_tab
+from demo import classify_tab, data_tab, model_files, teacher, train_tab
 from demo.context import resolve_settings
 from demo.job import TrainingJob
 from tests import imagefiles
@@ -343,7 +343,7 @@ def test_with_a_teacher_key_only_the_teacher_may_start_stop_and_add_models(ctx, 
     upload = tmp_path / "model.pt"
     upload.write_bytes(trained_checkpoint.read_bytes())
     with pytest.raises(gr.Error, match="Only the teacher"):
-        classify_tab.add_model(ctx, str(upload), "wrong")
+        model_files.add_model(ctx, str(upload), "wrong")
 
 
 def test_failed_run_is_reported_in_a_sentence_and_the_job_can_start_again(ctx, view):
@@ -434,10 +434,10 @@ def test_a_server_with_no_model_says_the_starter_is_training(ctx):
 
 
 def test_a_model_file_can_be_downloaded_and_added_back(ctx, trained_checkpoint, tmp_path):
-    assert classify_tab.download_model(ctx, "tiny.pt") == str(ctx.settings.checkpoints_dir / "tiny.pt")
+    assert model_files.download_model(ctx, "tiny.pt") == str(ctx.settings.checkpoints_dir / "tiny.pt")
     upload = tmp_path / "from-home.pt"
     upload.write_bytes(trained_checkpoint.read_bytes())
-    message = classify_tab.add_model(ctx, str(upload))
+    message = model_files.add_model(ctx, str(upload))
     assert message.startswith("Added the model as `resnet18-") and len(ctx.models()) == 2
 
 
@@ -456,7 +456,7 @@ def test_a_bad_model_file_is_refused_in_one_sentence(ctx, tmp_path, kind):
     else:
         torch.save({"format": "cxr-checkpoint", "x": SimpleNamespace(a=1)}, path)
     with pytest.raises(gr.Error) as info:
-        classify_tab.add_model(ctx, str(path))
+        model_files.add_model(ctx, str(path))
     assert "\n" not in str(info.value) and len(ctx.models()) == 1
     words = {"text": "That file is not a cxr model", "other_classes": "that model is for the classes COVID, Normal",
              "code": "contains objects other than plain data"}[kind]
