@@ -6,16 +6,15 @@ compressed, one frame or many). `read_xray` turns any of them into one thing: a 
 over the range of its real values. It refuses what it cannot read with a `ValueError` of one sentence that names
 the file and says what to do (empty, not an image, truncated, too large, a compression it cannot decode, nothing
 to see), and it checks every declared size before decoding, so one bad file is a message, never a crash or an
-out-of-memory.
+out-of-memory. Each decode reserves its estimated peak memory (`decode_cost`) in the budget all decodes share
+(`cxr.decode_budget`).
 """
 
 from __future__ import annotations
 
-import ctypes
 import io
 import math
 import struct
-import threading
 import warnings
 import zlib
 from contextlib import contextmanager
@@ -25,17 +24,13 @@ from typing import BinaryIO, Iterator, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .decode_budget import DECODES
+
 Source = Union[str, Path, bytes, BinaryIO]
 
 # A 10000x10000 scan (100 MP) is accepted and downscaled; a file declaring more pixels than this is treated as a
 # decompression bomb and refused before its pixels are decoded. For DICOM every frame and colour sample counts.
 MAX_PIXELS = 120_000_000
-# Bytes that decodes running at once may hold. A class uploading big files together would otherwise multiply
-# what one decode needs; one image larger than this still decodes, but alone.
-DECODE_BUDGET = 1_000_000_000
-# A decode at least this big gives its freed memory back to the system when it is the last one running (a
-# 5-megapixel PNG and up: what glibc would otherwise keep; malloc_trim takes milliseconds, the decode far more).
-_TRIM_BYTES = 16_000_000
 # For images Pillow decodes, the longest side may be at most this many times the shortest. Radiographs are near
 # square (a long-leg scan is about 1:4); a 1 x 100,000,000 strip passes the pixel limit yet costs Pillow dozens of
 # bytes of bookkeeping per row.
@@ -46,53 +41,6 @@ _DICOM_HEADER_BYTES = 4 << 20
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".dcm", ".dicom")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_METADATA = (b"iCCP", b"zTXt", b"iTXt", b"tEXt")  # colour profile and text: nothing cxr reads
-
-
-class _Budget:
-    """Decodes reserve their estimated bytes here and wait, in arrival order, until they fit under the limit."""
-
-    def __init__(self, limit: int):
-        self.limit, self.used, self.big = limit, 0, False
-        self._turn = self._next = 0  # tickets: first come, first served, so a big image is not starved
-        self._cond = threading.Condition()
-
-    @contextmanager
-    def reserve(self, nbytes: int) -> Iterator[None]:
-        with self._cond:
-            ticket, self._next = self._next, self._next + 1
-            self._cond.wait_for(lambda: self._turn == ticket and (self.used == 0 or self.used + nbytes <= self.limit))
-            self._turn, self.used = self._turn + 1, self.used + nbytes
-            self.big = self.big or nbytes >= _TRIM_BYTES
-            self._cond.notify_all()
-        try:
-            yield
-        finally:
-            with self._cond:
-                self.used -= nbytes
-                self._cond.notify_all()
-
-    def settle(self) -> None:
-        """After the last of a run of decodes, one of them big, hand the memory they freed back to the system.
-
-        glibc keeps freed blocks under its mmap threshold (which grows to 32 MB) in per-thread arenas, so a
-        class's big uploads would leave the server hundreds of MB larger long after the last request."""
-        with self._cond:
-            if self.used or not self.big:
-                return
-            self.big = False
-        if _malloc_trim is not None:
-            _malloc_trim(0)
-
-
-def _find_malloc_trim():
-    try:
-        return ctypes.CDLL(None).malloc_trim  # glibc only; elsewhere there is nothing to do
-    except (AttributeError, OSError, TypeError):
-        return None
-
-
-_malloc_trim = _find_malloc_trim()
-_budget = _Budget(DECODE_BUDGET)
 
 
 def _describe(source: Source) -> str:
@@ -207,7 +155,7 @@ def _read_dicom(data: bytes, name: str) -> Image.Image:
                          "uncompressed (or as PNG) and upload that")
     try:
         # One frame's stored values, float64 after a rescale or window (pydicom's LUTs), and the gray result.
-        with _budget.reserve(rows * cols * (samples * math.ceil(bits / 8) + 17)):
+        with DECODES.reserve(rows * cols * (samples * math.ceil(bits / 8) + 17)):
             ds.pixel_array_options(index=0)  # decode only the first frame, however many there are
             pixels = ds.pixel_array
             if str(ds.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR":
@@ -282,7 +230,7 @@ def read_xray(source: Source, max_side: int | None = None) -> Image.Image:
         raise ValueError(f"{name} has no content: every pixel is the same value")
     if max_side is not None and max(img.size) > max_side:
         img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)  # in place: the image is our own decode
-    _budget.settle()
+    DECODES.settle()
     return img
 
 
@@ -363,7 +311,7 @@ def _decode_from(fp: io.BytesIO, name: str, max_side: int | None, named_dicom: b
         img.draft("L", (max_side, max_side))  # decode at 1/2, 1/4 or 1/8 scale: fast and small
     cost = decode_cost(img)
     try:
-        with _budget.reserve(cost), warnings.catch_warnings():
+        with DECODES.reserve(cost), warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img.load()
             ImageOps.exif_transpose(img, in_place=True)  # phone photos of X-rays come rotated by EXIF

@@ -3,7 +3,6 @@ DICOM, and messages that were not one plain sentence. Each is checked through `r
 Classify handler, which shows the user exactly the library's sentence."""
 
 import re
-import threading
 import tracemalloc
 
 import gradio as gr
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxr import images
+from cxr import decode_budget
 from cxr.images import decode_cost, read_xray
 from demo.classify_tab import classify
 from tests import imagefiles
@@ -183,28 +182,11 @@ def test_png_named_dcm_is_read_by_its_content(tmp_path):
 
 
 # ---------------------------------------------------------------- 4. memory of big decodes is bounded and returned
-def test_decodes_wait_while_the_memory_budget_is_spent():
-    budget, entered = images._Budget(100), threading.Event()
-
-    def second() -> None:
-        with budget.reserve(60):
-            entered.set()
-
-    with budget.reserve(60):
-        waiting = threading.Thread(target=second)
-        waiting.start()
-        assert not entered.wait(0.2), "60 + 60 bytes do not fit a budget of 100"
-    assert entered.wait(5)
-    waiting.join()
-    with budget.reserve(500):  # larger than the whole budget: it still runs, alone
-        assert budget.used == 500
-
-
 def test_big_decode_gives_its_memory_back_when_done(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(images, "_malloc_trim", lambda pad: calls.append(pad))
+    monkeypatch.setattr(decode_budget, "_malloc_trim", lambda pad: calls.append(pad))
     Image.fromarray(np.tile(np.arange(2800, dtype=np.uint16), (2600, 1)) * 20).save(tmp_path / "big.png")
-    read_xray(tmp_path / "big.png", max_side=512)  # 7.3 MP: its decode reserves over _TRIM_BYTES
+    read_xray(tmp_path / "big.png", max_side=512)  # 7.3 MP: its decode reserves over TRIM_BYTES
     read_xray(imagefiles.png_8bit(tmp_path / "small.png"))
     assert calls == [0], "trimmed once, after the big decode, and not after the small one"
 
