@@ -9,10 +9,11 @@ import torch
 
 from cxr.data import display_name
 from cxr.lungs import HideLungs
+from cxr.presets import apply_preset, default_preset
 from cxr.transforms import AugmentConfig, to_display, to_model_input
 
 from .context import AppContext
-from .labels import AUG_CHOICES
+from .labels import augmentation_choices, augmentation_labels, preset_title
 from .messages import user_error
 
 INTRO = """
@@ -20,7 +21,8 @@ INTRO = """
 as a **test set** the model never trains on, and a few more as a **validation set** checked during training;
 the rest are for training. **Augmentation** changes each training image a little every time it is used (a small
 rotation, zoom, shift, brightness or contrast change, a mirror image), so the model has to learn what pneumonia
-looks like rather than memorise particular pictures. Switch each one on and off below and compare with the original.
+looks like rather than memorise particular pictures. The switches below start as training does; switch each one on
+and off and compare with the original.
 A mirrored chest puts the heart on the wrong side: a reminder that every augmentation is a claim about which
 changes should not alter the diagnosis.
 """
@@ -34,6 +36,7 @@ the **Classify** overlay and the "hide the lungs" experiment in **Train** show w
 """
 BATCH = 12
 VARIANTS = 5
+UNCHANGED = "no augmentation: same as the original"  # every switch off: the copies are the original again
 
 
 def split_counts(ctx: AppContext) -> pd.DataFrame:
@@ -54,6 +57,26 @@ def summary(ctx: AppContext) -> str:
             f"{sizes['val']:,} validation, {sizes['test']:,} test.")
 
 
+def training_preset() -> str:
+    """The preset the Train tab starts with on this machine: the browser shows what a run with it is fed."""
+    return default_preset(torch.cuda.is_available())
+
+
+def augment_config(augs: list[str]) -> AugmentConfig:
+    """Exactly the switched-on augmentations, at the training preset's strengths (its gentle zoom stays gentle; one
+    it leaves off comes on at the default strength), as the Train tab's boxes give them (`AugmentConfig.only`)."""
+    return apply_preset(training_preset()).augment.only(augs)
+
+
+def augment_note(preset: str) -> str:
+    """Where the switches' starting values come from, and what they are, in the preset's own numbers."""
+    cfg = apply_preset(preset).augment
+    labels = augmentation_labels(cfg)
+    used = ", ".join(labels[n] for n in cfg.enabled()) or "none"
+    return (f"The switches start as the **{preset_title(preset)}** preset trains (the Train tab's first choice): "
+            f"{used}.")
+
+
 HIDE_CHOICES = [("the whole X-ray", "none"), ("lungs hidden: central box", "box"), ("lungs hidden: lung masks", "mask")]
 
 
@@ -66,10 +89,14 @@ def _augmented(ctx: AppContext, ids: list[int], augs: list[str], seed: int, hide
                          "use the central box instead.")
     if hide not in ("none", "box", "mask"):
         raise user_error("choose what the model gets from the list")
+    try:
+        cfg = augment_config(augs)
+    except ValueError as e:  # a name no box has (only an API caller can send one)
+        raise user_error(str(e)) from None
     gen = torch.Generator().manual_seed(seed)
     masks = ctx.sample_cache.get_masks(ok) if hide == "mask" else None
     # Exactly what training feeds the model, hiding included (the hidden region moves with each augmentation).
-    x = to_model_input(images, AugmentConfig().only(augs), gen, hide=HideLungs(hide), masks=masks)
+    x = to_model_input(images, cfg, gen, hide=HideLungs(hide), masks=masks)
     return [to_display(img) for img in x], ok  # un-normalised so people can look at it
 
 
@@ -97,13 +124,18 @@ def same_batch(ctx: AppContext, ids: list[int], augs: list[str], hide: str = "no
 
 
 def variants(ctx: AppContext, ids: list[int], augs: list[str], k: int = 0, hide: str = "none") -> list:
-    """The original of image k and several augmented versions of it (as the model gets them)."""
+    """The original of image k and several augmented versions of it (as the model gets them); with every
+    augmentation off the copies are captioned as unchanged."""
     if not ids:
         return []
     i = ids[min(k, len(ids) - 1)]
     original, _ = _augmented(ctx, [i], [], 0)
     versions, _ = _augmented(ctx, [i] * VARIANTS, augs, random.randrange(2**31), hide)
-    return [(original[0], "original")] + [(v, f"augmented {n + 1}") for n, v in enumerate(versions)]
+    if augs:
+        names = [f"augmented {n + 1}" for n in range(VARIANTS)]
+    else:  # five identical copies: say so, or a student looks for a change that is not there
+        names = [UNCHANGED if hide == "none" else "no augmentation: only the lungs hidden"] * VARIANTS
+    return [(original[0], "original")] + list(zip(versions, names))
 
 
 def select_variant(ctx: AppContext, ids: list[int], augs: list[str], hide: str, evt: gr.SelectData) -> list:
@@ -116,12 +148,17 @@ def build(ctx: AppContext) -> None:
     gr.Markdown(BIASES, elem_id="data_biases")
     gr.BarPlot(split_counts(ctx), x="class", y="images", color="split", title="Images per class and split",
                height=260, elem_id="counts_plot")
-    aug_box = gr.CheckboxGroup(choices=AUG_CHOICES, value=list(AugmentConfig.names()), label="Augmentations",
-                               elem_id="aug_box")
+    preset = training_preset()
+    base = apply_preset(preset).augment
+    start = list(base.enabled())
+    gr.Markdown(augment_note(preset), elem_id="aug_note")
+    # Each box names the strength ticking it gives with the training preset, as the Train tab's boxes do.
+    aug_box = gr.CheckboxGroup(choices=augmentation_choices(base), value=start,
+                               label="Augmentations", elem_id="aug_box")
     hide_box = gr.Radio([c for c in HIDE_CHOICES if ctx.offers_hiding(c[1])], value="none", elem_id="hide_preview",
                         label="What the model gets (the shortcut experiment in Train hides the lungs like this)")
     batch_btn = gr.Button("New random batch", variant="primary", elem_id="batch_btn")
-    first, first_ids, first_variants = new_batch(ctx, list(AugmentConfig.names()))  # so the page opens with pictures
+    first, first_ids, first_variants = new_batch(ctx, start)  # so the page opens with pictures
     batch_ids = gr.State(first_ids)
     synthetic = " of synthetic X-rays" if ctx.settings.synthetic else ""
     gallery = gr.Gallery(first, label=f"Augmented training samples{synthetic} (click one to see its variants)", columns=6,

@@ -1,17 +1,18 @@
 """Evaluate tab: where a saved model goes wrong on its own test split, and why.
 
-For the chosen model it shows the test X-rays it got most confidently wrong (or right), each under the Grad-CAM
-of the class it chose; a confusion matrix whose numbers open the X-rays of that cell; its most confused pairs in
-words; and per-class precision, recall, F1 and ROC AUC with a sentence each. Everything comes from one
-`Interpretation` (`cxr.interpret`): the model runs once over its test split per model file, for the whole server
-(`AppContext.cached`), and each overlay is drawn once and kept. Clicking an X-ray puts its dataset id into
-`open_id`, which the page hands to the Classify tab. A report (`cxr.report`) can be downloaded as a zip. `CSS` is
-this tab's share of the page's style sheet.
+For the chosen model it shows its top losses: the wrong calls that gave the true class the lowest probability (or
+the right calls that gave it the highest), each under the Grad-CAM of the class it chose; a confusion matrix whose
+numbers open the X-rays of that cell; its most confused pairs in words; and per-class precision, recall, F1 and ROC
+AUC with a sentence each. Everything comes from one `Interpretation` (`cxr.interpret`): the model runs once over its
+test split per model file, for the whole server (`AppContext.cached`), and each overlay is drawn once and kept.
+Clicking an X-ray puts its dataset id into `open_id`, which the page hands to the Classify tab. A report
+(`cxr.report`) can be downloaded as a zip. `CSS` is this tab's share of the page's style sheet.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import tempfile
 import threading
@@ -41,7 +42,8 @@ which it never saw while training. The colour on each picture (Grad-CAM) shows w
 class it chose: on the lungs, or on a label, a shoulder or the border? **Click a picture** to open it in
 **Classify**; **click a number** in the confusion matrix to see those X-rays.
 """
-WRONG, RIGHT = "most confidently wrong", "most confidently right"
+# The loss is -log(probability of the true class): the order of the top losses is the order of that probability.
+WRONG, RIGHT = "wrong: lowest probability on the true class", "right: highest probability on the true class"
 SHOWN = 12  # pictures in the top-losses gallery: three rows of four
 CELL_SHOWN = 24  # pictures of one confusion-matrix cell, largest loss first
 COLUMNS = 4  # pictures per row: large enough on a projector for the caption to fit in two lines
@@ -49,7 +51,7 @@ THUMB = 224  # px: an overlay costs 150 KB at this size, and stays sharp four to
 CELL_HINT = "Click a number in the matrix to see those X-rays here."
 FAILED = "Something went wrong while evaluating this model. Please try another one."
 REPORT_FAILED = "Something went wrong while writing the report. Please try again."
-# For the page's css (demo.ui): captions wrap instead of being cut off ("called Normal · 93 %" is their point).
+# For the page's css (demo.ui): captions wrap instead of being cut off ("(2 %) · called Normal" is their point).
 CSS = """
 #eval_losses .caption-label, #eval_cell .caption-label { white-space: normal; max-width: calc(100% - 12px); }
 """
@@ -78,12 +80,20 @@ class Analysis:
                     self.tiles[r.row] = tile
 
 
+def _share(p: float) -> str:
+    """A probability as a whole percent, never rounded to a certainty it is not ("<1 %", ">99 %")."""
+    return "<1 %" if p < 0.005 else ">99 %" if p >= 0.995 else f"{100 * p:.0f} %"
+
+
 def caption(r: Record) -> str:
-    return f"true {display_name(r.true)} · called {display_name(r.predicted)} · {100 * r.probability:.0f} %"
+    """'true COVID (2 %) · called Normal': the probability beside the true class is the one the list is sorted by
+    (the loss is its -log), not the called class's; as long as the old caption, to fit a thumbnail at 1024 px."""
+    return f"true {display_name(r.true)} ({_share(math.exp(-r.loss))}) · called {display_name(r.predicted)}"
 
 
 def shown_records(interp: Interpretation, which: str) -> list[Record]:
-    """The wrong calls with the largest losses, or the right ones with the smallest."""
+    """The wrong calls with the largest losses (lowest probability on the true class first), or the right ones with
+    the smallest (highest first)."""
     wrong = which != RIGHT
     return [r for r in interp.top_losses(None, largest=wrong) if (r.true != r.predicted) == wrong][:SHOWN]
 
@@ -186,8 +196,8 @@ def summary(analysis: Analysis) -> str:
 
 # ------------------------------------------------------------------------------------------------ handlers
 def show_model(ctx: AppContext, name: str | None):
-    """Everything the tab shows for one model, starting from its most confident mistakes (the switch set back to
-    "wrong", the cell gallery cleared, the download button hidden until a report is made); with no model, only
+    """Everything the tab shows for one model, starting from the top losses of its wrong calls (the switch set back
+    to "wrong", the cell gallery cleared, the download button hidden until a report is made); with no model, only
     the sentence saying when there will be one."""
     reset = (WRONG, gr.update(value=[], visible=False), CELL_HINT, [], gr.update(value=None, visible=False))
     if not name:
@@ -225,7 +235,7 @@ def select_cell(ctx: AppContext, name: str | None, evt: gr.SelectData):
     records = interp.cell(row, col - 1)
     true, called = display_name(interp.classes[row]), display_name(interp.classes[col - 1])
     what = f"**{true} X-rays the model called {called}: {len(records)}**"
-    more = (f" (the {CELL_SHOWN} it was least sure of shown)" if len(records) > CELL_SHOWN else "") + (
+    more = (f" (the {CELL_SHOWN} with the lowest probability on {true} shown)" if len(records) > CELL_SHOWN else "") + (
         ". Click one to open it in Classify." if records else ". Nothing to show.")
     gallery, ids = _gallery(ctx, analysis, records[:CELL_SHOWN])
     return gallery, what + more, ids
@@ -301,8 +311,12 @@ def build(ctx: AppContext) -> dict[str, Any]:
     summary_text = gr.Markdown(waiting if not models else "", elem_id="eval_summary")
 
     with gr.Column(visible=bool(models)) as body:  # with no model yet, only the sentence above: no empty tables
-        gr.Markdown("### Top losses: the X-rays it was most sure about\n"
-                    "The colour marks where it looked for the class it chose. Click a picture to open it in **Classify**.")
+        gr.Markdown("### Top losses: the X-rays whose true class got the lowest probability\n"
+                    "An X-ray's loss is large when the model gives its true class a low probability. **Wrong** lists "
+                    "the wrong calls from the lowest such probability up, **right** the right calls from the highest "
+                    "down; each caption gives the true class, that probability in brackets, and what the model "
+                    "called it. The colour marks where it looked for the class it chose. Click a picture to open it "
+                    "in **Classify**.")
         which = gr.Radio([WRONG, RIGHT], value=WRONG, show_label=False, elem_id="eval_which")
         pictures = {"show_label": False, "columns": COLUMNS, "height": "max-content", "object_fit": "contain",
                     "allow_preview": False, "buttons": []}

@@ -1,5 +1,6 @@
-"""Words the tabs share: augmentation names (made from `AugmentConfig`'s own magnitudes), preset titles, and the
-label of a model in every list. One place, so the Data and Train tabs, Classify and Evaluate say the same thing."""
+"""Words the tabs share: augmentation names (made from a config's own magnitudes, so the Data and Train tabs both
+label their boxes from the preset they start with), preset titles, and the label of a model in every list. One
+place, so the Data and Train tabs, Classify and Evaluate say the same thing."""
 
 from __future__ import annotations
 
@@ -29,9 +30,6 @@ def augmentation_choices(cfg: AugmentConfig = _DEFAULT_AUG) -> list[tuple[str, s
     strength for those it has on, the default for the others; see `AugmentConfig.only`)."""
     labels = augmentation_labels(cfg.only(AugmentConfig.names()))
     return [(labels[name], name) for name in AugmentConfig.names()]
-
-
-AUG_CHOICES = augmentation_choices()
 
 
 def preset_title(name: str) -> str:

@@ -1,6 +1,8 @@
 """The Evaluate tab's handlers called directly, over the synthetic data and the tiny checkpoint: no server."""
 
 import json
+import math
+import re
 import zipfile
 from itertools import product
 from pathlib import Path
@@ -11,6 +13,7 @@ import numpy as np
 import pytest
 
 from cxr.data import display_name
+from cxr.interpret import Interpretation, Record
 from demo import evaluate_tab
 from demo.evaluate_tab import RIGHT, WRONG
 from tests.demo_fixtures import make_context
@@ -45,8 +48,17 @@ def test_view_has_one_table_row_per_class_and_words_for_each(shared):
     assert out["cell"]["visible"] is False and out["download"]["visible"] is False
 
 
-@pytest.mark.parametrize("which", [WRONG, RIGHT])
-def test_top_losses_are_sorted_by_loss_and_captions_name_true_and_called_class(shared, which):
+def percents(captions) -> list[float]:
+    """The probability in brackets in each caption, as a number ("<1 %" as 0.5, ">99 %" as 99.5)."""
+    out = []
+    for c in captions:
+        sign, value = re.search(r"\((<|>)?(\d+) %\)", c).groups()
+        out.append(int(value) + {"<": -0.5, ">": 0.5, None: 0}[sign])
+    return out
+
+
+@pytest.mark.parametrize("which", [WRONG, RIGHT], ids=["wrong", "right"])
+def test_top_losses_are_sorted_by_loss_and_captions_give_the_true_class_probability(shared, which):
     shown, ids = evaluate_tab.show_losses(shared, MODEL, which)
     gallery = shown["value"]
     assert shown["visible"] == bool(gallery)  # an empty gallery is hidden, not shown as a blank box
@@ -57,8 +69,54 @@ def test_top_losses_are_sorted_by_loss_and_captions_name_true_and_called_class(s
     assert losses == sorted(losses, reverse=which == WRONG)
     for (image, caption), r in zip(gallery, records):
         assert image.dtype == np.uint8 and image.shape == (evaluate_tab.THUMB, evaluate_tab.THUMB, 3)
-        assert caption.startswith(f"true {display_name(r.true)} · called {display_name(r.predicted)} · ")
+        on_true = interp.probabilities[r.row, interp.y_true[r.row]]
+        true, called = display_name(r.true), display_name(r.predicted)
+        assert caption == f"true {true} ({evaluate_tab._share(on_true)}) · called {called}"
         assert (r.true != r.predicted) == (which == WRONG)
+    shares = percents(c for _, c in gallery)
+    assert shares == sorted(shares, reverse=which == RIGHT)  # what is shown follows the order
+
+
+def synthetic_interpretation() -> Interpretation:
+    """The walk-through's list: wrong calls given 73, 91, 89 and 86 % on the called class, and 2, 5, 8 and 10 % on
+    the true one (the order of their losses); then two right calls."""
+    probabilities = [[0.02, 0.73, 0.25], [0.05, 0.91, 0.04], [0.08, 0.89, 0.03], [0.10, 0.86, 0.04],
+                     [0.97, 0.02, 0.01], [0.60, 0.30, 0.10]]
+    y_true = [0, 0, 0, 0, 0, 0]
+    losses = [-math.log(p[t]) for p, t in zip(probabilities, y_true)]
+    return Interpretation(("covid", "normal", "viral"), [f"{i}.png" for i in range(6)], y_true, probabilities, losses)
+
+
+@pytest.mark.parametrize("which", [WRONG, RIGHT], ids=["wrong", "right"])
+def test_caption_percentages_follow_the_order_of_the_list(which):
+    captions = [evaluate_tab.caption(r) for r in evaluate_tab.shown_records(synthetic_interpretation(), which)]
+    if which == WRONG:  # the called class had 73, 91, 89, 86 %: shown, that looked unsorted
+        assert captions[0] == "true COVID (2 %) · called Normal"
+        assert percents(captions) == [2, 5, 8, 10]
+    else:
+        assert captions == ["true COVID (97 %) · called COVID", "true COVID (60 %) · called COVID"]
+
+
+@pytest.mark.parametrize("p, shown", [(0.001, "<1 %"), (0.02, "2 %"), (0.5, "50 %"), (0.994, "99 %"),
+                                      (0.9999, ">99 %")])
+def test_caption_never_rounds_a_probability_to_zero_or_certainty(p, shown):
+    record = Record("x.png", "covid", "normal", probability=1 - p, loss=-math.log(p), row=0)
+    assert evaluate_tab.caption(record) == f"true COVID ({shown}) · called Normal"
+
+
+def test_captions_fit_a_thumbnail_two_lines_at_most():
+    # COLUMNS to a row at 1024 px leaves about 200 px a caption: two lines of about 30 characters.
+    longest = Record("x.png", "viral", "viral", probability=0.5, loss=-math.log(0.5), row=0)
+    assert evaluate_tab.COLUMNS >= 4 and len(evaluate_tab.caption(longest)) <= 60
+
+
+def test_the_heading_and_switch_say_what_the_order_follows(shared):
+    assert "lowest probability on the true class" in WRONG and "highest probability on the true class" in RIGHT
+    with gr.Blocks() as demo:
+        evaluate_tab.build(shared)
+    texts = [c["props"].get("value") or "" for c in demo.get_config_file()["components"]]
+    heading = next(t for t in texts if isinstance(t, str) and t.startswith("### Top losses"))
+    assert "lowest probability" in heading and "most sure" not in heading
 
 
 def test_wrong_and_right_galleries_together_show_every_test_image(shared):
@@ -90,7 +148,7 @@ def test_cell_selection_returns_exactly_the_images_of_that_cell(shared):
         assert sorted(ids) == sorted(expected) and len(ids) == len(gallery) == cm[t, p]
         true, called = display_name(analysis.interp.classes[t]), display_name(analysis.interp.classes[p])
         assert f"{true} X-rays the model called {called}: {cm[t, p]}" in text
-        assert all(c.startswith(f"true {true} · called {called} · ") for _, c in gallery)
+        assert all(re.fullmatch(rf"true {true} \([<>]?\d+ %\) · called {called}", c) for _, c in gallery)
         assert all(shared.index.labels[i] == t for i in ids)
     gallery, text, ids = evaluate_tab.select_cell(shared, MODEL, SimpleNamespace(index=[0, 0]))  # the class-name column
     assert "not a class name" in text
