@@ -39,6 +39,8 @@ Probabilities are the model's confidence, not the chance of disease.
 PREDICTED = "predicted class"
 NOTHING_CLASSIFIED = ("**Nothing classified.** The red message says why. Drop an X-ray image (PNG, JPEG or DICOM), or "
                       "click one of the examples below.")
+WAITING = ("**Waiting for the first model.** Your X-ray stays in the box and is classified as soon as the model is "
+           "ready: the line at the top of this tab says when.")
 NOTHING_EXPLAINED = "**Nothing explained.** The red message says why. Choose another model or class for the same X-ray."
 EXAMPLES_PER_CLASS = 4
 MAX_XRAY_MB = 20  # an X-ray PNG is 0.1 to 5 MB, a DICOM up to ~20 MB (the page allows larger files for models)
@@ -119,8 +121,8 @@ def classify(ctx: AppContext, file: str | None, checkpoint: str | None, target: 
     from the dataset, which the caption sets beside the model's answer."""
     if not file and source is None:
         raise user_error("Drop an X-ray image (PNG, JPEG or DICOM) into the box first.")
-    if not checkpoint:
-        raise user_error(no_model_yet(ctx.job.snapshot(), markdown=False))
+    if not checkpoint:  # the page counts down to the first model and classifies the X-ray then (`classify_waiting`)
+        raise user_error(no_model_yet(ctx.job.snapshot(), markdown=False, countdown=False), persist=False)
     try:
         clf = ctx.classifier(checkpoint)
         if target not in (None, PREDICTED, *clf.classes):
@@ -155,6 +157,32 @@ def classify(ctx: AppContext, file: str | None, checkpoint: str | None, target: 
 def cleared():
     """After a refused image: empty panels under one sentence, not the last image's result beside a new file's name."""
     return (None, None, None, NOTHING_CLASSIFIED, None, gr.update())
+
+
+def refused_upload(ctx: AppContext):
+    """`cleared`, and whether the upload now waits for the first model (then the caption says so, not "refused")."""
+    if ctx.models():
+        return (*cleared(), False)
+    return (None, None, None, WAITING, None, gr.update(), True)
+
+
+def classify_waiting(ctx: AppContext, waiting: bool, file: str | None, checkpoint: str | None, target: str,
+                     alpha: float):
+    """The model list changed: an X-ray dropped before there was any model is classified with the first one, and
+    the upload box empties (as after any classification). Nothing at all otherwise, the upload box included."""
+    if not (waiting and file and checkpoint):
+        return (gr.skip(),) * 8
+    return (*classify(ctx, file, checkpoint, target, alpha), False, no_file())
+
+
+def cleared_not_waiting():
+    return (*cleared(), False)
+
+
+def no_file() -> None:
+    """After a classification: the upload box empties, ready for the next drop (the X-ray shows beside the map,
+    and the uploaded file itself is deleted a minute after it was read)."""
+    return None
 
 
 def unexplained():
@@ -207,6 +235,11 @@ def example_gallery(ctx: AppContext, checkpoint: str | None = None) -> list:
     """Thumbnails (pixels, not server paths: the dataset folder itself is never served)."""
     images, ok = ctx.sample_cache.get(example_ids(ctx, checkpoint))  # captions: the class alone, to fit at 1024 px
     return [(img[0].numpy(), display_name(ctx.index.classes[ctx.index.labels[i]])) for img, i in zip(images, ok)]
+
+
+def examples_for(ctx: AppContext, checkpoint: str | None):
+    """The examples of the chosen model's test set; none shown before there is a model (whose test set?)."""
+    return gr.update(value=example_gallery(ctx, checkpoint), visible=bool(checkpoint))
 
 
 def classify_id(ctx: AppContext, i: int, checkpoint: str | None, target: str, alpha: float):
@@ -282,24 +315,34 @@ def build(ctx: AppContext) -> dict[str, gr.components.Component]:
     synthetic = " (synthetic X-rays)" if ctx.settings.synthetic else ""
     examples = gr.Gallery(example_gallery(ctx, default),
                           label=f"Examples from this model's test set: click one to classify it{synthetic}",
-                          columns=6, height="auto", allow_preview=False, elem_id="examples")
+                          columns=6, height="auto", allow_preview=False, elem_id="examples", visible=bool(default))
     download_btn, add_file, add_status = model_files.build(ctx, default)
     state = gr.State(None, time_to_live=1800)  # the last image and heatmap, for redrawing and re-explaining
     known = gr.State(choices)
     explain_panel.build(ctx, state, checkpoint, alpha)
 
     outputs = [probs, shown, original, caption, state, target]
-    # After a refusal the toast says why; the panels empty instead of each showing "Error" (see `cleared`).
-    upload.upload(ctx.bind(classify), [upload, checkpoint, target, alpha], outputs, api_name="classify",
-                  concurrency_limit=2, concurrency_id="classify").failure(cleared, None, outputs, api_name=False)
+    waiting = gr.State(False)  # an X-ray dropped before the first model, to classify when it arrives
+    # After a refusal the toast says why; the panels empty instead of each showing "Error" (see `cleared`). After a
+    # classification the upload box empties for the next drop.
+    dropped = upload.upload(ctx.bind(classify), [upload, checkpoint, target, alpha], outputs, api_name="classify",
+                            concurrency_limit=2, concurrency_id="classify")
+    dropped.success(no_file, None, [upload], api_name=False)
+    dropped.failure(ctx.bind(refused_upload), None, [*outputs, waiting], api_name=False)
+    # (Not a .success(no_file) here: this runs on every change of the model list, and must not empty the box then.)
+    checkpoint.change(ctx.bind(classify_waiting), [waiting, upload, checkpoint, target, alpha],
+                      [*outputs, waiting, upload], api_name=False, concurrency_limit=2, concurrency_id="classify").failure(
+        cleared_not_waiting, None, [*outputs, waiting], api_name=False)
     for trigger in (target.input, checkpoint.input):
         trigger(ctx.bind(reexplain), [state, checkpoint, target, alpha], outputs, api_name=False,
                 concurrency_limit=2, concurrency_id="classify").failure(unexplained, None, outputs, api_name=False)
-    checkpoint.change(ctx.bind(example_gallery), [checkpoint], [examples], api_name=False)
-    examples.select(ctx.bind(classify_example), [checkpoint, target, alpha], outputs, api_name=False,
-                    concurrency_limit=2, concurrency_id="classify").failure(cleared, None, outputs, api_name=False)
+    checkpoint.change(ctx.bind(examples_for), [checkpoint], [examples], api_name=False)
+    picked = examples.select(ctx.bind(classify_example), [checkpoint, target, alpha], outputs, api_name=False,
+                             concurrency_limit=2, concurrency_id="classify")
+    picked.success(no_file, None, [upload], api_name=False)
+    picked.failure(cleared, None, outputs, api_name=False)
     alpha.change(reblend, [state, alpha], [shown], api_name=False, show_progress="hidden")
     checkpoint.change(ctx.bind(model_files.download_model), [checkpoint], [download_btn], api_name=False,
                       show_progress="hidden")
-    return {"checkpoint": checkpoint, "known": known, "hint": hint, "outputs": outputs, "target": target,
+    return {"checkpoint": checkpoint, "known": known, "hint": hint, "outputs": outputs, "target": target, "upload": upload,
             "alpha": alpha, "add_file": add_file, "add_status": add_status, "download_btn": download_btn}

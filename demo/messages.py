@@ -8,6 +8,7 @@ as tracebacks; real bugs are logged with `log.exception` by the handler and show
 from __future__ import annotations
 
 import html
+import math
 import re
 from pathlib import PurePath
 from typing import Any
@@ -15,7 +16,6 @@ from typing import Any
 import gradio as gr
 
 from cxr.config import TrainConfig
-from cxr.measure import format_duration
 
 from .job import Snapshot
 
@@ -48,11 +48,22 @@ def public_record(value: Any, key: str = "") -> Any:
     return value
 
 
-def user_error(message: str) -> gr.Error:
-    """An error toast for an expected refusal: escaped, kept out of the server's traceback log, and kept on screen
-    until closed (`duration=None`). Panels that emptied say "the red message says why": a student who looked at the
-    projector for ten seconds must still find it."""
-    return gr.Error(html.escape(str(message)), duration=None, print_exception=False)
+def user_error(message: str, persist: bool = True) -> gr.Error:
+    """An error toast for an expected refusal: escaped, and kept out of the server's traceback log. It stays on
+    screen until closed: panels that emptied say "the red message says why", and a student who looked at the
+    projector for ten seconds must still find it. `persist=False` where the page says the same thing itself and
+    the toast would only go stale (no model yet: the Classify tab counts down to it)."""
+    return gr.Error(html.escape(str(message)), duration=None if persist else 8, print_exception=False)
+
+
+def roughly(seconds: float) -> str:
+    """How long until something, as coarsely as a guess from a run's pace deserves: the pace of the first steps
+    jumps, and a countdown in seconds that jumps or sits at "1 s" reads as broken."""
+    if seconds < 15:
+        return "in a few seconds"
+    if seconds < 60:
+        return "in under a minute"
+    return f"in about {math.ceil(seconds / 60)} min"
 
 
 def no_model_yet(snap: Snapshot, markdown: bool = True, countdown: bool = True) -> str:
@@ -69,7 +80,7 @@ def no_model_yet(snap: Snapshot, markdown: bool = True, countdown: bool = True) 
         every = int(snap.config.get("eval_every", TrainConfig.eval_every))
         to_go = every - snap.last_step["step"] % every  # steps until the first evaluation, which saves the model
         pace = snap.steps_per_second
-        when = f" in about {format_duration(to_go / pace)}" if pace > 0 and countdown else ""
+        when = f" {roughly(to_go / pace)}" if pace > 0 and countdown else ""
         rest = f"ready{when} at its first evaluation, and shown here then (you can watch it in the Train tab)."
     if markdown:
         return f"**{head}** " + rest.replace("Train tab", "**Train** tab")

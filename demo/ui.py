@@ -110,11 +110,12 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                                                [classify["download_btn"]], api_name=False, show_progress="hidden")
         # Evaluate -> Classify: a clicked top loss or matrix-cell image opens in Classify, classified by that model.
         for clicked in evaluate["open_events"]:
-            clicked.then(show_classify, None, [tabs], api_name=False).then(
+            opened = clicked.then(show_classify, None, [tabs], api_name=False).then(
                 ctx.bind(classify_tab.open_from_evaluate), [evaluate["open_id"], evaluate["model"], classify["target"],
                                                            classify["alpha"]],
-                [classify["checkpoint"], *classify["outputs"]], api_name=False, concurrency_id="classify").failure(
-                classify_tab.cleared, None, classify["outputs"], api_name=False)
+                [classify["checkpoint"], *classify["outputs"]], api_name=False, concurrency_id="classify")
+            opened.success(classify_tab.no_file, None, [classify["upload"]], api_name=False)
+            opened.failure(classify_tab.cleared, None, classify["outputs"], api_name=False)
         classify["add_file"].upload(ctx.bind(model_files.add_model), [classify["add_file"], train.key_box],
                                     [classify["add_status"]], api_name=False)
     # Classification is CPU-bound: two at a time use both cores; the rest wait their turn in the queue.

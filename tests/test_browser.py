@@ -360,9 +360,17 @@ def starter_app(synthetic_root, tmp_path_factory):
 def test_classify_says_the_starter_is_training_then_classifies_with_it(visit, starter_app, synthetic_root):
     page = visit(starter_app, "Classify")
     expect(page.locator("#no_checkpoint")).to_contain_text("starter model is training")
+    expect(page.locator("#examples")).to_be_hidden()  # no model, so no "examples from this model's test set"
+    # An X-ray dropped before there is a model waits in the box, and is classified when the first model lands.
+    _drop_file(page, "#upload button.upload-container", synthetic_root / "COVID" / "images" / "COVID-1.png")
+    expect(page.locator("#cam_caption")).to_contain_text("Waiting for the first model", timeout=60_000)
     _screenshots(page, "classify-starter")
     expect(page.locator("#no_checkpoint")).to_be_hidden(timeout=600_000)  # its first checkpoint has landed
     expect(page.locator("#checkpoint input")).not_to_have_value("", timeout=10_000)
+    expect(page.locator("#probs")).to_contain_text("Viral Pneumonia", timeout=120_000)
+    expect(page.locator("#cam_caption")).to_contain_text("Grad-CAM for")
+    expect(page.locator("#examples")).to_be_visible()
+    # The upload box emptied after that: the next X-ray is dropped straight in.
     _classify_image(page, synthetic_root / "Normal" / "images" / "Normal-3.png")
     expect(page.locator("#overlay img")).to_have_count(1)
 
@@ -422,7 +430,7 @@ def test_a_file_that_is_no_image_empties_the_result_under_one_sentence(visit, se
     page = visit(url, "Classify", PROJECTOR)
     _classify_image(page, synthetic_root / "COVID" / "images" / "COVID-5.png")
     expect(page.locator("#overlay img")).to_have_count(1)
-    page.locator("#upload button[aria-label='Clear']").first.click()
+    expect(page.locator("#upload button.upload-container")).to_be_visible()  # the box emptied for the next drop
     notes = tmp_path / "notes.png"
     notes.write_text("not an X-ray")
     _drop_file(page, "#upload button.upload-container", notes)
@@ -466,7 +474,7 @@ def test_augmentation_switches_redraw_the_samples_and_hiding_blacks_out_the_lung
     first = page.locator("#samples_gallery img").first
     _loaded(page, "#samples_gallery img")
     before = first.screenshot()
-    page.locator("#aug_box").get_by_text("rotate").click()  # one switch off: the main gallery is redrawn too
+    page.locator("#aug_box").get_by_text("rotate").click()  # one switch flipped (rotation, off in the Fast preset): the main gallery is redrawn too
     before = _changed(first, before)
     for gallery in ("#samples_gallery", "#variants_gallery"):  # every row shows, no scrollbar inside
         inner = page.locator(gallery).evaluate(

@@ -433,6 +433,29 @@ def test_a_server_with_no_model_says_the_starter_is_training(ctx):
     ctx.job.wait(10)
 
 
+def test_an_xray_dropped_before_the_first_model_waits_and_is_classified_when_it_lands(ctx, trained_checkpoint):
+    import shutil
+
+    for p in ctx.settings.checkpoints_dir.iterdir():
+        p.unlink()
+    xray = str(ctx.index.files[0])
+    with pytest.raises(gr.Error) as info:
+        classify_tab.classify(ctx, xray, None, classify_tab.PREDICTED, 0.5)
+    assert info.value.duration and "about" not in str(info.value)  # a short toast: the tab itself counts down
+    *panels, waiting = classify_tab.refused_upload(ctx)
+    assert waiting is True and panels[3] == classify_tab.WAITING
+    assert classify_tab.examples_for(ctx, None)["visible"] is False
+    assert classify_tab.classify_waiting(ctx, True, xray, None, classify_tab.PREDICTED, 0.5) == (gr.skip(),) * 8
+    shutil.copyfile(trained_checkpoint, ctx.settings.checkpoints_dir / "first.pt")  # the first model lands
+    probs, *_, still_waiting, box = classify_tab.classify_waiting(ctx, True, xray, "first.pt", classify_tab.PREDICTED,
+                                                                  0.5)
+    assert set(probs) == {display_name(c) for c in ctx.index.classes} and still_waiting is False and box is None
+    # Nothing waiting (a visitor who only changed the model): nothing classified on its behalf.
+    assert classify_tab.classify_waiting(ctx, False, xray, "first.pt", classify_tab.PREDICTED, 0.5) == (gr.skip(),) * 8
+    assert classify_tab.refused_upload(ctx)[3] == classify_tab.NOTHING_CLASSIFIED  # a model exists: truly refused
+    assert classify_tab.examples_for(ctx, "first.pt")["visible"] is True
+
+
 def test_a_model_file_can_be_downloaded_and_added_back(ctx, trained_checkpoint, tmp_path):
     assert model_files.download_model(ctx, "tiny.pt") == str(ctx.settings.checkpoints_dir / "tiny.pt")
     upload = tmp_path / "from-home.pt"

@@ -3,9 +3,10 @@
 from pathlib import Path
 
 import gradio as gr
+import pytest
 
 from demo.job import Snapshot
-from demo.messages import hide_paths, no_model_yet, public_record, user_error
+from demo.messages import hide_paths, no_model_yet, public_record, roughly, user_error
 
 
 def _training(step: int, images_per_s: float, batch: int = 32, every: int = 20, total: int = 18_000) -> Snapshot:
@@ -18,8 +19,9 @@ def test_the_countdown_to_the_first_model_follows_the_runs_pace_not_its_step_cap
     # A time-budget run's step count is a cap (18,000 here): 15 steps to the first evaluation at 2 steps/s is 8 s,
     # not 15 * 150 s / 17,995 steps (about 0 s, what the page once said for a whole minute).
     text = no_model_yet(_training(step=5, images_per_s=64.0))
-    assert "ready in about 8 s" in text and text.startswith("**The starter model is training:**")
-    assert "ready in about 30 s" in no_model_yet(_training(step=5, images_per_s=16.0))
+    assert "ready in a few seconds" in text and text.startswith("**The starter model is training:**")
+    assert "ready in under a minute" in no_model_yet(_training(step=5, images_per_s=16.0))  # 30 s
+    assert "ready in about 3 min" in no_model_yet(_training(step=5, images_per_s=3.2))  # 150 s, rounded up
     still = no_model_yet(_training(step=5, images_per_s=64.0), countdown=False)  # a sentence not refreshed each second
     assert "about" not in still and "ready at its first evaluation" in still
 
@@ -40,6 +42,14 @@ def test_a_refusal_is_escaped_not_logged_as_a_traceback_and_stays_until_closed()
     err = user_error("model <b>x</b> is not here")
     assert isinstance(err, gr.Error) and "<b>" not in err.message and err.print_exception is False
     assert err.duration is None  # the emptied panels point to it: it must not fade while a student looks away
+    assert user_error("no model yet", persist=False).duration > 0  # the page says it too, and it would go stale
+
+
+@pytest.mark.parametrize("seconds, words", [(0.4, "in a few seconds"), (14, "in a few seconds"),
+                                            (15, "in under a minute"), (59, "in under a minute"),
+                                            (60, "in about 1 min"), (61, "in about 2 min"), (600, "in about 10 min")])
+def test_a_wait_is_said_as_coarsely_as_a_guess_deserves(seconds, words):
+    assert roughly(seconds) == words
 
 
 def test_every_refusal_in_the_app_goes_through_user_error():
