@@ -239,6 +239,10 @@ def _cudnn_benchmark(enabled: bool) -> Iterator[None]:
         torch.backends.cudnn.benchmark = before
 
 
+# A run under a time budget evaluates at least this many times, whatever `eval_every` says (see evaluation_due).
+MIN_EVALUATIONS = 8
+
+
 def _shuffled_batches(ids: tuple[int, ...], batch_size: int, gen: torch.Generator) -> Iterator[list[int]]:
     """Batches of training ids, epoch after epoch, each epoch in a new random order."""
     while True:
@@ -254,6 +258,15 @@ def decode_order(run: Run) -> list[int]:
     gen.set_state(run.gen.get_state())  # a copy: the training order itself is left untouched
     first_epoch = [run.split.train[i] for i in torch.randperm(len(run.split.train), generator=gen).tolist()]
     return list(run.split.val) + first_epoch + list(run.split.test)
+
+
+def evaluation_due(cfg: TrainConfig, step: int, total_steps: int, window: Window) -> bool:
+    """Every `eval_every` steps and at the last step; under a time budget also once `budget / MIN_EVALUATIONS`
+    seconds have passed since the previous evaluation, so that a short run (a 40 s demonstration at the Fast preset's
+    40 steps) still draws a curve and saves a model before its end, not one point at the last step."""
+    if step % cfg.eval_every == 0 or step == total_steps:
+        return True
+    return bool(cfg.time_budget_s) and window.seconds() >= cfg.time_budget_s / MIN_EVALUATIONS
 
 
 def fit(cfg: TrainConfig, stop: StopFlag | None = None) -> Iterator[Event]:
@@ -288,7 +301,7 @@ def fit(cfg: TrainConfig, stop: StopFlag | None = None) -> Iterator[Event]:
                 eta = eta_seconds(run, step, clock)
                 yield Step(step=step, epoch=step // run.steps_per_epoch, total_steps=run.total_steps, train_loss=result[0],
                            train_images_per_sec=clock.images / clock.train, eta_s=eta)
-                if step % cfg.eval_every and step != run.total_steps:
+                if not evaluation_due(cfg, step, run.total_steps, window):
                     continue
                 yield from evaluate_and_save(run, step, window, best, clock, last_saved)
                 window = Window()

@@ -2,13 +2,15 @@ import json
 import math
 import shutil
 import threading
+import time
 
 import pytest
 import torch
 
 from cxr.checkpoint import load_checkpoint
 from cxr.events import Attention, Done, Evaluated, Note, Started, Step
-from cxr.train import TrainConfig, fit, learning_rate
+from cxr.run import Window
+from cxr.train import MIN_EVALUATIONS, TrainConfig, evaluation_due, fit, learning_rate
 from tests.conftest import tiny_config
 
 
@@ -82,12 +84,24 @@ def test_a_diverging_run_stops_at_the_first_nan_loss_and_saves_no_nan_weights(sy
     assert not (tmp_path / "m-last.pt").exists()  # ...and the NaN weights are not saved for --resume
 
 
-def test_a_time_budget_ends_the_run_with_a_final_evaluation(synthetic_root, tmp_path):
+def test_a_time_budget_evaluates_along_the_way_and_scores_the_weights_at_the_end(synthetic_root, tmp_path):
+    # eval_every is far beyond the steps the budget allows: a curve needs evaluations by time as well.
     events = _run(tiny_config(synthetic_root, tmp_path / "m.pt", max_steps=100_000, eval_every=10_000, time_budget_s=3.0))
     done = events[-1]
     assert done.reason == "time_budget" and done.steps > 0
-    assert [e.step for e in events if isinstance(e, Evaluated)] == [done.steps]  # the weights at the end were scored
+    steps = [e.step for e in events if isinstance(e, Evaluated)]
+    assert len(steps) >= MIN_EVALUATIONS // 2 and steps == sorted(set(steps))  # spread over the run...
+    assert steps[-1] == done.steps  # ...and the weights at the end were scored
     assert load_checkpoint(done.checkpoint).metrics["test_accuracy"] == done.test_accuracy
+
+
+def test_evaluations_come_every_n_steps_and_by_time_only_under_a_budget():
+    fresh, old = Window(), Window(started=time.perf_counter() - 30.0)  # 30 s since the previous evaluation
+    assert evaluation_due(TrainConfig(eval_every=40), 80, 1000, fresh)
+    assert not evaluation_due(TrainConfig(eval_every=40), 81, 1000, old)  # no budget: steps alone decide
+    assert evaluation_due(TrainConfig(eval_every=40), 1000, 1000, fresh)  # the last step
+    assert not evaluation_due(TrainConfig(eval_every=40, time_budget_s=170), 81, 1000, fresh)
+    assert evaluation_due(TrainConfig(eval_every=40, time_budget_s=170), 81, 1000, old)  # 170 / 8 = 21 s passed
 
 
 def test_one_cycle_warms_up_then_anneals_to_zero():
