@@ -52,8 +52,10 @@ def user_error(message: str, persist: bool = True) -> gr.Error:
     """An error toast for an expected refusal: escaped, and kept out of the server's traceback log. It stays on
     screen until closed: panels that emptied say "the red message says why", and a student who looked at the
     projector for ten seconds must still find it. `persist=False` where the page says the same thing itself and
-    the toast would only go stale (no model yet: the Classify tab counts down to it)."""
-    return gr.Error(html.escape(str(message)), duration=None if persist else 8, print_exception=False)
+    the toast would only go stale (no model yet: the Classify tab counts down to it); it is headed "Not yet", not
+    "Error", since nothing went wrong."""
+    return gr.Error(html.escape(str(message)), duration=None if persist else 8, print_exception=False,
+                    title="Error" if persist else "Not yet")
 
 
 def roughly(seconds: float) -> str:

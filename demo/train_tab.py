@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import gradio as gr
@@ -42,6 +43,7 @@ they tell you whether it is learning the disease or memorising the pictures. Whe
 validation loss rises, the model is **overfitting**. Training stops when validation accuracy reaches the
 grey target line. The final score comes from the separate **test** set, checked once at the end.
 """
+ATTENTION_LABEL = "Where the model looks (at each evaluation)"
 # Once a run has started, in the browser only: Start and Stop at the top of the window, the status line and the
 # curves under them, however far down the open settings pushed them (a projector shows 1024 x 768). Gradio's
 # scroll_to_output stops short of them.
@@ -91,17 +93,25 @@ def stop_training(ctx: AppContext, teacher_key: Any = None) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- the view
-def attention_gallery(ctx: AppContext, snap: Snapshot, k: int = -1) -> list:
-    """Evaluation k's attention strip (default: the latest) as captioned overlays on the three X-rays."""
+def attention_caption(true: str, called: str) -> str:
+    """'Viral Pneumonia: right' or 'Normal, called COVID': a third of a 1024 px page wide, where the old
+    'Viral Pneumonia · called Viral Pneumonia · step 10' lost the model's answer under an ellipsis."""
+    if true == called:
+        return f"{display_name(true)}: right"
+    return f"{display_name(true)}, called {display_name(called)}"
+
+
+def attention_gallery(ctx: AppContext, snap: Snapshot, k: int = -1):
+    """Evaluation k's attention strip (default: the latest) as captioned overlays on the three X-rays, under a
+    label that names its step."""
     if not snap.attention:
-        return []
+        return gr.update(value=[], label=ATTENTION_LABEL)
     strip = snap.attention[k]
     pictures = []
     for file, true, called, heat in zip(strip["files"], strip["classes"], strip["predicted"], strip["maps"]):
         image = _attention_image(ctx, file)
-        caption = f"{display_name(true)} · called {display_name(called)} · step {strip['step']}"
-        pictures.append((overlay(image, np.asarray(heat, dtype=np.float32), 0.5), caption))
-    return pictures
+        pictures.append((overlay(image, np.asarray(heat, dtype=np.float32), 0.5), attention_caption(true, called)))
+    return gr.update(value=pictures, label=f"Where the model looks at step {strip['step']}")
 
 
 def _attention_image(ctx: AppContext, relative: str) -> np.ndarray:
@@ -124,7 +134,9 @@ def weights_warning(snap: Snapshot) -> str:
     return ""
 
 
-def status_text(snap: Snapshot) -> str:
+def status_text(snap: Snapshot, saved_as: str | None = None) -> str:
+    """The run's state in a line or two. `saved_as`: the finished model's label as Classify's list shows it (the
+    file name otherwise)."""
     started = snap.started
     where = (f" · {preset_title(snap.config.get('preset', ''))} on {started['device']}, "
              f"{'pretrained' if started.get('pretrained') else 'random'} weights") if started else ""
@@ -138,10 +150,10 @@ def status_text(snap: Snapshot) -> str:
                f"{REASONS.get(d['reason'], d['reason'])}{where}."
         if not d["checkpoint"]:
             return head + " It ended before its first evaluation, so nothing was saved."
-        name = d["checkpoint"].rsplit("/", 1)[-1]
+        saved = f"*{saved_as}*" if saved_as else f"`{d['checkpoint'].rsplit('/', 1)[-1]}`"
         return (f"{head} Best validation accuracy {percent(d['best_val_accuracy'])} (step {d['best_step']}); "
                 f"**test accuracy {percent(d['test_accuracy'])}** on {d['test_report']['count']} held-out images. "
-                f"Saved as `{name}`: pick it in **Classify**.{hidden_lungs_sentence(snap)}")
+                f"Saved: pick {saved} in **Classify**.{hidden_lungs_sentence(snap)}")
     step = snap.last_step
     if not step:
         return ("Starting: reading the dataset and building the model ..." if snap.status == "running" else "Stopping ...")
@@ -156,6 +168,14 @@ def status_text(snap: Snapshot) -> str:
         where_in_run = f"step {step['step']} of {step['total_steps']} (epoch {step['epoch'] + 1})"
     return (f"{head}{where} · {where_in_run} · {step['train_images_per_sec']:.1f} images/s · "
             f"about {format_duration(step['eta_s'])} left{bar}")
+
+
+def saved_label(ctx: AppContext, snap: Snapshot) -> str | None:
+    """A finished run's model as the model lists label it, so the teacher can find it there."""
+    name = Path(snap.done.get("checkpoint") or "").name
+    if snap.status != "done" or not name:
+        return None
+    return next((m.label for m in ctx.models() if m.name == name), None)
 
 
 def expected_steps(snap: Snapshot) -> int:
@@ -226,7 +246,7 @@ def _compare_history(ctx: AppContext, name: str | None) -> tuple[str, list[dict]
 def poll(ctx: AppContext, view: TrainView, seen: int, teacher: bool, compare: str | None = None) -> dict:
     """One tick of the page's timer: the progress line always, curves and results only when they changed."""
     snap = ctx.job.snapshot()
-    out = {view.status: status_text(snap), view.start_btn: gr.update(interactive=teacher and not snap.active),
+    out = {view.status: status_text(snap, saved_label(ctx, snap)), view.start_btn: gr.update(interactive=teacher and not snap.active),
            view.stop_btn: gr.update(interactive=teacher and snap.status == "running")}
     if snap.version == seen:
         return out
@@ -301,15 +321,18 @@ def build(ctx: AppContext) -> TrainView:
                      elem_id="curves", format="png")  # the figure titles its own axes; a badge would cover one
     gr.Markdown(INTRO)  # right under what it explains, so the curves come first on a projector
     compare = gr.Dropdown([], value=None, label="Compare with a saved run (its validation accuracy in green)",
-                          elem_id="compare", allow_custom_value=True)  # grows with the folder
+                          info="Open the list and pick one of the saved runs.", elem_id="compare",
+                          allow_custom_value=True)  # grows with the folder
     gr.Markdown("**Attention forming.** One validation X-ray per class, explained with Grad-CAM at every evaluation: "
                 "watch where the model looks as it learns (after the run, scrub through the steps).")
-    attention = gr.Gallery(label="Where the model looks now", columns=3, height="auto", allow_preview=False,
+    attention = gr.Gallery(label=ATTENTION_LABEL, columns=3, height="auto", allow_preview=False,
                            elem_id="attention_strip")
-    attention_step = gr.Slider(0, 1, 0, step=1, label="Evaluation (scrub through the run)", visible=False,
+    attention_step = gr.Slider(0, 1, 0, step=1, label="Scrub through the run's evaluations (the strip names the step)",
+                               visible=False,
                                elem_id="attention_step")
     with gr.Row():
-        metrics = gr.DataFrame(label="Test set: per-class metrics", visible=False, elem_id="test_metrics")
+        metrics = gr.DataFrame(label="Test set: per-class metrics", visible=False, elem_id="test_metrics",
+                               wrap=True)  # "test images" fits at 1024 px
         cm_plot = gr.Plot(label="Confusion matrix", visible=False, elem_id="cm_plot", format="png")
     view = TrainView(status=status, warning=warning, curves=curves, attention=attention, attention_step=attention_step,
                      metrics=metrics, cm_plot=cm_plot, start_btn=start_btn, stop_btn=stop_btn, seen=gr.State(-1),

@@ -598,11 +598,11 @@ def test_attention_strip_scrubs_through_a_finished_run(visit, server):
     page = visit(url, "Train")
     slider = page.locator("#attention_step input[type=range]")
     expect(slider).to_be_visible(timeout=30_000)
-    captions = page.locator("#attention_strip .caption-label")
-    expect(captions.first).to_contain_text("step 4")
+    strip = page.locator("#attention_strip")
+    expect(strip).to_contain_text("Where the model looks at step 4")
     slider.focus()
     page.keyboard.press("Home")
-    expect(captions.first).to_contain_text("step 2", timeout=30_000)
+    expect(strip).to_contain_text("Where the model looks at step 2", timeout=30_000)
 
 
 def test_hiding_the_lungs_ends_with_the_shortcut_lesson(visit, server):

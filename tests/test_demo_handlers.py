@@ -3,6 +3,7 @@
 import random
 import threading
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
@@ -279,14 +280,22 @@ def test_poll_shows_curves_attention_then_results_and_skips_when_nothing_changed
     # Another page (a student opening the link) gets the same picture, not a second rendering of it.
     assert train_tab.poll(ctx, view, -1, False)[view.curves] is curves
     assert train_tab.poll(ctx, view, -1, False, compare="no such model")[view.curves] is curves
-    assert len(out[view.attention]) == 3 and out[view.attention][0][1].startswith("COVID · called COVID · step 6")
+    strip = out[view.attention]  # the step in the strip's label; short captions that fit a third of 1024 px
+    assert strip["label"] == "Where the model looks at step 6" and len(strip["value"]) == 3
+    assert strip["value"][0][1] == "COVID: right"
+    assert train_tab.attention_caption("viral", "normal") == "Viral Pneumonia, called Normal"
     assert out[view.attention_step]["visible"] and out[view.attention_step]["maximum"] == 2
     assert out[view.metrics]["visible"] and list(out[view.metrics]["value"]["class"])[-1] == "macro average"
     assert out[view.start_btn]["interactive"] and not out[view.stop_btn]["interactive"]
     again = train_tab.poll(ctx, view, out[view.seen], True)
     assert view.curves not in again and view.status in again  # only the progress line when nothing changed
     first = train_tab.scrub_attention(ctx, 0)
-    assert first[0][1].endswith("step 2") and not np.array_equal(first[0][0], out[view.attention][0][0])
+    assert first["label"].endswith("step 2") and not np.array_equal(first["value"][0][0], strip["value"][0][0])
+    # The finished model is named as the model lists name it, so the teacher can find it in Classify.
+    snap = ctx.job.snapshot()
+    assert "pick *Fast (CPU) · 09:00 · test 66.7 %* in **Classify**" in train_tab.status_text(
+        snap, "Fast (CPU) · 09:00 · test 66.7 %")
+    assert f"pick `{Path(snap.done['checkpoint']).name}` in **Classify**" in train_tab.status_text(snap)
 
 
 def test_random_weights_are_announced_in_a_visible_warning(ctx, view):

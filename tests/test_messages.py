@@ -42,7 +42,8 @@ def test_a_refusal_is_escaped_not_logged_as_a_traceback_and_stays_until_closed()
     err = user_error("model <b>x</b> is not here")
     assert isinstance(err, gr.Error) and "<b>" not in err.message and err.print_exception is False
     assert err.duration is None  # the emptied panels point to it: it must not fade while a student looks away
-    assert user_error("no model yet", persist=False).duration > 0  # the page says it too, and it would go stale
+    waiting = user_error("no model yet", persist=False)
+    assert waiting.duration > 0 and waiting.title == "Not yet"  # the page says it too, and it would go stale
 
 
 @pytest.mark.parametrize("seconds, words", [(0.4, "in a few seconds"), (14, "in a few seconds"),
