@@ -92,7 +92,7 @@ class Window:
     steps: int = 0
     correct: float = 0.0
     images: int = 0
-    started: float = field(default_factory=time.perf_counter)  # when the previous evaluation ended (or the loop began)
+    started: float = field(default_factory=time.perf_counter)  # when the previous evaluation began (or the loop)
 
     def add(self, loss: float, correct: float, images: int) -> None:
         self.loss, self.steps, self.correct, self.images = self.loss + loss, self.steps + 1, self.correct + correct, self.images + images

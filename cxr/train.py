@@ -239,7 +239,7 @@ def _cudnn_benchmark(enabled: bool) -> Iterator[None]:
         torch.backends.cudnn.benchmark = before
 
 
-# A run under a time budget evaluates at least this many times, whatever `eval_every` says (see evaluation_due).
+# A run under a time budget evaluates about this many times at least, whatever `eval_every` says (evaluation_due).
 MIN_EVALUATIONS = 8
 
 
@@ -261,12 +261,24 @@ def decode_order(run: Run) -> list[int]:
 
 
 def evaluation_due(cfg: TrainConfig, step: int, total_steps: int, window: Window) -> bool:
-    """Every `eval_every` steps and at the last step; under a time budget also once `budget / MIN_EVALUATIONS`
-    seconds have passed since the previous evaluation, so that a short run (a 40 s demonstration at the Fast preset's
-    40 steps) still draws a curve and saves a model before its end, not one point at the last step."""
-    if step % cfg.eval_every == 0 or step == total_steps:
+    """Every `eval_every` steps and at the last step. Under a time budget, counted from the previous evaluation:
+    `eval_every` steps since, or `budget / MIN_EVALUATIONS` seconds since it began, whichever comes first, so that a
+    short run (a 40 s demonstration at the Fast preset's 40 steps) still draws a curve and saves a model before its
+    end, not one point at the last step."""
+    if step == total_steps:
         return True
-    return bool(cfg.time_budget_s) and window.seconds() >= cfg.time_budget_s / MIN_EVALUATIONS
+    if not cfg.time_budget_s:
+        return step % cfg.eval_every == 0
+    return window.steps >= cfg.eval_every or window.seconds() >= cfg.time_budget_s / MIN_EVALUATIONS
+
+
+def seconds_to_evaluation(cfg: TrainConfig, steps_since: int, seconds_since: float, steps_per_second: float) -> float:
+    """About how long until `evaluation_due` says yes, `steps_since` steps and `seconds_since` seconds after the
+    previous evaluation (or the start) at this pace: how long until a run's first model, for a page that waits."""
+    by_steps = (cfg.eval_every - steps_since) / steps_per_second if steps_per_second > 0 else math.inf
+    if not cfg.time_budget_s:
+        return by_steps
+    return max(0.0, min(by_steps, cfg.time_budget_s / MIN_EVALUATIONS - seconds_since))
 
 
 def fit(cfg: TrainConfig, stop: StopFlag | None = None) -> Iterator[Event]:
@@ -303,8 +315,9 @@ def fit(cfg: TrainConfig, stop: StopFlag | None = None) -> Iterator[Event]:
                            train_images_per_sec=clock.images / clock.train, eta_s=eta)
                 if not evaluation_due(cfg, step, run.total_steps, window):
                     continue
+                began = time.perf_counter()
                 yield from evaluate_and_save(run, step, window, best, clock, last_saved)
-                window = Window()
+                window = Window(started=began)  # the time rule counts from when this evaluation began
                 if len(run.cache.bad) > reported_bad:
                     reported_bad = len(run.cache.bad)
                     yield Note(message=run.cache.bad_report())

@@ -159,9 +159,10 @@ def cleared():
     return (None, None, None, NOTHING_CLASSIFIED, None, gr.update())
 
 
-def refused_upload(ctx: AppContext):
-    """`cleared`, and whether the upload now waits for the first model (then the caption says so, not "refused")."""
-    if ctx.models():
+def refused_upload(checkpoint: str | None):
+    """`cleared`, and whether the upload now waits for the first model: the page had none to choose (then the
+    caption says so, not "refused", and `classify_waiting` runs when one lands)."""
+    if checkpoint:
         return (*cleared(), False)
     return (None, None, None, WAITING, None, gr.update(), True)
 
@@ -172,17 +173,17 @@ def classify_waiting(ctx: AppContext, waiting: bool, file: str | None, checkpoin
     the upload box empties (as after any classification). Nothing at all otherwise, the upload box included."""
     if not (waiting and file and checkpoint):
         return (gr.skip(),) * 8
-    return (*classify(ctx, file, checkpoint, target, alpha), False, no_file())
+    return (*classify(ctx, file, checkpoint, target, alpha), False, None)  # as `ready_for_next`: nothing waits
 
 
 def cleared_not_waiting():
     return (*cleared(), False)
 
 
-def no_file() -> None:
-    """After a classification: the upload box empties, ready for the next drop (the X-ray shows beside the map,
-    and the uploaded file itself is deleted a minute after it was read)."""
-    return None
+def ready_for_next() -> tuple[None, bool]:
+    """After a classification: the upload box empties for the next drop (the X-ray shows beside the map, and the
+    uploaded file itself is deleted a minute after it was read), and nothing waits for a model any more."""
+    return None, False
 
 
 def unexplained():
@@ -327,22 +328,28 @@ def build(ctx: AppContext) -> dict[str, gr.components.Component]:
     # classification the upload box empties for the next drop.
     dropped = upload.upload(ctx.bind(classify), [upload, checkpoint, target, alpha], outputs, api_name="classify",
                             concurrency_limit=2, concurrency_id="classify")
-    dropped.success(no_file, None, [upload], api_name=False)
-    dropped.failure(ctx.bind(refused_upload), None, [*outputs, waiting], api_name=False)
-    # (Not a .success(no_file) here: this runs on every change of the model list, and must not empty the box then.)
+    dropped.success(ready_for_next, None, [upload, waiting], api_name=False)
+    # Refused for want of a model: wait for one, or take the one that landed meanwhile.
+    dropped.failure(refused_upload, [checkpoint], [*outputs, waiting], api_name=False).then(
+        ctx.bind(classify_waiting), [waiting, upload, checkpoint, target, alpha], [*outputs, waiting, upload],
+        api_name=False)
+    upload.clear(lambda: False, None, [waiting], api_name=False)
+    # Every change of the model list runs this (page load, the timer, a pick): outside the classify queue and with
+    # no progress overlay, since it nearly always does nothing. (Not a .success(ready_for_next) either: it must not
+    # empty the box when it did nothing.)
     checkpoint.change(ctx.bind(classify_waiting), [waiting, upload, checkpoint, target, alpha],
-                      [*outputs, waiting, upload], api_name=False, concurrency_limit=2, concurrency_id="classify").failure(
-        cleared_not_waiting, None, [*outputs, waiting], api_name=False)
+                      [*outputs, waiting, upload], api_name=False, concurrency_limit=None,
+                      show_progress="hidden").failure(cleared_not_waiting, None, [*outputs, waiting], api_name=False)
     for trigger in (target.input, checkpoint.input):
         trigger(ctx.bind(reexplain), [state, checkpoint, target, alpha], outputs, api_name=False,
                 concurrency_limit=2, concurrency_id="classify").failure(unexplained, None, outputs, api_name=False)
     checkpoint.change(ctx.bind(examples_for), [checkpoint], [examples], api_name=False)
     picked = examples.select(ctx.bind(classify_example), [checkpoint, target, alpha], outputs, api_name=False,
                              concurrency_limit=2, concurrency_id="classify")
-    picked.success(no_file, None, [upload], api_name=False)
+    picked.success(ready_for_next, None, [upload, waiting], api_name=False)
     picked.failure(cleared, None, outputs, api_name=False)
     alpha.change(reblend, [state, alpha], [shown], api_name=False, show_progress="hidden")
     checkpoint.change(ctx.bind(model_files.download_model), [checkpoint], [download_btn], api_name=False,
                       show_progress="hidden")
-    return {"checkpoint": checkpoint, "known": known, "hint": hint, "outputs": outputs, "target": target, "upload": upload,
-            "alpha": alpha, "add_file": add_file, "add_status": add_status, "download_btn": download_btn}
+    return {"checkpoint": checkpoint, "known": known, "hint": hint, "outputs": outputs, "target": target,
+            "upload": upload, "waiting": waiting, "alpha": alpha, "add_file": add_file, "add_status": add_status, "download_btn": download_btn}

@@ -10,12 +10,14 @@ from __future__ import annotations
 import html
 import math
 import re
+import time
 from pathlib import PurePath
 from typing import Any
 
 import gradio as gr
 
 from cxr.config import TrainConfig
+from cxr.train import seconds_to_evaluation
 
 from .job import Snapshot
 
@@ -52,10 +54,8 @@ def user_error(message: str, persist: bool = True) -> gr.Error:
     """An error toast for an expected refusal: escaped, and kept out of the server's traceback log. It stays on
     screen until closed: panels that emptied say "the red message says why", and a student who looked at the
     projector for ten seconds must still find it. `persist=False` where the page says the same thing itself and
-    the toast would only go stale (no model yet: the Classify tab counts down to it); it is headed "Not yet", not
-    "Error", since nothing went wrong."""
-    return gr.Error(html.escape(str(message)), duration=None if persist else 8, print_exception=False,
-                    title="Error" if persist else "Not yet")
+    the toast would only go stale (no model yet: the Classify tab counts down to it)."""
+    return gr.Error(html.escape(str(message)), duration=None if persist else 8, print_exception=False)
 
 
 def roughly(seconds: float) -> str:
@@ -78,11 +78,12 @@ def no_model_yet(snap: Snapshot, markdown: bool = True, countdown: bool = True) 
                 "first evaluation is saved.")
     elif not snap.last_step:
         rest = "it is reading the X-rays; the first model is ready in a few minutes."
-    else:
-        every = int(snap.config.get("eval_every", TrainConfig.eval_every))
-        to_go = every - snap.last_step["step"] % every  # steps until the first evaluation, which saves the model
-        pace = snap.steps_per_second
-        when = f" {roughly(to_go / pace)}" if pace > 0 and countdown else ""
+    else:  # the first evaluation saves the first model; when it comes is the training loop's rule
+        cfg = TrainConfig(eval_every=int(snap.config.get("eval_every", TrainConfig.eval_every)),
+                          time_budget_s=float(snap.config.get("time_budget_s") or 0.0))
+        steps = snap.last_step["step"] - int(snap.started.get("start_step", 0))
+        wait = seconds_to_evaluation(cfg, steps, time.time() - snap.started_at, snap.steps_per_second)
+        when = f" {roughly(wait)}" if math.isfinite(wait) and countdown else ""
         rest = f"ready{when} at its first evaluation, and shown here then (you can watch it in the Train tab)."
     if markdown:
         return f"**{head}** " + rest.replace("Train tab", "**Train** tab")

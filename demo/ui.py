@@ -114,7 +114,8 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                 ctx.bind(classify_tab.open_from_evaluate), [evaluate["open_id"], evaluate["model"], classify["target"],
                                                            classify["alpha"]],
                 [classify["checkpoint"], *classify["outputs"]], api_name=False, concurrency_id="classify")
-            opened.success(classify_tab.no_file, None, [classify["upload"]], api_name=False)
+            opened.success(classify_tab.ready_for_next, None, [classify["upload"], classify["waiting"]],
+                           api_name=False)
             opened.failure(classify_tab.cleared, None, classify["outputs"], api_name=False)
         classify["add_file"].upload(ctx.bind(model_files.add_model), [classify["add_file"], train.key_box],
                                     [classify["add_status"]], api_name=False)

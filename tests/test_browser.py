@@ -331,6 +331,8 @@ def test_only_the_teacher_key_unlocks_start_and_the_key_never_reaches_the_page(v
     page.reload()
     expect(page.locator("#who_may_train")).to_contain_text("Teacher mode", timeout=30_000)
     expect(page.locator("#start_btn")).to_be_enabled(timeout=10_000)
+    stored = page.evaluate("() => JSON.stringify(sessionStorage)")
+    assert "k3y" not in stored and "k3y" not in page.content()  # the tab keeps a token that expires, not the key
     other = visit(url, "Train")
     other.wait_for_timeout(2_000)
     expect(other.locator("#start_btn")).to_be_disabled()
@@ -361,18 +363,28 @@ def test_classify_says_the_starter_is_training_then_classifies_with_it(visit, st
     page = visit(starter_app, "Classify")
     expect(page.locator("#no_checkpoint")).to_contain_text("starter model is training")
     expect(page.locator("#examples")).to_be_hidden()  # no model, so no "examples from this model's test set"
-    # An X-ray dropped before there is a model waits in the box, and is classified when the first model lands.
-    _drop_file(page, "#upload button.upload-container", synthetic_root / "COVID" / "images" / "COVID-1.png")
-    expect(page.locator("#cam_caption")).to_contain_text("Waiting for the first model", timeout=60_000)
     _screenshots(page, "classify-starter")
     expect(page.locator("#no_checkpoint")).to_be_hidden(timeout=600_000)  # its first checkpoint has landed
     expect(page.locator("#checkpoint input")).not_to_have_value("", timeout=10_000)
-    expect(page.locator("#probs")).to_contain_text("Viral Pneumonia", timeout=120_000)
-    expect(page.locator("#cam_caption")).to_contain_text("Grad-CAM for")
-    expect(page.locator("#examples")).to_be_visible()
-    # The upload box emptied after that: the next X-ray is dropped straight in.
     _classify_image(page, synthetic_root / "Normal" / "images" / "Normal-3.png")
     expect(page.locator("#overlay img")).to_have_count(1)
+
+
+def test_an_xray_dropped_before_any_model_is_classified_when_one_lands(visit, synthetic_root, trained_checkpoint,
+                                                                         tmp_path):
+    context = make_context(synthetic_root, tmp_path / "no-model-yet")  # no starter run: the test says when one lands
+    with serve(context) as url:
+        page = visit(url, "Classify")
+        expect(page.locator("#no_checkpoint")).to_contain_text("No trained model yet")
+        _drop_file(page, "#upload button.upload-container", synthetic_root / "COVID" / "images" / "COVID-1.png")
+        expect(page.locator("#cam_caption")).to_contain_text("Waiting for the first model")
+        expect(page.locator(".toast-body")).to_contain_text("No trained model yet")
+        _screenshots(page, "classify-waiting")
+        _add_model(context.settings.checkpoints_dir, trained_checkpoint, 0.9, "resnet18-20250105-090000.pt")
+        expect(page.locator("#probs")).to_contain_text("Viral Pneumonia", timeout=60_000)  # no second drop needed
+        expect(page.locator("#cam_caption")).to_contain_text("Grad-CAM for")
+        expect(page.locator("#upload button.upload-container")).to_be_visible()  # emptied for the next X-ray
+        expect(page.locator("#examples")).to_be_visible()
 
 
 # ================================================================================================ Classify: one X-ray

@@ -2,6 +2,7 @@
 (That a big decode gives its memory back, through read_xray, is in test_images_hostile.)"""
 
 import threading
+import time
 
 from cxr.decode_budget import DecodeBudget
 
@@ -30,14 +31,20 @@ def test_decodes_are_served_in_the_order_they_asked():
         with budget.reserve(nbytes):
             order.append(name)
 
+    def started(thread: threading.Thread, tickets: int) -> None:
+        thread.start()
+        for _ in range(500):  # until it holds its ticket (it then waits inside reserve)
+            if budget._next >= tickets:
+                return
+            time.sleep(0.01)
+        raise AssertionError("the thread never asked")
+
     with budget.reserve(90):  # the budget is nearly spent: both below must wait
-        big = threading.Thread(target=ask, args=("big", 80))
-        big.start()
-        while budget._next < 2:  # the big one holds its ticket before the small one asks
-            threading.Event().wait(0.01)
-        small = threading.Thread(target=ask, args=("small", 5))
-        small.start()
-        threading.Event().wait(0.2)
+        big = threading.Thread(target=ask, args=("big", 80), daemon=True)
+        started(big, 2)
+        small = threading.Thread(target=ask, args=("small", 5), daemon=True)
+        started(small, 3)
+        time.sleep(0.2)
         assert order == [], "5 bytes fit beside the 90 held, but the big decode asked first"
     big.join(5), small.join(5)
-    assert order == ["big", "small"]
+    assert not big.is_alive() and not small.is_alive() and order == ["big", "small"]

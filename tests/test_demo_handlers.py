@@ -345,8 +345,18 @@ def test_with_a_teacher_key_only_the_teacher_may_start_stop_and_add_models(ctx, 
     hold.set()
     assert ctx.job.wait(10)
     assert teacher.check_key(ctx, "wrong")[0] is False and teacher.check_key(ctx, "s3cret-key")[0] is True
-    # A reloaded page with the key its browser tab kept: teacher mode again; an old key is dropped without a word.
-    assert teacher.recall_key(ctx, "s3cret-key")[:2] == (True, teacher.TEACHER_MODE)
+    # The page swaps the accepted key for a token; a reloaded page with the token its tab kept is the teacher's again.
+    ok, _, token = teacher.check_key(ctx, "s3cret-key")
+    assert ok and "s3cret" not in token and ctx.is_teacher(token)
+    assert teacher.recall_key(ctx, token)[:2] == (True, teacher.TEACHER_MODE)
+    train_tab.start_run(ctx, token, "fast-cpu", _settings())  # Start accepts it, as the page sends it
+    hold.set()
+    assert ctx.job.wait(10)
+    # ...until it expires, or if it was forged or made for another key.
+    expiry, mac = token.split(".")[1:]
+    assert not ctx.is_teacher(f"teacher.{int(expiry) + 3600}.{mac}")
+    assert not ctx.is_teacher(teacher.make_token(digest_key("another-key")))
+    assert not ctx.is_teacher(teacher.make_token(digest_key("s3cret-key"), now=time.time() - 4 * 3600))
     assert teacher.recall_key(ctx, "old-key") == (False, teacher.ONLY_TEACHER, "")
     assert all(isinstance(v, type(gr.skip())) for v in teacher.recall_key(ctx, ""))
     upload = tmp_path / "model.pt"
@@ -451,7 +461,7 @@ def test_an_xray_dropped_before_the_first_model_waits_and_is_classified_when_it_
     with pytest.raises(gr.Error) as info:
         classify_tab.classify(ctx, xray, None, classify_tab.PREDICTED, 0.5)
     assert info.value.duration and "about" not in str(info.value)  # a short toast: the tab itself counts down
-    *panels, waiting = classify_tab.refused_upload(ctx)
+    *panels, waiting = classify_tab.refused_upload(None)  # the page had no model to choose
     assert waiting is True and panels[3] == classify_tab.WAITING
     assert classify_tab.examples_for(ctx, None)["visible"] is False
     assert classify_tab.classify_waiting(ctx, True, xray, None, classify_tab.PREDICTED, 0.5) == (gr.skip(),) * 8
@@ -461,7 +471,7 @@ def test_an_xray_dropped_before_the_first_model_waits_and_is_classified_when_it_
     assert set(probs) == {display_name(c) for c in ctx.index.classes} and still_waiting is False and box is None
     # Nothing waiting (a visitor who only changed the model): nothing classified on its behalf.
     assert classify_tab.classify_waiting(ctx, False, xray, "first.pt", classify_tab.PREDICTED, 0.5) == (gr.skip(),) * 8
-    assert classify_tab.refused_upload(ctx)[3] == classify_tab.NOTHING_CLASSIFIED  # a model exists: truly refused
+    assert classify_tab.refused_upload("first.pt")[3] == classify_tab.NOTHING_CLASSIFIED  # truly refused
     assert classify_tab.examples_for(ctx, "first.pt")["visible"] is True
 
 

@@ -1,5 +1,6 @@
 """What a visitor reads when something is refused or not there yet."""
 
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -9,10 +10,11 @@ from demo.job import Snapshot
 from demo.messages import hide_paths, no_model_yet, public_record, roughly, user_error
 
 
-def _training(step: int, images_per_s: float, batch: int = 32, every: int = 20, total: int = 18_000) -> Snapshot:
-    return Snapshot(status="running", config={"batch_size": batch, "eval_every": every, "time_budget_s": 170},
+def _training(step: int, images_per_s: float, batch: int = 32, every: int = 20, total: int = 18_000,
+              budget: float = 170.0, running_s: float = 0.0) -> Snapshot:
+    return Snapshot(status="running", config={"batch_size": batch, "eval_every": every, "time_budget_s": budget},
                     last_step={"step": step, "total_steps": total, "train_images_per_sec": images_per_s, "eta_s": 150.0,
-                               "epoch": 0})
+                               "epoch": 0}, started_at=time.time() - running_s)
 
 
 def test_the_countdown_to_the_first_model_follows_the_runs_pace_not_its_step_cap():
@@ -21,9 +23,14 @@ def test_the_countdown_to_the_first_model_follows_the_runs_pace_not_its_step_cap
     text = no_model_yet(_training(step=5, images_per_s=64.0))
     assert "ready in a few seconds" in text and text.startswith("**The starter model is training:**")
     assert "ready in under a minute" in no_model_yet(_training(step=5, images_per_s=16.0))  # 30 s
-    assert "ready in about 3 min" in no_model_yet(_training(step=5, images_per_s=3.2))  # 150 s, rounded up
+    assert "ready in about 3 min" in no_model_yet(_training(step=5, images_per_s=3.2, budget=0))  # 150 s, rounded up
     still = no_model_yet(_training(step=5, images_per_s=64.0), countdown=False)  # a sentence not refreshed each second
     assert "about" not in still and "ready at its first evaluation" in still
+
+
+def test_under_a_time_budget_the_countdown_knows_evaluations_also_come_by_time():
+    # 150 s to step 20 at this pace, but a 170 s budget evaluates after 21 s at the latest: 21 - 10 s gone.
+    assert "ready in a few seconds" in no_model_yet(_training(step=5, images_per_s=3.2, running_s=10.0))
 
 
 def test_before_its_first_step_and_with_no_run_it_says_what_will_happen():
@@ -42,8 +49,7 @@ def test_a_refusal_is_escaped_not_logged_as_a_traceback_and_stays_until_closed()
     err = user_error("model <b>x</b> is not here")
     assert isinstance(err, gr.Error) and "<b>" not in err.message and err.print_exception is False
     assert err.duration is None  # the emptied panels point to it: it must not fade while a student looks away
-    waiting = user_error("no model yet", persist=False)
-    assert waiting.duration > 0 and waiting.title == "Not yet"  # the page says it too, and it would go stale
+    assert user_error("no model yet", persist=False).duration > 0  # the page says it too, and it would go stale
 
 
 @pytest.mark.parametrize("seconds, words", [(0.4, "in a few seconds"), (14, "in a few seconds"),

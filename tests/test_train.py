@@ -10,7 +10,7 @@ import torch
 from cxr.checkpoint import load_checkpoint
 from cxr.events import Attention, Done, Evaluated, Note, Started, Step
 from cxr.run import Window
-from cxr.train import MIN_EVALUATIONS, TrainConfig, evaluation_due, fit, learning_rate
+from cxr.train import TrainConfig, evaluation_due, fit, learning_rate, seconds_to_evaluation
 from tests.conftest import tiny_config
 
 
@@ -90,18 +90,30 @@ def test_a_time_budget_evaluates_along_the_way_and_scores_the_weights_at_the_end
     done = events[-1]
     assert done.reason == "time_budget" and done.steps > 0
     steps = [e.step for e in events if isinstance(e, Evaluated)]
-    assert len(steps) >= MIN_EVALUATIONS // 2 and steps == sorted(set(steps))  # spread over the run...
+    assert len(steps) >= 2 and steps == sorted(set(steps))  # some along the way (every 3 / 8 s)...
     assert steps[-1] == done.steps  # ...and the weights at the end were scored
     assert load_checkpoint(done.checkpoint).metrics["test_accuracy"] == done.test_accuracy
 
 
 def test_evaluations_come_every_n_steps_and_by_time_only_under_a_budget():
-    fresh, old = Window(), Window(started=time.perf_counter() - 30.0)  # 30 s since the previous evaluation
-    assert evaluation_due(TrainConfig(eval_every=40), 80, 1000, fresh)
-    assert not evaluation_due(TrainConfig(eval_every=40), 81, 1000, old)  # no budget: steps alone decide
-    assert evaluation_due(TrainConfig(eval_every=40), 1000, 1000, fresh)  # the last step
-    assert not evaluation_due(TrainConfig(eval_every=40, time_budget_s=170), 81, 1000, fresh)
-    assert evaluation_due(TrainConfig(eval_every=40, time_budget_s=170), 81, 1000, old)  # 170 / 8 = 21 s passed
+    fresh, old = Window(), Window(started=time.perf_counter() - 30.0)  # 30 s since the previous evaluation began
+    plain, budget = TrainConfig(eval_every=40), TrainConfig(eval_every=40, time_budget_s=170)
+    assert evaluation_due(plain, 80, 1000, fresh) and evaluation_due(plain, 1000, 1000, fresh)  # every 40, and the last
+    assert not evaluation_due(plain, 81, 1000, old)  # no budget: steps alone decide
+    assert not evaluation_due(budget, 81, 1000, fresh)
+    assert evaluation_due(budget, 81, 1000, old)  # 170 / 8 = 21 s passed
+    # Under a budget the steps count from the previous evaluation: one by time at step 39 is not followed by
+    # another at step 40.
+    assert not evaluation_due(budget, 40, 1000, Window(steps=1))
+    assert evaluation_due(budget, 79, 1000, Window(steps=40))
+
+
+def test_the_wait_for_an_evaluation_follows_the_same_rule():
+    budget = TrainConfig(eval_every=40, time_budget_s=40)  # by time every 5 s
+    assert seconds_to_evaluation(TrainConfig(eval_every=40), 10, 3.0, 2.0) == 15.0  # 30 steps at 2 steps/s
+    assert seconds_to_evaluation(budget, 10, 3.0, 2.0) == 2.0  # 5 s by time comes first
+    assert seconds_to_evaluation(budget, 10, 9.0, 2.0) == 0.0
+    assert seconds_to_evaluation(TrainConfig(eval_every=40), 0, 0.0, 0.0) == math.inf  # no pace yet
 
 
 def test_one_cycle_warms_up_then_anneals_to_zero():
