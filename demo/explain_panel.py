@@ -39,7 +39,7 @@ def forward_seconds(ctx: AppContext, name: str) -> float:
     fastest of three, since a run training beside it (the starter model) can slow any single pass several-fold."""
     def measure() -> float:
         clf = ctx.classifier(name)
-        x = torch.zeros(1, 3, clf.checkpoint.image_size, clf.checkpoint.image_size)
+        x = torch.zeros(1, 3, clf.checkpoint.image_size, clf.checkpoint.image_size, device=clf.device)
         times = []
         with torch.inference_mode():
             clf.model(x)  # warm-up
