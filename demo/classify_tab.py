@@ -330,15 +330,14 @@ def build(ctx: AppContext) -> dict[str, gr.components.Component]:
                             concurrency_limit=2, concurrency_id="classify")
     dropped.success(ready_for_next, None, [upload, waiting], api_name=False)
     # Refused for want of a model: wait for one, or take the one that landed meanwhile.
+    waiting_in, waiting_out = [waiting, upload, checkpoint, target, alpha], [*outputs, waiting, upload]
     dropped.failure(refused_upload, [checkpoint], [*outputs, waiting], api_name=False).then(
-        ctx.bind(classify_waiting), [waiting, upload, checkpoint, target, alpha], [*outputs, waiting, upload],
-        api_name=False)
+        ctx.bind(classify_waiting), waiting_in, waiting_out, api_name=False)
     upload.clear(lambda: False, None, [waiting], api_name=False)
     # Every change of the model list runs this (page load, the timer, a pick): outside the classify queue and with
     # no progress overlay, since it nearly always does nothing. (Not a .success(ready_for_next) either: it must not
     # empty the box when it did nothing.)
-    checkpoint.change(ctx.bind(classify_waiting), [waiting, upload, checkpoint, target, alpha],
-                      [*outputs, waiting, upload], api_name=False, concurrency_limit=None,
+    checkpoint.change(ctx.bind(classify_waiting), waiting_in, waiting_out, api_name=False, concurrency_limit=None,
                       show_progress="hidden").failure(cleared_not_waiting, None, [*outputs, waiting], api_name=False)
     for trigger in (target.input, checkpoint.input):
         trigger(ctx.bind(reexplain), [state, checkpoint, target, alpha], outputs, api_name=False,
@@ -352,4 +351,5 @@ def build(ctx: AppContext) -> dict[str, gr.components.Component]:
     checkpoint.change(ctx.bind(model_files.download_model), [checkpoint], [download_btn], api_name=False,
                       show_progress="hidden")
     return {"checkpoint": checkpoint, "known": known, "hint": hint, "outputs": outputs, "target": target,
-            "upload": upload, "waiting": waiting, "alpha": alpha, "add_file": add_file, "add_status": add_status, "download_btn": download_btn}
+            "upload": upload, "waiting": waiting, "alpha": alpha, "add_file": add_file, "add_status": add_status,
+            "download_btn": download_btn}

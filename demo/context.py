@@ -245,6 +245,15 @@ class AppContext:
                 out.append(ModelEntry(path.name, model_label(info, path.name == running, self.settings.synthetic), info, path.name == running))
         return out
 
+    def label_of(self, name: str) -> str | None:
+        """One finished model's label as `models` gives it, reading only that file's facts (the Train tab asks
+        every second, for every page, once its run has ended)."""
+        try:
+            info = self._info(self.checkpoint_path(name))
+        except (ValueError, OSError):
+            return None
+        return model_label(info, False, self.settings.synthetic) if info is not None else None
+
     def default_model(self, models: list[ModelEntry] | None = None) -> str | None:
         """For a new visitor: the best finished model by test accuracy; a running or unfinished one only when
         nothing else exists (the newest then)."""

@@ -173,9 +173,7 @@ def status_text(snap: Snapshot, saved_as: str | None = None) -> str:
 def saved_label(ctx: AppContext, snap: Snapshot) -> str | None:
     """A finished run's model as the model lists label it, so the teacher can find it there."""
     name = Path(snap.done.get("checkpoint") or "").name
-    if snap.status != "done" or not name:
-        return None
-    return next((m.label for m in ctx.models() if m.name == name), None)
+    return ctx.label_of(name) if snap.status == "done" and name else None
 
 
 def expected_steps(snap: Snapshot) -> int:
@@ -246,7 +244,8 @@ def _compare_history(ctx: AppContext, name: str | None) -> tuple[str, list[dict]
 def poll(ctx: AppContext, view: TrainView, seen: int, teacher: bool, compare: str | None = None) -> dict:
     """One tick of the page's timer: the progress line always, curves and results only when they changed."""
     snap = ctx.job.snapshot()
-    out = {view.status: status_text(snap, saved_label(ctx, snap)), view.start_btn: gr.update(interactive=teacher and not snap.active),
+    out = {view.status: status_text(snap, saved_label(ctx, snap)),
+           view.start_btn: gr.update(interactive=teacher and not snap.active),
            view.stop_btn: gr.update(interactive=teacher and snap.status == "running")}
     if snap.version == seen:
         return out

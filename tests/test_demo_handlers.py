@@ -631,3 +631,9 @@ def test_the_curves_of_a_time_budget_run_span_its_steps_not_its_epoch_cap():
     assert train_tab.expected_steps(Snapshot(status="done", config=budget, last_step=step)) == 100
     assert train_tab.expected_steps(Snapshot(status="running", config={"batch_size": 32}, last_step=step)) == 18_000
     assert train_tab.expected_steps(Snapshot()) == 0
+
+
+def test_one_models_label_is_the_label_the_lists_show(ctx):
+    entry = next(m for m in ctx.models() if m.name == "tiny.pt")
+    assert ctx.label_of("tiny.pt") == entry.label
+    assert ctx.label_of("gone.pt") is None and ctx.label_of("../tiny.pt") is None
