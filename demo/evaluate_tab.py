@@ -32,7 +32,7 @@ from cxr.interpret import Interpretation, Record, cache_for, interpret_as_traine
 from cxr.report import write_report
 
 from .context import AppContext
-from .messages import no_model_yet, user_error
+from .messages import no_model_yet, not_yet, user_error
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +264,7 @@ def _write_zip(checkpoint: Path, data_dir: Path, reports: Path) -> str:
 def report_zip(ctx: AppContext, name: str | None) -> str:
     """The model card folder of `name` (README.md, figures, metrics.json) as a zip, written once per model file."""
     if not name:
-        raise user_error(no_model_yet(ctx.job.snapshot(), markdown=False))
+        raise not_yet(no_model_yet(ctx.job.snapshot(), markdown=False, countdown=False))
     try:
         path = ctx.checkpoint_path(name)
         key = ("report", name, path.stat().st_mtime)

@@ -50,12 +50,23 @@ def public_record(value: Any, key: str = "") -> Any:
     return value
 
 
-def user_error(message: str, persist: bool = True) -> gr.Error:
+def user_error(message: str) -> gr.Error:
     """An error toast for an expected refusal: escaped, and kept out of the server's traceback log. It stays on
     screen until closed: panels that emptied say "the red message says why", and a student who looked at the
-    projector for ten seconds must still find it. `persist=False` where the page says the same thing itself and
-    the toast would only go stale (no model yet: the Classify tab counts down to it)."""
-    return gr.Error(html.escape(str(message)), duration=None if persist else 8, print_exception=False)
+    projector for ten seconds must still find it."""
+    return gr.Error(html.escape(str(message)), duration=None, print_exception=False)
+
+
+NOT_YET = "No model yet"  # the title of the toast for a request that is fine but early
+
+
+def not_yet(message: str) -> gr.Error:
+    """For a request that is fine but early (no model yet): a short blue notice titled "No model yet", not a red
+    "Error" that stays (the tab says the same and counts down, so a lasting toast would only go stale), and an
+    invisible error that still ends the event, so the page's `.failure` steps run and an API caller gets the
+    sentence. (Gradio 6.31's page heads a toast with its kind, "Info", whatever title the server sends.)"""
+    gr.Info(html.escape(str(message)), title=NOT_YET, duration=8)
+    return gr.Error(html.escape(str(message)), title=NOT_YET, visible=False, print_exception=False)
 
 
 def roughly(seconds: float) -> str:

@@ -7,7 +7,7 @@ import gradio as gr
 import pytest
 
 from demo.job import Snapshot
-from demo.messages import hide_paths, no_model_yet, public_record, roughly, user_error
+from demo.messages import NOT_YET, hide_paths, no_model_yet, not_yet, public_record, roughly, user_error
 
 
 def _training(step: int, images_per_s: float, batch: int = 32, every: int = 20, total: int = 18_000,
@@ -49,7 +49,13 @@ def test_a_refusal_is_escaped_not_logged_as_a_traceback_and_stays_until_closed()
     err = user_error("model <b>x</b> is not here")
     assert isinstance(err, gr.Error) and "<b>" not in err.message and err.print_exception is False
     assert err.duration is None  # the emptied panels point to it: it must not fade while a student looks away
-    assert user_error("no model yet", persist=False).duration > 0  # the page says it too, and it would go stale
+
+
+def test_an_early_request_ends_the_event_without_a_red_error_toast():
+    err = not_yet("No trained <model> yet.")
+    assert isinstance(err, gr.Error) and err.visible is False  # the page's `.failure` steps run; no red toast
+    assert "<model>" not in err.message and "No trained" in err.message  # an API caller still gets the sentence
+    assert err.title == NOT_YET and err.print_exception is False
 
 
 @pytest.mark.parametrize("seconds, words", [(0.4, "in a few seconds"), (14, "in a few seconds"),
