@@ -134,14 +134,15 @@ def weights_warning(snap: Snapshot) -> str:
     return ""
 
 
-def status_text(snap: Snapshot, saved_as: str | None = None) -> str:
+def status_text(snap: Snapshot, saved_as: str | None = None, may_start: bool = True) -> str:
     """The run's state in a line or two. `saved_as`: the finished model's label as Classify's list shows it (the
-    file name otherwise)."""
+    file name otherwise); `may_start`: whether this page may press Start (a student's page waits for the teacher)."""
     started = snap.started
     where = (f" · {preset_title(snap.config.get('preset', ''))} on {started['device']}, "
              f"{'pretrained' if started.get('pretrained') else 'random'} weights") if started else ""
     if snap.status == "idle":
-        return "No training yet. Choose settings and press **Start**."
+        return ("No training yet. Choose settings and press **Start**." if may_start else
+                "No training yet: the curves appear here when the teacher starts a run.")
     if snap.status == "failed":
         return f"**Training failed:** {hide_paths(snap.error)}. The best checkpoint so far is kept."
     if snap.status == "done" and snap.done:
@@ -244,7 +245,7 @@ def _compare_history(ctx: AppContext, name: str | None) -> tuple[str, list[dict]
 def poll(ctx: AppContext, view: TrainView, seen: int, teacher: bool, compare: str | None = None) -> dict:
     """One tick of the page's timer: the progress line always, curves and results only when they changed."""
     snap = ctx.job.snapshot()
-    out = {view.status: status_text(snap, saved_label(ctx, snap)),
+    out = {view.status: status_text(snap, saved_label(ctx, snap), teacher),
            view.start_btn: gr.update(interactive=teacher and not snap.active),
            view.stop_btn: gr.update(interactive=teacher and snap.status == "running")}
     if snap.version == seen:
@@ -292,6 +293,14 @@ def redraw_curves(ctx: AppContext, compare: str | None) -> PlotData:
     return rendered_curves(ctx, ctx.job.snapshot(), compare)
 
 
+def settings_editable(n: int):
+    """The handler that greys out (or unlocks) the preset and the `n` settings as this page's teacher mode turns
+    off (or on): the server decides who may Start, the page only shows it."""
+    def editable(teacher: bool) -> list:
+        return [gr.update(interactive=bool(teacher))] * n
+    return editable
+
+
 def build(ctx: AppContext) -> TrainView:
     cuda = torch.cuda.is_available()
     preset0 = default_preset(cuda)
@@ -314,7 +323,7 @@ def build(ctx: AppContext) -> TrainView:
     with gr.Row():
         start_btn = gr.Button("Start", variant="primary", elem_id="start_btn", interactive=not teacher_only)
         stop_btn = gr.Button("Stop", variant="stop", elem_id="stop_btn", interactive=False)
-    status = gr.Markdown(status_text(ctx.job.snapshot()), elem_id="train_status")
+    status = gr.Markdown(status_text(ctx.job.snapshot(), may_start=not teacher_only), elem_id="train_status")
     warning = gr.Markdown(visible=False, elem_id="weights_warning")
     curves = gr.Plot(curves_figure([], 0, values["target_accuracy"]), label="Curves", show_label=False,
                      elem_id="curves", format="png")  # the figure titles its own axes; a badge would cover one
@@ -343,6 +352,12 @@ def build(ctx: AppContext) -> TrainView:
                                               else v[s.field] for s in SETTINGS]
 
     preset.change(show_preset, [preset], [preset_info, *widgets.values()], api_name=False)
+    # With a teacher key, a student's settings are the teacher's to choose: shown greyed, editable in teacher mode.
+    editable = [preset, *widgets.values()]
+    for w in editable:
+        w.interactive = not teacher_only
+    teacher_state.change(settings_editable(len(editable)), [teacher_state], editable, api_name=False,
+                         show_progress="hidden")
     start_btn.click(start_handler(ctx), [key_box, preset, *[widgets[n] for n in SETTING_NAMES]], [status],
                     api_name="start_training", concurrency_limit=None, show_progress="hidden").success(
         None, None, None, js=SCROLL_TO_RUN, api_name=False)

@@ -315,6 +315,8 @@ def test_only_the_teacher_key_unlocks_start_and_the_key_never_reaches_the_page(v
     page = visit(url, "Train")
     expect(page.locator("#start_btn")).to_be_disabled()
     expect(page.locator("#who_may_train")).to_contain_text("Only the teacher can start or stop a run")
+    expect(page.locator("#preset input").first).to_be_disabled()  # the teacher's settings: shown, not editable
+    expect(page.locator("#train_status")).to_contain_text("when the teacher starts a run")
     key = page.locator("#teacher_key input")
     key.fill("guess")
     key.press("Enter")
@@ -326,11 +328,14 @@ def test_only_the_teacher_key_unlocks_start_and_the_key_never_reaches_the_page(v
     key.press("Enter")
     expect(page.locator("#who_may_train")).to_contain_text("Teacher mode")
     expect(page.locator("#start_btn")).to_be_enabled(timeout=10_000)
+    expect(page.locator("#preset input").first).to_be_enabled()
+    expect(page.locator("#train_status")).to_contain_text("Choose settings and press Start")
     assert "k3y" not in page.content()
     # A reload of the same browser tab keeps teacher mode; another visitor's page does not get it.
     page.reload()
     expect(page.locator("#who_may_train")).to_contain_text("Teacher mode", timeout=30_000)
     expect(page.locator("#start_btn")).to_be_enabled(timeout=10_000)
+    expect(page.locator("#preset input").first).to_be_enabled()
     stored = page.evaluate("() => JSON.stringify(sessionStorage)")
     assert "k3y" not in stored and "k3y" not in page.content()  # the tab keeps a token that expires, not the key
     other = visit(url, "Train")
