@@ -227,7 +227,8 @@ def read_xray(source: Source, max_side: int | None = None) -> Image.Image:
     del data  # the file's bytes go before the trim below, or the allocator keeps their place
     lo, hi = img.getextrema()
     if lo == hi:
-        raise ValueError(f"{name} has no content: every pixel is the same value")
+        pixels = "its one pixel is" if img.size == (1, 1) else f"all {img.width} x {img.height} of its pixels are"
+        raise ValueError(f"{name} has no content: {pixels} one grey; an X-ray shows shades")
     if max_side is not None and max(img.size) > max_side:
         img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)  # in place: the image is our own decode
     DECODES.settle()

@@ -305,7 +305,7 @@ BROKEN = {
     "truncated png": (truncated_png, "cut.png", "truncated"),
     "text named .png": (text_as_png, "notes.png", "not an image"),
     "decompression bomb": (decompression_bomb, "bomb.png", "pixels"),
-    "png 1x1": (png_1x1, "tiny.png", "no content"),
+    "png 1x1": (png_1x1, "tiny.png", "no content: its one pixel"),
     "png constant": (png_constant, "blank.png", "no content"),
     "dicom deflate bomb": (lambda p: dicom_deflated(p, 12_000), "bomb.dcm", "megapixels"),
     "dicom inflating past its header": (lambda p: dicom_deflated(p, 64, 50_000_000), "swollen.dcm", "inflates"),
