@@ -58,6 +58,7 @@ class Checkpoint:
     optimizer: dict[str, Any] | None = None
     path: Path | None = None
     synthetic: bool = False
+    split: dict[str, list[str]] = field(default_factory=dict)  # its validation and test files by name (`data.split_names`)
 
     @property
     def class_names(self) -> list[str]:
@@ -74,6 +75,7 @@ def save_checkpoint(
     step: int = 0,
     optimizer: "torch.optim.Optimizer | dict[str, Any] | None" = None,
     synthetic: bool = False,
+    split: "dict[str, list[str]] | None" = None,
 ) -> Path:
     """Write a checkpoint to `path` atomically and return the path. `model` and `optimizer` may be given as their
     state dicts (a snapshot taken earlier, as `cxr.writer` does)."""
@@ -92,6 +94,7 @@ def save_checkpoint(
         "metrics": metrics,
         "step": int(step),
         "synthetic": bool(synthetic),
+        "split": split or {},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "torch_version": str(torch.__version__),
         "torchvision_version": str(torchvision.__version__),
@@ -109,6 +112,13 @@ def save_checkpoint(
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _split_names(value: Any) -> dict[str, list[str]]:
+    """A checkpoint's saved split names, or {} for an older file (or one whose field is not lists of names)."""
+    if not isinstance(value, dict):
+        return {}
+    return {k: [str(n) for n in v] for k, v in value.items() if k in ("val", "test") and isinstance(v, list)}
 
 
 def read_checkpoint_file(path: "str | Path") -> dict[str, Any]:
@@ -174,6 +184,7 @@ def load_checkpoint(path: "str | Path", device: "str | torch.device" = "cpu") ->
         optimizer=payload.get("optimizer"),
         path=Path(path),
         synthetic=bool(payload.get("synthetic", False)),
+        split=_split_names(payload.get("split")),
     )
 
 

@@ -193,12 +193,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     existing_folder(args.data, "--data")
     device = resolve_device(args.device)
     ckpt = load_checkpoint(args.checkpoint, device)
-    if args.split == "test":  # the checkpoint's own test split, rebuilt from its saved settings
+    notes: tuple[str, ...] = ()
+    if args.split == "test":  # the checkpoint's own test images: by their saved names, else rebuilt from its seed
         index, split, cache = rebuild_test_set(ckpt, args.data)
-        ids, what = list(split.test), "test images of this checkpoint's split"
+        ids, what, notes = list(split.test), "test images of this checkpoint's split", split.notes
     else:
         index = index_dataset(args.data, ckpt.classes)
-        cache, ids, what = cache_for(ckpt, index), list(range(len(index.files))), "images"
+        cache, ids, what = cache_for(ckpt, index), list(range(len(index.files))), "images (all of them)"
     ignored = sorted(set(p.name for p in index.root.iterdir() if p.is_dir() and not p.name.startswith("."))
                      - set(p.name for p in index.class_dirs))
     # One pass of the model: every view (report, top losses, ROC AUC) derives from the same probabilities.
@@ -206,11 +207,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     report = {**interp.report, "loss": float(interp.losses.mean()), "roc_auc": interp.roc_auc(),
               "top_losses": [r.to_dict() for r in interp.top_losses(TOP_LOSSES)],
               "skipped_files": [index.files[i].name for i in cache.bad], "ignored_folders": ignored,
-              "lung_focus": lung_focus_report(ckpt, index, ids, args.batch_size, device)}
+              "lung_focus": lung_focus_report(ckpt, index, ids, args.batch_size, device), "split": args.split,
+              "notes": list(notes)}
     if args.json:
         _print_json(report)
         return 0
     print(f"{len(ids)} {what} under {args.data}" + (f"; {cache.bad_report()}" if cache.bad else ""))
+    for note in notes:
+        print(f"note: {note}")
     if ignored:
         print(f"note: this model knows {', '.join(ckpt.class_names)}; ignored the folders {', '.join(ignored)}")
     print(format_report(report))
@@ -329,8 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="score a checkpoint on every image under a folder (or its test split)")
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--data", required=True)
-    e.add_argument("--split", choices=("all", "test"), default="all",
-                   help="all: every image under --data; test: only the checkpoint's own test split")
+    e.add_argument("--split", choices=("test", "all"), default="test",
+                   help="test (default): only the checkpoint's own test images, which it never trained on; all: every "
+                        "image under --data (for a folder it has never seen: on its own data, 'all' includes the "
+                        "images it trained on)")
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--device", default="auto")
     e.add_argument("--json", action="store_true", help="one JSON object: the report, roc_auc and top_losses")

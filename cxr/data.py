@@ -171,6 +171,42 @@ def split_dataset(
     return Split(tuple(sorted(train)), tuple(sorted(val)), tuple(sorted(test)), tuple(notes))
 
 
+def relative_name(index: DatasetIndex, i: int) -> str:
+    """File `i` as a path below the dataset's root, with forward slashes ("COVID/images/COVID-12.png"): the name
+    that finds the same image in another copy of the folder."""
+    path = Path(index.files[i])
+    return path.relative_to(index.root).as_posix() if path.is_relative_to(index.root) else path.name
+
+
+def split_names(index: DatasetIndex, split: Split) -> dict[str, list[str]]:
+    """The validation and test files of a split by name, as a checkpoint keeps them (`split_for_checkpoint`)."""
+    return {part: [relative_name(index, i) for i in getattr(split, part)] for part in ("val", "test")}
+
+
+def split_for_checkpoint(index: DatasetIndex, config: dict, saved: "dict[str, list[str]] | None") -> Split:
+    """The split a run used. From the file names its checkpoint saved (`split_names`) when it has them: the same
+    test images even after files were added to or removed from the folder, where rebuilding from the seed would
+    shuffle images the model trained on into the test set. Else (a checkpoint from before names were saved)
+    rebuilt from its settings. Notes say when saved test images are missing here, and when none are (a model
+    trained on another folder: its test split here can only be drawn from its seed)."""
+    rebuilt = split_for_config(index, config)
+    if not saved or not saved.get("test"):
+        return rebuilt
+    where = {relative_name(index, i): i for i in range(len(index.files))}
+    val = tuple(sorted(where[n] for n in saved.get("val", []) if n in where))
+    test = tuple(sorted(where[n] for n in saved["test"] if n in where))
+    n_saved = len(saved["test"])
+    if not test:
+        return Split(rebuilt.train, rebuilt.val, rebuilt.test, rebuilt.notes + (
+            f"none of this model's {n_saved} test images are in this folder (it was trained on other data): its test "
+            "images here are drawn from its seed, and may include images like the ones it trained on",))
+    notes = () if len(test) == n_saved else (
+        f"{n_saved - len(test)} of this model's {n_saved} test images are not in this folder: the other {len(test)} "
+        "are used",)
+    held = set(val) | set(test)
+    return Split(tuple(i for i in range(len(index.files)) if i not in held), val, test, notes)
+
+
 def split_for_config(index: DatasetIndex, config: dict) -> Split:
     """The split a training run used, rebuilt from the settings saved in its checkpoint (`Checkpoint.config`), so
     its "test" images are the ones it never trained on, whatever seed or test size it was trained with."""

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import DatasetIndex, Split, display_name, index_dataset, split_for_config
+from .data import DatasetIndex, Split, display_name, index_dataset, split_for_checkpoint
 from .cache import ImageCache
 from .evaluate import classification_report
 from .lungs import HideLungs, hide_pixels
@@ -301,9 +301,9 @@ def interpret_as_trained(checkpoint: "Checkpoint", cache: ImageCache, ids: Seque
 
 
 def rebuild_test_set(checkpoint: "Checkpoint", data_dir: "str | Path") -> tuple[DatasetIndex, Split, ImageCache]:
-    """A checkpoint's own split, rebuilt from the settings it was trained with, and a cache at its image size."""
+    """A checkpoint's own split (its saved test files, or rebuilt from its settings) and a cache at its size."""
     index = index_dataset(data_dir, checkpoint.classes)
-    return index, split_for_config(index, checkpoint.config), cache_for(checkpoint, index)
+    return index, split_for_checkpoint(index, checkpoint.config, checkpoint.split), cache_for(checkpoint, index)
 
 
 def interpret_checkpoint(

@@ -165,6 +165,7 @@ def gather_facts(checkpoint_path: Path, data_dir: "str | Path", batch_size: int,
     report = saved if isinstance(saved, dict) and "confusion_matrix" in saved else interp.report
     accuracy = float(ckpt.metrics.get("test_accuracy", report["accuracy"]))
     notes = [] if report is saved else ["This checkpoint saved no test report: the numbers were computed for the card."]
+    notes += [f"{note[0].upper()}{note[1:]}." for note in split.notes]  # test images missing from this folder
     agrees = report["confusion_matrix"] == interp.report["confusion_matrix"]
     if not agrees:
         notes.append(

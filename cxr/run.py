@@ -17,7 +17,7 @@ import torch
 
 from .checkpoint import checkpoint_paths, load_checkpoint
 from .config import TrainConfig
-from .data import DatasetIndex, Split, index_dataset, split_dataset
+from .data import DatasetIndex, Split, index_dataset, split_dataset, split_for_checkpoint, split_names
 from .cache import ImageCache
 from .errors import UserError
 from .evaluate import EvalResult
@@ -153,7 +153,7 @@ class Run:
     def meta(self) -> dict[str, Any]:
         """What every checkpoint of this run carries besides weights and metrics."""
         return dict(classes=self.index.classes, image_size=self.cfg.image_size, config=asdict(self.cfg),
-                    synthetic=self.index.synthetic)
+                    synthetic=self.index.synthetic, split=split_names(self.index, self.split))
 
     @property
     def eval_batch(self) -> int:
@@ -175,6 +175,8 @@ def setup(cfg: TrainConfig) -> Run:
     resume = load_checkpoint(cfg.resume) if cfg.resume else None
     if resume is not None and resume.classes != index.classes:
         raise UserError(f"cannot resume: the checkpoint's classes {resume.classes} differ from {index.classes}")
+    if resume is not None and resume.split:  # the same held-out images as before, even if the folder changed
+        split = split_for_checkpoint(index, asdict(cfg), resume.split)
     # The new head's random initialisation comes from the seed, without touching the caller's global RNG.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)

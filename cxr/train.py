@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from .checkpoint import save_checkpoint
 from .writer import snapshot
 from .config import TrainConfig
-from .data import DatasetIndex
+from .data import relative_name
 from .cache import iterate_batches
 from .errors import UserError
 from .evaluate import EvalResult, classification_report, evaluate
@@ -131,16 +131,9 @@ def explain_attention(run: Run, step: int) -> Attention:
     small = small / small.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
     classes = run.index.classes
     return Attention(
-        step=step, files=[_relative(run.index, i) for i in ok], classes=[classes[run.index.labels[i]] for i in ok],
+        step=step, files=[relative_name(run.index, i) for i in ok], classes=[classes[run.index.labels[i]] for i in ok],
         predicted=[classes[k] for k in logits.argmax(1).tolist()], maps=small.round(decimals=3).tolist(),
     )
-
-
-def _relative(index: DatasetIndex, i: int) -> str:
-    try:
-        return str(Path(index.files[i]).relative_to(index.root))
-    except ValueError:
-        return Path(index.files[i]).name
 
 
 def evaluate_and_save(run: Run, step: int, window: Window, best: Best, clock: Clock, last_saved: list[float]) -> list[Event]:

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from cxr.checkpoint import (CheckpointInfo, list_checkpoints, prune_checkpoints, read_checkpoint_info,
                             remove_orphans)
-from cxr.data import SYNTHETIC_MARKER, DatasetIndex, Split, index_dataset, split_dataset, split_for_config
+from cxr.data import SYNTHETIC_MARKER, DatasetIndex, Split, index_dataset, split_dataset, split_for_checkpoint
 from cxr.cache import ImageCache
 from cxr.lungs import has_masks
 from cxr.download import DATASET_FOLDER, DownloadUnavailable, download_dataset, manual_instructions
@@ -190,13 +190,15 @@ class AppContext:
         return split_dataset(self.index)
 
     def split_for(self, name: str) -> Split:
-        """The split the model `name` was trained with, rebuilt from its saved settings: its "test" images are
-        ones it never trained on, whatever seed or test size it used."""
-        config = self.classifier(name).checkpoint.config
-        key = tuple(str(config.get(k)) for k in ("seed", "test_per_class", "test_fraction", "val_per_class"))
+        """The split the model `name` was trained with (its saved test files, else rebuilt from its settings): its
+        "test" images are ones it never trained on, whatever seed or test size it used."""
+        ckpt = self.classifier(name).checkpoint
+        config, saved = ckpt.config, ckpt.split
+        key = (tuple(str(config.get(k)) for k in ("seed", "test_per_class", "test_fraction", "val_per_class")),
+               tuple(saved.get("val", ())), tuple(saved.get("test", ())))
         with self._lock:
             if key not in self._splits:
-                self._splits[key] = split_for_config(self.index, config)
+                self._splits[key] = split_for_checkpoint(self.index, config, saved)
             return self._splits[key]
 
     @cached_property

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cxr.data import DatasetIndex, display_name, index_dataset, split_for_config
+from cxr.data import DatasetIndex, Split, display_name, index_dataset, split_for_checkpoint
 from cxr.cache import ImageCache
 from cxr.figures import cam_overlays
 from cxr.interpret import Interpretation, Record, cache_for, interpret_as_trained
@@ -67,6 +67,7 @@ class Analysis:
     image_size: int
     app_ids: list[int | None]  # per interpretation row: the image's id in ctx.index (what Classify opens)
     synthetic: bool
+    notes: tuple[str, ...]  # where its test set here differs from the one it was tested on (see split_for_checkpoint)
     tiles: dict[int, np.ndarray] = field(default_factory=dict)  # row -> overlay, THUMB px, drawn once
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -98,23 +99,24 @@ def shown_records(interp: Interpretation, which: str) -> list[Record]:
     return [r for r in interp.top_losses(None, largest=wrong) if (r.true != r.predicted) == wrong][:SHOWN]
 
 
-def _test_set(ctx: AppContext, name: str, checkpoint) -> tuple[DatasetIndex, Sequence[int], list[int | None]]:
-    """The model's own test split, and where each image sits in the app's listing (Classify opens by that id)."""
+def _test_set(ctx: AppContext, name: str, checkpoint) -> tuple[DatasetIndex, Split, list[int | None]]:
+    """The model's own split, and where each image sits in the app's listing (Classify opens by that id)."""
     if tuple(checkpoint.classes) == ctx.index.classes:
-        return ctx.index, ctx.split_for(name).test, list(range(len(ctx.index.files)))
+        return ctx.index, ctx.split_for(name), list(range(len(ctx.index.files)))
     index = index_dataset(ctx.settings.data_dir, checkpoint.classes)  # a model of other classes: its own listing
     where = {f: i for i, f in enumerate(ctx.index.files)}
-    return index, split_for_config(index, checkpoint.config).test, [where.get(f) for f in index.files]
+    split = split_for_checkpoint(index, checkpoint.config, checkpoint.split)
+    return index, split, [where.get(f) for f in index.files]
 
 
 def _compute(ctx: AppContext, name: str) -> Analysis:
     clf = ctx.classifier(name)
     ckpt = clf.checkpoint
-    index, test, app_ids = _test_set(ctx, name, ckpt)
+    index, split, app_ids = _test_set(ctx, name, ckpt)
     cache = cache_for(ckpt, index)  # at the model's own resolution
-    interp = interpret_as_trained(ckpt, cache, test, index.labels, device=clf.device)
+    interp = interpret_as_trained(ckpt, cache, split.test, index.labels, device=clf.device)
     analysis = Analysis(name, interp, index.files, ckpt.image_size, [app_ids[i] for i in interp.ids],
-                        ckpt.synthetic or index.synthetic)
+                        ckpt.synthetic or index.synthetic, split.notes)
     analysis.draw(clf.model, shown_records(interp, WRONG) + shown_records(interp, RIGHT), cache)
     return analysis
 
@@ -189,6 +191,8 @@ def summary(analysis: Analysis) -> str:
     text = f"On its {len(interp)} test X-rays this model is **{interp.accuracy:.1%} right** ({wrong} wrong)."
     if interp.skipped:
         text += f" {len(interp.skipped)} test images could not be read and are left out."
+    for note in analysis.notes:
+        text += f" *Note: {note}.*"
     if analysis.synthetic:
         text += " *Synthetic data: these are not real X-rays.*"
     return text

@@ -23,11 +23,22 @@ def test_checkpoint_round_trip_keeps_weights_class_names_and_settings(tmp_path):
         assert torch.equal(a, b), k
 
 
+def test_checkpoint_keeps_its_split_by_file_name_and_an_older_file_has_none(tmp_path):
+    names = {"val": ["COVID/images/COVID-1.png"], "test": ["Normal/images/Normal-2.png"]}
+    path = save_checkpoint(tmp_path / "s.pt", build_model(3, "none")[0], ("covid", "normal", "viral"), 64, {}, {},
+                           split=names)
+    assert load_checkpoint(path).split == names
+    raw = read_checkpoint_file(path)
+    del raw["split"]
+    torch.save(raw, tmp_path / "old.pt")
+    assert load_checkpoint(tmp_path / "old.pt").split == {}
+
+
 def test_checkpoint_describes_itself(tmp_path):
     _, path = _save(tmp_path / "a.pt")
     raw = read_checkpoint_file(path)
     for key in ("state_dict", "classes", "image_size", "normalization", "config", "metrics", "created",
-                "torch_version", "torchvision_version", "arch"):
+                "torch_version", "torchvision_version", "arch", "split"):
         assert key in raw, key
     assert raw["normalization"]["mean"] == [0.485, 0.456, 0.406]
 

@@ -46,7 +46,7 @@ def test_train_without_json_prints_readable_lines(synthetic_root, tmp_path):
 
 
 def test_evaluate_json_reports_every_image(trained_checkpoint, synthetic_root):
-    proc = run_cli("evaluate", "--checkpoint", trained_checkpoint, "--data", synthetic_root, "--json")
+    proc = run_cli("evaluate", "--checkpoint", trained_checkpoint, "--data", synthetic_root, "--split", "all", "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["classes"] == ["covid", "normal", "viral"] and report["count"] == 36
@@ -60,7 +60,7 @@ def evaluate_json(capsys, *args) -> dict:
 
 
 def test_evaluate_json_lists_the_ten_largest_losses_and_roc_auc_per_class(trained_checkpoint, synthetic_root, capsys):
-    report = evaluate_json(capsys, "--checkpoint", trained_checkpoint, "--data", synthetic_root)
+    report = evaluate_json(capsys, "--checkpoint", trained_checkpoint, "--data", synthetic_root, "--split", "all")
     top = report["top_losses"]
     assert len(top) == 10 and [r["loss"] for r in top] == sorted((r["loss"] for r in top), reverse=True)
     assert all(set(r) == {"file", "true", "predicted", "probability", "loss"} for r in top)
@@ -81,7 +81,7 @@ def test_evaluate_runs_the_model_once_over_each_image(trained_checkpoint, synthe
         return ckpt
 
     monkeypatch.setattr(cxr.checkpoint, "load_checkpoint", counting_load)
-    report = evaluate_json(capsys, "--checkpoint", trained_checkpoint, "--data", synthetic_root)
+    report = evaluate_json(capsys, "--checkpoint", trained_checkpoint, "--data", synthetic_root, "--split", "all")
     assert sum(seen) == report["count"] == 36
 
 
@@ -89,10 +89,26 @@ def test_evaluate_split_test_scores_only_the_checkpoints_own_test_images(trained
     from cxr.checkpoint import load_checkpoint
 
     saved = load_checkpoint(trained_checkpoint).metrics["test"]
-    report = evaluate_json(capsys, "--checkpoint", trained_checkpoint, "--data", synthetic_root, "--split", "test")
-    assert report["count"] == saved["count"] == 9
+    report = evaluate_json(capsys, "--checkpoint", trained_checkpoint, "--data", synthetic_root)  # test by default
+    assert report["count"] == saved["count"] == 9 and report["split"] == "test" and report["notes"] == []
     assert report["confusion_matrix"] == saved["confusion_matrix"]
     assert len(report["top_losses"]) == 9  # fewer images than ten: all of them, largest loss first
+
+
+def test_evaluate_scores_the_saved_test_images_of_a_changed_folder_and_says_which_are_gone(
+        trained_checkpoint, synthetic_root, tmp_path, capsys):
+    import shutil
+
+    from cxr.checkpoint import load_checkpoint
+
+    saved = load_checkpoint(trained_checkpoint).split["test"]
+    copy = tmp_path / "copy"
+    shutil.copytree(synthetic_root, copy)
+    (copy / saved[0]).unlink()
+    report = evaluate_json(capsys, "--checkpoint", trained_checkpoint, "--data", copy)
+    assert report["count"] == 8 and report["notes"] == [
+        "1 of this model's 9 test images are not in this folder: the other 8 are used"]
+    assert {Path(r["file"]).relative_to(copy).as_posix() for r in report["top_losses"]} == set(saved[1:])
 
 
 def test_evaluate_text_names_roc_auc_and_the_split(trained_checkpoint, synthetic_root, capsys):

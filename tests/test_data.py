@@ -1,8 +1,10 @@
 import os
+import shutil
 
 import pytest
 
-from cxr.data import DEFAULT_CLASSES, index_dataset, parse_classes, split_dataset
+from cxr.data import (DEFAULT_CLASSES, index_dataset, parse_classes, relative_name, split_dataset, split_for_checkpoint,
+                      split_for_config, split_names)
 from tests.imagefiles import write_images
 
 
@@ -83,6 +85,47 @@ def test_split_is_stratified_disjoint_and_seeded(synthetic_root):
     assert split.sizes() == {"train": 21, "val": 6, "test": 9}
     assert split == split_dataset(index, test_per_class=3, val_per_class=2, seed=1)
     assert split.test != split_dataset(index, test_per_class=3, val_per_class=2, seed=2).test
+
+
+SPLIT_CONFIG = {"seed": 0, "test_per_class": 3, "val_per_class": 3}
+
+
+def _copy_without(root, tmp_path, names):
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    for name in names:
+        (copy / name).unlink()
+    return index_dataset(copy)
+
+
+def test_a_saved_split_keeps_its_test_images_when_the_folder_changes(synthetic_root, tmp_path):
+    index = index_dataset(synthetic_root)
+    split = split_for_config(index, SPLIT_CONFIG)
+    saved = split_names(index, split)
+    assert saved["test"][0].count("/") == 2 and len(saved["test"]) == 9  # "COVID/images/COVID-3.png"
+    changed = _copy_without(synthetic_root, tmp_path, [relative_name(index, split.train[0])])  # one training image gone
+    kept = split_for_checkpoint(changed, SPLIT_CONFIG, saved)
+    assert split_names(changed, kept) == saved and kept.notes == ()
+    assert not set(kept.train) & (set(kept.val) | set(kept.test)) and len(kept.train) == len(changed.files) - 18
+    # Rebuilt from the seed alone, the changed folder's "test" images would be others, some of them trained on.
+    assert split_names(changed, split_for_config(changed, SPLIT_CONFIG))["test"] != saved["test"]
+
+
+def test_a_saved_test_image_missing_from_the_folder_is_named_in_a_note(synthetic_root, tmp_path):
+    index = index_dataset(synthetic_root)
+    saved = split_names(index, split_for_config(index, SPLIT_CONFIG))
+    kept = split_for_checkpoint(_copy_without(synthetic_root, tmp_path, saved["test"][:2]), SPLIT_CONFIG, saved)
+    assert len(kept.test) == 7 and kept.notes == ("2 of this model's 9 test images are not in this folder: the other 7 "
+                                                  "are used",)
+
+
+def test_a_model_of_other_data_gets_the_seeds_split_and_a_note_saying_so(synthetic_root):
+    index = index_dataset(synthetic_root)
+    other = {"val": ["elsewhere/a.png"], "test": ["elsewhere/b.png", "elsewhere/c.png"]}
+    split = split_for_checkpoint(index, SPLIT_CONFIG, other)
+    assert split.test == split_for_config(index, SPLIT_CONFIG).test
+    assert "none of this model's 2 test images are in this folder" in split.notes[-1]
+    assert split_for_checkpoint(index, SPLIT_CONFIG, {}) == split_for_config(index, SPLIT_CONFIG)  # an older file
 
 
 def test_split_by_fraction(synthetic_root):

@@ -27,7 +27,7 @@ def test_real_sample_trains_evaluates_predicts_and_explains(tmp_path, capsys):
     done = list(fit(cfg))[-1]
     assert isinstance(done, Done) and done.test_report["count"] == 90 and not done.skipped_files
 
-    assert main(["evaluate", "--checkpoint", done.checkpoint, "--data", str(SAMPLE), "--json"]) == 0
+    assert main(["evaluate", "--checkpoint", done.checkpoint, "--data", str(SAMPLE), "--split", "all", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["count"] == 750 and sum(map(sum, report["confusion_matrix"])) == 750
 

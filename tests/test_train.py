@@ -36,6 +36,15 @@ def test_fit_emits_start_steps_evaluations_and_done(synthetic_root, tmp_path):
     json.dumps(done.to_dict())  # every event serialises for --json
 
 
+def test_a_checkpoint_names_the_images_its_run_held_out(synthetic_root, tmp_path):
+    from cxr.data import index_dataset, split_dataset, split_names
+
+    done = _run(tiny_config(synthetic_root, tmp_path / "m.pt"))[-1]
+    index = index_dataset(synthetic_root)
+    expected = split_names(index, split_dataset(index, test_per_class=3, val_per_class=3, seed=0))
+    assert load_checkpoint(done.checkpoint).split == expected and len(expected["test"]) == 9
+
+
 def test_a_finished_run_keeps_one_best_checkpoint_with_test_metrics_and_no_last_file(synthetic_root, tmp_path):
     done = _run(tiny_config(synthetic_root, tmp_path / "m.pt", save_last_every_s=0.0))[-1]
     best = load_checkpoint(done.checkpoint)
