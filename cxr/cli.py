@@ -111,6 +111,7 @@ def _train_config(args: argparse.Namespace):
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .events import REASONS, Attention, Done, Evaluated, Note, Started, Step
+    from .model import is_random_fallback
     from .train import fit
 
     cfg = _train_config(args)
@@ -129,7 +130,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                 sizes = ", ".join(f"{k} {v}" for k, v in ev.split.items())
                 counts = ", ".join(f"{display_name(k)} {v}" for k, v in ev.counts.items())
                 print(f"data: {cfg.data} ({ev.layout}{', SYNTHETIC' if ev.synthetic else ''}): {counts}")
-                print(f"split: {sizes}  |  device: {ev.device}  |  preset: {cfg.preset or 'none'}  |  weights: {ev.weights}")
+                # A fallback to random weights is explained once, by the warning that follows.
+                weights = "random (no ImageNet weights: see the warning)" if is_random_fallback(ev.weights) else ev.weights
+                print(f"split: {sizes}  |  device: {ev.device}  |  preset: {cfg.preset or 'none'}  |  weights: {weights}")
                 # With a time budget the run ends by the clock: a step total would only mislead.
                 bar = tqdm(total=None if cfg.time_budget_s else ev.total_steps, initial=ev.start_step, unit="step",
                            dynamic_ncols=True)
@@ -140,9 +143,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                 bar.set_postfix(loss=f"{ev.train_loss:.3f}", img_s=f"{ev.train_images_per_sec:.1f}")
             elif isinstance(ev, Evaluated):
                 line = (
-                    f"step {ev.step}/{ev.total_steps}  train loss {ev.train_loss:.3f}  val loss {ev.val_loss:.3f}  "
-                    f"val accuracy {ev.val_accuracy:.1%}  {ev.train_images_per_sec:.1f} img/s  "
-                    f"ETA {format_duration(ev.eta_s)}{'  [best]' if ev.is_best else ''}"
+                    f"step {ev.step}{'' if cfg.time_budget_s else f'/{ev.total_steps}'}  train loss {ev.train_loss:.3f}  "
+                    f"val loss {ev.val_loss:.3f}  val accuracy {ev.val_accuracy:.1%}  "
+                    f"{ev.train_images_per_sec:.1f} img/s  ETA {format_duration(ev.eta_s)}"
+                    # keep=last saves every evaluation's weights: "[best]" would be claimed for a worse one
+                    + ("" if not ev.is_best else "  [saved]" if cfg.keep == "last" else "  [best]")
                 )
                 (bar.write if bar is not None else print)(line)
             elif isinstance(ev, Note):
@@ -155,7 +160,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                 if not ev.checkpoint:
                     print("it ended before its first evaluation: nothing was saved")
                     continue
-                print(f"best validation accuracy {ev.best_val_accuracy:.1%} (step {ev.best_step}); on the held-out test set:")
+                kept = "last" if cfg.keep == "last" else "best"
+                print(f"{kept} validation accuracy {ev.best_val_accuracy:.1%} (step {ev.best_step}, the weights kept); "
+                      "on the held-out test set:")
                 print(format_report(ev.test_report))
                 if cfg.hide_lungs != "none":
                     from .focus import shortcut_sentence
@@ -256,8 +263,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import Classifier
 
     clf = Classifier(args.checkpoint)
-    if args.target is not None and args.target not in clf.classes:
-        raise UserError(f"--target {args.target} is not a class of this checkpoint ({', '.join(clf.classes)})")
+    target = None
+    if args.target is not None:  # a key ("viral") or the name the output prints ("Viral Pneumonia"), any case
+        named = {n.casefold(): k for k in clf.classes for n in (k, display_name(k))}
+        target = named.get(args.target.strip().casefold())
+        if target is None:
+            raise UserError(f"--target {args.target} is not a class of this checkpoint (one of "
+                            f"{', '.join(f'{k} ({display_name(k)})' for k in clf.classes)})")
+        if not args.cam_dir:
+            print("note: --target chooses the class Grad-CAM explains; without --cam-dir no map is drawn",
+                  file=sys.stderr)
     cam_dir = Path(args.cam_dir) if args.cam_dir else None
     if cam_dir:
         cam_dir.mkdir(parents=True, exist_ok=True)
@@ -265,7 +280,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for file in args.images:
         try:
             t0 = time.perf_counter()
-            pred = clf.predict(file, explain=cam_dir is not None, target=args.target)
+            pred = clf.predict(file, explain=cam_dir is not None, target=target)
             times.append(time.perf_counter() - t0)
         except ValueError as e:
             failed += 1
@@ -291,7 +306,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         lat, work = p50_p95([t * 1000 for t in times]), "read + predict" + (" + Grad-CAM" if cam_dir else "")
         print(f"{len(times)} images on {clf.device}: {work} {lat['p50_ms']:.1f} ms p50, {lat['p95_ms']:.1f} ms p95 "
               "per image (the first includes warm-up)", file=sys.stderr)
-    return 1 if failed else 0
+    return EXIT_BAD_INPUT if failed else 0  # an unreadable image is bad input, not a bug
 
 
 # ------------------------------------------------------------------------------------- make-synthetic, download

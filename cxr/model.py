@@ -98,6 +98,8 @@ def build_model(num_classes: int, weights: str = "none", quiet_fallback: bool = 
             if not quiet_fallback:
                 warnings.warn(source, stacklevel=2)
     elif weights != "none":
+        if not Path(weights).is_file():
+            raise ValueError(f"weights {weights!r}: no such file; use auto, imagenet, none or the path of a weights file")
         state = _load_state_dict_file(weights)
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}  # the head is always new
         missing, unexpected = model.load_state_dict(state, strict=False)

@@ -152,7 +152,8 @@ def status_text(snap: Snapshot, saved_as: str | None = None, may_start: bool = T
         if not d["checkpoint"]:
             return head + " It ended before its first evaluation, so nothing was saved."
         saved = f"*{saved_as}*" if saved_as else f"`{d['checkpoint'].rsplit('/', 1)[-1]}`"
-        return (f"{head} Best validation accuracy {percent(d['best_val_accuracy'])} (step {d['best_step']}); "
+        kept = "Last" if snap.config.get("keep") == "last" else "Best"  # the weights kept and tested
+        return (f"{head} {kept} validation accuracy {percent(d['best_val_accuracy'])} (step {d['best_step']}); "
                 f"**test accuracy {percent(d['test_accuracy'])}** on {d['test_report']['count']} held-out images. "
                 f"Saved: pick {saved} in **Classify**.{hidden_lungs_sentence(snap)}")
     step = snap.last_step

@@ -3,6 +3,7 @@ and in-process where a test must swap out the network."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +44,9 @@ def test_train_without_json_prints_readable_lines(synthetic_root, tmp_path):
                "--out", tmp_path / "m.pt")
     assert proc.returncode == 0, proc.stderr
     assert "val accuracy" in proc.stdout and "confusion matrix" in proc.stdout and "SYNTHETIC" in proc.stdout
+    # The Fast preset keeps the last weights under a time budget: no "[best]" for a worse score, no step total.
+    assert "[saved]" in proc.stdout and "[best]" not in proc.stdout and "last validation accuracy" in proc.stdout
+    assert re.search(r"^step 1  train loss", proc.stdout, re.M), proc.stdout
 
 
 def test_evaluate_json_reports_every_image(trained_checkpoint, synthetic_root):
@@ -133,7 +137,7 @@ def test_predict_json_and_gradcam_files(trained_checkpoint, synthetic_root, tmp_
     images = sorted((synthetic_root / "COVID" / "images").glob("*.png"))[:2]
     bad = imagefiles.text_as_png(tmp_path / "bad.png")
     proc = run_cli("predict", "--checkpoint", trained_checkpoint, *images, bad, "--cam-dir", tmp_path / "cams", "--json")
-    assert proc.returncode == 1  # one input was bad
+    assert proc.returncode == 2  # one input was bad: bad input, not a bug (exit 1)
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [Path(r["file"]).name for r in rows] == [images[0].name, images[1].name, "bad.png"]
     for row in rows[:2]:
@@ -142,6 +146,23 @@ def test_predict_json_and_gradcam_files(trained_checkpoint, synthetic_root, tmp_
         assert Path(row["cam"]).exists() and row["ms"] > 0
     assert "not an image" in rows[2]["error"]
     assert "2 images on cpu: read + predict + Grad-CAM" in proc.stderr and "ms p95" in proc.stderr
+
+
+@pytest.mark.parametrize("given", ["viral", "Viral Pneumonia", "viral pneumonia", "VIRAL"])
+def test_predict_target_takes_the_key_or_the_printed_name(trained_checkpoint, synthetic_root, tmp_path, capsys, given):
+    image = sorted((synthetic_root / "COVID" / "images").glob("*.png"))[0]
+    assert main(["predict", "--checkpoint", str(trained_checkpoint), str(image), "--target", given,
+                 "--cam-dir", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["cam"].endswith("_gradcam_viral.png")
+
+
+def test_predict_target_without_cam_dir_says_no_map_is_drawn_and_a_wrong_one_lists_the_names(
+        trained_checkpoint, synthetic_root, capsys):
+    image = str(sorted((synthetic_root / "COVID" / "images").glob("*.png"))[0])
+    assert main(["predict", "--checkpoint", str(trained_checkpoint), image, "--target", "COVID"]) == 0
+    assert "without --cam-dir no map is drawn" in capsys.readouterr().err
+    assert main(["predict", "--checkpoint", str(trained_checkpoint), image, "--target", "flu"]) == 2
+    assert "viral (Viral Pneumonia)" in capsys.readouterr().err
 
 
 def test_make_synthetic_writes_the_kaggle_layout(tmp_path, capsys):

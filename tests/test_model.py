@@ -90,6 +90,8 @@ def test_weights_file_that_is_not_resnet18_is_refused(tmp_path):
     (tmp_path / "junk.pth").write_text("junk")
     with pytest.raises(ValueError, match="not a readable weights file"):
         build_model(3, str(tmp_path / "junk.pth"))
+    with pytest.raises(ValueError, match="'foo': no such file; use auto, imagenet, none or the path"):
+        build_model(3, "foo")  # a mistyped choice reads as one, not as a file that failed to load
 
 
 @pytest.mark.parametrize("level, frozen_names", [("stem", ["conv1"]), ("layer2", ["conv1", "layer1", "layer2"])])
