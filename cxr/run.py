@@ -93,6 +93,7 @@ class Window:
     correct: float = 0.0
     images: int = 0
     started: float = field(default_factory=time.perf_counter)  # when the previous evaluation began (or the loop)
+    paused: float = 0.0  # how long that evaluation took (see `train.evaluation_due`)
 
     def add(self, loss: float, correct: float, images: int) -> None:
         self.loss, self.steps, self.correct, self.images = self.loss + loss, self.steps + 1, self.correct + correct, self.images + images

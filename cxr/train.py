@@ -257,12 +257,15 @@ def evaluation_due(cfg: TrainConfig, step: int, total_steps: int, window: Window
     """Every `eval_every` steps and at the last step. Under a time budget, counted from the previous evaluation:
     `eval_every` steps since, or `budget / MIN_EVALUATIONS` seconds since it began, whichever comes first, so that a
     short run (a 40 s demonstration at the Fast preset's 40 steps) still draws a curve and saves a model before its
-    end, not one point at the last step."""
+    end, not one point at the last step. The time rule also waits for at least as much training as the previous
+    evaluation took, so that on a slow or busy machine evaluating never takes over the run (one every step)."""
     if step == total_steps:
         return True
     if not cfg.time_budget_s:
         return step % cfg.eval_every == 0
-    return window.steps >= cfg.eval_every or window.seconds() >= cfg.time_budget_s / MIN_EVALUATIONS
+    since = window.seconds()
+    return window.steps >= cfg.eval_every or (since >= cfg.time_budget_s / MIN_EVALUATIONS and
+                                              since >= 2 * window.paused)
 
 
 def seconds_to_evaluation(cfg: TrainConfig, steps_since: int, seconds_since: float, steps_per_second: float) -> float:
@@ -310,7 +313,8 @@ def fit(cfg: TrainConfig, stop: StopFlag | None = None) -> Iterator[Event]:
                     continue
                 began = time.perf_counter()
                 yield from evaluate_and_save(run, step, window, best, clock, last_saved)
-                window = Window(started=began)  # the time rule counts from when this evaluation began
+                # The time rule counts from when this evaluation began, and knows how long it took.
+                window = Window(started=began, paused=time.perf_counter() - began)
                 if len(run.cache.bad) > reported_bad:
                     reported_bad = len(run.cache.bad)
                     yield Note(message=run.cache.bad_report())

@@ -115,6 +115,10 @@ def test_evaluations_come_every_n_steps_and_by_time_only_under_a_budget():
     # another at step 40.
     assert not evaluation_due(budget, 40, 1000, Window(steps=1))
     assert evaluation_due(budget, 79, 1000, Window(steps=40))
+    # An evaluation that took 20 of those 30 s (a busy machine) waits for 20 s of training before the next by time:
+    # evaluations never take over the run.
+    assert not evaluation_due(budget, 81, 1000, Window(started=time.perf_counter() - 30.0, paused=20.0))
+    assert evaluation_due(budget, 81, 1000, Window(started=time.perf_counter() - 41.0, paused=20.0))
 
 
 def test_the_wait_for_an_evaluation_follows_the_same_rule():
