@@ -147,6 +147,7 @@ class Run:
     attention_ids: list[int]
     hide: HideLungs
     history: list[dict[str, float]] = field(default_factory=list)
+    prior_seconds: float = 0.0  # time a resumed run had already trained: its schedule and budget go on from there
     attention: dict[str, Any] = field(default_factory=dict)
     writer: CheckpointWriter = field(default_factory=CheckpointWriter)  # checkpoints during the loop, written aside
 
@@ -216,6 +217,9 @@ def setup(cfg: TrainConfig) -> Run:
         steps_per_epoch=steps_per_epoch, total_steps=total_steps, start_step=start_step, best_path=best_path,
         last_path=last_path, weights=weights, pretrained=pretrained, notes=notes,
         gen=torch.Generator().manual_seed(cfg.seed + start_step), attention_ids=attention_ids, hide=hide,
+        # A resumed run goes on where it stopped: its curves, its learning-rate schedule, what is left of its budget.
+        history=list(resume.metrics.get("history", [])) if resume is not None else [],
+        prior_seconds=float(resume.metrics.get("elapsed_s", 0.0)) if resume is not None else 0.0,
     )
 
 

@@ -61,10 +61,16 @@ def training_seconds(run: Run, clock: Clock) -> float:
     return run.cfg.time_budget_s - reserve
 
 
+def run_seconds(run: Run, clock: Clock) -> float:
+    """Seconds the run has trained, a resumed run's earlier time included (what its budget counts)."""
+    return run.prior_seconds + clock.elapsed()
+
+
 def progress_of(run: Run, step: int, clock: Clock) -> float:
-    """How far through the run we are: by steps, or by time when a budget is set (whichever is further)."""
-    by_steps = (step - run.start_step) / max(run.total_steps - run.start_step, 1)
-    by_time = clock.elapsed() / max(training_seconds(run, clock), 1e-9) if run.cfg.time_budget_s else 0.0
+    """How far through the run we are: by steps, or by time when a budget is set (whichever is further). Both
+    count from the run's start, so a resumed run picks up its schedule where it stopped."""
+    by_steps = step / max(run.total_steps, 1)
+    by_time = run_seconds(run, clock) / max(training_seconds(run, clock), 1e-9) if run.cfg.time_budget_s else 0.0
     return max(by_steps, by_time)
 
 
@@ -72,7 +78,7 @@ def eta_seconds(run: Run, step: int, clock: Clock) -> float:
     """Time left: the steps to go at the pace so far, or what is left of the budget, whichever is shorter."""
     eta = (run.total_steps - step) * clock.elapsed() / max(step - run.start_step, 1)
     if run.cfg.time_budget_s:
-        eta = min(eta, max(run.cfg.time_budget_s - clock.elapsed(), 0.0))
+        eta = min(eta, max(run.cfg.time_budget_s - run_seconds(run, clock), 0.0))
     return eta
 
 
@@ -164,7 +170,7 @@ def evaluate_and_save(run: Run, step: int, window: Window, best: Best, clock: Cl
     if is_best or save_last:
         # Copies of the growing lists: the writer thread pickles these while training appends to the originals.
         metrics = {"val_accuracy": val.accuracy, "val_loss": val.loss, "step": step, "history": list(run.history),
-                   "attention": {k: list(v) for k, v in run.attention.items()}}
+                   "attention": {k: list(v) for k, v in run.attention.items()}, "elapsed_s": run_seconds(run, clock)}
     if is_best:  # best.state is already a copy of the weights: the loop goes on while the disk catches up
         run.writer.save(run.best_path, best.state, metrics=metrics, step=step, **run.meta)
     if save_last:
@@ -188,7 +194,7 @@ def stop_reason(run: Run, step: int, stop: StopFlag | None, clock: Clock) -> str
         return "stopped"
     if step >= run.total_steps:
         return "max_steps" if run.cfg.max_steps == run.total_steps else "epochs"
-    if run.cfg.time_budget_s and clock.elapsed() >= training_seconds(run, clock):
+    if run.cfg.time_budget_s and run_seconds(run, clock) >= training_seconds(run, clock):
         return "time_budget"
     return ""
 
@@ -336,7 +342,8 @@ def fit(cfg: TrainConfig, stop: StopFlag | None = None) -> Iterator[Event]:
             # Killed or failed mid-run: keep the latest weights (if they are numbers) for --resume. A run that ended
             # normally needs no -last file: its best checkpoint is what a person keeps.
             if not ended and step > run.start_step and all(torch.isfinite(p).all() for p in run.model.parameters()):
-                save_checkpoint(run.last_path, run.model, metrics={"step": step}, step=step, optimizer=run.optimizer, **run.meta)
+                save_checkpoint(run.last_path, run.model, step=step, optimizer=run.optimizer, **run.meta,
+                                metrics={"step": step, "history": run.history, "elapsed_s": run_seconds(run, clock)})
             elif ended:
                 run.last_path.unlink(missing_ok=True)
         loop_seconds = clock.elapsed()

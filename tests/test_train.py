@@ -212,9 +212,29 @@ def test_resume_continues_from_the_saved_step(synthetic_root, tmp_path):
         if isinstance(ev, Step) and ev.step == 4:
             break
     stream.close()  # interrupted (as by Ctrl-C): the -last file is what --resume takes
+    assert load_checkpoint(tmp_path / "a-last.pt").metrics["elapsed_s"] > 0
     events = _run(tiny_config(synthetic_root, tmp_path / "b.pt", max_steps=8, resume=str(tmp_path / "a-last.pt")))
     assert events[0].start_step == 4 and "resumed" in events[0].weights
     assert [e.step for e in events if isinstance(e, Step)] == [5, 6, 7, 8]
+    history = load_checkpoint(events[-1].checkpoint).metrics["history"]
+    assert [h["step"] for h in history] == [3, 6, 8]  # the curve goes on from the first run's evaluation
+
+
+def test_a_resumed_run_goes_on_with_its_schedule_and_what_is_left_of_its_budget():
+    from types import SimpleNamespace
+
+    from cxr.run import Clock
+    from cxr.train import progress_of, stop_reason
+
+    run = SimpleNamespace(cfg=TrainConfig(time_budget_s=100), start_step=20, total_steps=40, prior_seconds=0.0,
+                          split=SimpleNamespace(test=(1,), val=(1,)))
+    clock = Clock()
+    assert progress_of(run, 20, clock) == pytest.approx(0.5, abs=0.01)  # step 20 of 40: not the warm-up again
+    run.prior_seconds = 60.0
+    assert progress_of(run, 20, clock) == pytest.approx(0.6, abs=0.01)  # 60 s of a 100 s budget already trained
+    assert stop_reason(run, 21, None, clock) == ""
+    run.prior_seconds = 100.5
+    assert stop_reason(run, 21, None, clock) == "time_budget"  # the budget is the run's, not each process's
 
 
 def test_unreadable_images_are_skipped_and_reported(synthetic_root, tmp_path):
