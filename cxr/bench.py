@@ -268,7 +268,11 @@ def main(argv: list[str] | None = None) -> int:
         from .speedrun import main as speedrun_main
 
         return speedrun_main(argv)
-    p = argparse.ArgumentParser(prog="python -m cxr bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m cxr bench", description=__doc__.split("\n\n")[0],
+        epilog="With --time-to 0.85,0.90 it measures time to accuracy instead: seconds until each validation accuracy, "
+               "per setting and seed, with --runs, --seeds, --budget and --float32 (python -m cxr bench --time-to 0.85 "
+               "--help lists them; the README's Speed section has the table it makes).")
     p.add_argument("--data", help=f"dataset folder (default: {SAMPLE} if present, else synthetic)")
     p.add_argument("--images", type=int, default=1800, help="training images per run (default 1800, ~3 epochs)")
     p.add_argument("--runs", default="plain,auto", help="comma list of plain and preset names; auto: the presets for this device")

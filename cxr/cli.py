@@ -65,24 +65,47 @@ def format_report(report: dict[str, Any]) -> str:
 _SPECIAL_FIELDS = ("data", "classes", "augment", "preset", "hide_box")
 
 
+# TrainConfig fields whose help says what they do rather than a default value.
+_FLAG_HELP = {"out": "where to save (default: checkpoints/resnet18-<date>-<time>.pt, and -last.pt beside it)",
+              "resume": "a checkpoint (usually a -last.pt) to go on from: its weights, optimiser, step, time and split"}
+
+
+def preset_defaults(name: str) -> str:
+    """A setting's default as `train` picks it: one value when every preset agrees, else each preset's ("adamw
+    (fast-cpu), adam (gpu, recipe)"), since without --preset the machine's preset sets it."""
+    from .presets import PRESETS, apply_preset
+
+    by_value: dict[str, list[str]] = {}
+    for preset in PRESETS:
+        v = getattr(apply_preset(preset), name)
+        shown = "none" if v in (None, "") else f"{v:g}" if isinstance(v, float) else str(v)
+        by_value.setdefault(shown, []).append(preset)
+    if len(by_value) == 1:
+        return f"default: {next(iter(by_value))}"
+    return "default: " + ", ".join(f"{v} ({', '.join(presets)})" for v, presets in by_value.items())
+
+
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field: numbers typed and ranged from BOUNDS, choices from CHOICES, switches for
-    booleans. Defaults stay None here, so only the flags given override the preset."""
+    booleans, each with its default per preset. Defaults stay None here, so only the flags given override the
+    preset."""
     from .config import BOUNDS, CHOICES, TrainConfig
 
     for f in fields(TrainConfig):
         if f.name in _SPECIAL_FIELDS:
             continue
         flag, default = "--" + f.name.replace("_", "-"), f.default if f.default is not MISSING else None
+        said = _FLAG_HELP.get(f.name) or preset_defaults(f.name)
         if f.name in BOUNDS:
             lo, hi, kind = BOUNDS[f.name]
-            parser.add_argument(flag, type=kind, metavar="N" if kind is int else "X", help=f"{lo:g} to {hi:g}")
+            bounds = f"{lo:d} to {hi:d}" if kind is int else f"{lo:g} to {hi:g}"
+            parser.add_argument(flag, type=kind, metavar="N" if kind is int else "X", help=f"{bounds}; {said}")
         elif isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"default: {default}")
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=said)
         elif f.name in CHOICES:
-            parser.add_argument(flag, choices=CHOICES[f.name], help=f"default: {default}")
+            parser.add_argument(flag, choices=CHOICES[f.name], help=said)
         else:
-            parser.add_argument(flag, help=f"default: {default or 'none'}")
+            parser.add_argument(flag, help=said)
 
 
 def _train_config(args: argparse.Namespace):
@@ -345,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json-attention", action="store_true", help="with --json, include the attention maps")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", help="score a checkpoint on every image under a folder (or its test split)")
+    e = sub.add_parser("evaluate", help="score a checkpoint on its own test images (or every image under a folder)")
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--data", required=True)
     e.add_argument("--split", choices=("test", "all"), default="test",

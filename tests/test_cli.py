@@ -49,6 +49,14 @@ def test_train_without_json_prints_readable_lines(synthetic_root, tmp_path):
     assert re.search(r"^step 1  train loss", proc.stdout, re.M), proc.stdout
 
 
+def test_train_help_gives_each_settings_default_per_preset(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "default: adamw (fast-cpu), adam (recipe, gpu)" in text  # without --preset the machine's preset decides
+    assert "--target-accuracy X 0 to 1; default: 0.95" in text and "--seed N 0 to 2147483647; default: 0" in text
+
+
 def test_evaluate_json_reports_every_image(trained_checkpoint, synthetic_root):
     proc = run_cli("evaluate", "--checkpoint", trained_checkpoint, "--data", synthetic_root, "--split", "all", "--json")
     assert proc.returncode == 0, proc.stderr
