@@ -220,7 +220,9 @@ def model_section(f: Facts) -> list[str]:
         f"- Input: a grayscale X-ray squashed to {ckpt.image_size}x{ckpt.image_size}, repeated to 3 channels, "
         "ImageNet normalisation.",
         f"- Starting weights: {_starting_weights(ckpt)}.",
-        f"- Trained for {ckpt.step} steps{saved} with cxr (`python -m cxr train`).",
+        f"- Trained for {ckpt.step} steps{saved} with cxr (`python -m cxr train`)"
+        + (f", on {ckpt.metrics['device']} in {ckpt.metrics['precision']} (validation and test too; `cxr evaluate` "
+           "and `predict` run in float32)." if ckpt.metrics.get("precision") else "."),
         f"- Weights: `{f.file_name}`. Load them with `cxr.checkpoint.load_checkpoint(path)`, or classify with "
         "`cxr.predict.Classifier(path).predict(image, explain=True)` for probabilities and a Grad-CAM.", "",
         "## Training settings", "",

@@ -199,6 +199,12 @@ def stop_reason(run: Run, step: int, stop: StopFlag | None, clock: Clock) -> str
     return ""
 
 
+def precision_of(run: Run) -> str:
+    """What the run computed in, as the checkpoint records it: the settings (`amp`, `cpu_bf16`) only ask for
+    bfloat16, and a CPU without it (or a GPU without bf16) trains in float32."""
+    return f"{str(run.amp_dtype).removeprefix('torch.')} autocast" if run.amp_dtype is not None else "float32"
+
+
 def finish(run: Run, best: Best, step: int, reason: str, clock: Clock, loop_seconds: float) -> Done:
     """The honest number: the best weights, once, on test images that played no part in training or stopping."""
     test_accuracy, test_loss, report, t_test = None, None, {}, 0.0
@@ -212,6 +218,7 @@ def finish(run: Run, best: Best, step: int, reason: str, clock: Clock, loop_seco
         metrics = {"val_accuracy": best.accuracy, "val_loss": best.loss, "best_step": best.step,
                    "test_accuracy": test.accuracy, "test_loss": test.loss, "test": report, "reason": reason,
                    "weights": run.weights, "pretrained": run.pretrained, "device": str(run.device),
+                   "precision": precision_of(run),
                    "history": run.history, "attention": run.attention, "seconds": loop_seconds}
         save_checkpoint(run.best_path, run.model, metrics=metrics, step=best.step, **run.meta)
     return Done(

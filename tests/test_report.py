@@ -77,6 +77,7 @@ def test_card_has_every_section_and_the_notice(report_dir):
                     "## Attention over training", "## Known dataset biases", "## Not a medical device"):
         assert heading in text
     assert NOTICE in text and "paediatric" in text and "recall for COVID" in text
+    assert "on cpu in float32 (validation and test too" in text  # what it computed in, not only what was asked
     for name in FIGURES:
         assert f"]({name})" in text
 

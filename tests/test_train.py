@@ -220,6 +220,15 @@ def test_resume_continues_from_the_saved_step(synthetic_root, tmp_path):
     assert [h["step"] for h in history] == [3, 6, 8]  # the curve goes on from the first run's evaluation
 
 
+def test_a_checkpoint_records_the_precision_its_run_computed_in(trained_checkpoint):
+    from types import SimpleNamespace
+
+    from cxr.train import precision_of
+
+    assert load_checkpoint(trained_checkpoint).metrics["precision"] == "float32"  # a CPU run without cpu_bf16
+    assert precision_of(SimpleNamespace(amp_dtype=torch.bfloat16)) == "bfloat16 autocast"
+
+
 def test_a_resumed_run_goes_on_with_its_schedule_and_what_is_left_of_its_budget():
     from types import SimpleNamespace
 
