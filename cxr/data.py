@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -135,6 +136,37 @@ class Split:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
 
 
+# The database's Viral Pneumonia images (from a paediatric collection) are named "person<N>_virus_<M>.png": one
+# child, several X-rays. COVID and Normal file names carry no patient, so each of those files is its own group.
+_PATIENT = re.compile(r"^(person\d+)_", re.IGNORECASE)
+
+
+def patient_key(path: "str | Path") -> str:
+    """Which patient a file shows, as far as its name says ("person88" for person88_virus_161.png), else the file
+    itself: images of one patient must not fall on both sides of a split, or the test set checks recognition of
+    people the model has already seen."""
+    name = Path(path).name
+    m = _PATIENT.match(name)
+    return m.group(1).lower() if m else name
+
+
+def _by_patient(ids: list[int], index: DatasetIndex) -> list[list[int]]:
+    """`ids` in groups of one patient each, in the order each patient first appears."""
+    groups: dict[str, list[int]] = {}
+    for i in ids:
+        groups.setdefault(patient_key(index.files[i]), []).append(i)
+    return list(groups.values())
+
+
+def _take(groups: list[list[int]], n: int, start: int) -> tuple[list[int], int]:
+    """Whole patients from `groups[start:]` until at least `n` images: (their ids, where the next group starts)."""
+    taken, k = [], start
+    while len(taken) < n and k < len(groups):
+        taken += groups[k]
+        k += 1
+    return taken, k
+
+
 def split_dataset(
     index: DatasetIndex,
     test_per_class: int = TEST_PER_CLASS,
@@ -144,7 +176,9 @@ def split_dataset(
 ) -> Split:
     """Stratified split, the same for the same seed and files. Test: `test_per_class` images of each class (the
     recipe's 30), or `test_fraction` of each; validation: `val_per_class` of each class from what is left; the rest
-    trains. No file is in two parts. A class too small for both is shrunk to a fifth each, with a note."""
+    trains. No file, and no patient a file name identifies (`patient_key`), is in two parts: a patient's X-rays
+    go together, so a part can hold a few more images than asked. A class too small for both is shrunk to a fifth
+    each, with a note."""
     if test_fraction is not None and not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction}")
     if test_per_class < 1 or val_per_class < 1:
@@ -165,9 +199,14 @@ def split_dataset(
             n_test = n_val = max(1, n // 5)
             notes.append(f"class '{key}' has only {n} images: test and validation use {n_test} each")
         n_test = max(1, n_test)
-        test += ids[:n_test]
-        val += ids[n_test : n_test + n_val]
-        train += ids[n_test + n_val :]
+        groups = _by_patient(ids, index)  # one image each where names say nothing: the plain shuffled order
+        class_test, k = _take(groups, n_test, 0)
+        class_val, k = _take(groups, n_val, k)
+        if k >= len(groups):
+            raise ValueError(f"class '{key}' has too few patients for a training, validation and test part")
+        test += class_test
+        val += class_val
+        train += [i for g in groups[k:] for i in g]
     return Split(tuple(sorted(train)), tuple(sorted(val)), tuple(sorted(test)), tuple(notes))
 
 

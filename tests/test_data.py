@@ -3,8 +3,8 @@ import shutil
 
 import pytest
 
-from cxr.data import (DEFAULT_CLASSES, index_dataset, parse_classes, relative_name, split_dataset, split_for_checkpoint,
-                      split_for_config, split_names)
+from cxr.data import (DEFAULT_CLASSES, index_dataset, parse_classes, patient_key, relative_name, split_dataset,
+                      split_for_checkpoint, split_for_config, split_names)
 from tests.imagefiles import write_images
 
 
@@ -131,6 +131,35 @@ def test_a_model_of_other_data_gets_the_seeds_split_and_a_note_saying_so(synthet
 def test_split_by_fraction(synthetic_root):
     split = split_dataset(index_dataset(synthetic_root), test_fraction=0.25, val_per_class=2)
     assert len(split.test) == 9
+
+
+@pytest.mark.parametrize("name, key", [("person88_virus_161.png", "person88"), ("PERSON1_bacteria_2.jpeg", "person1"),
+                                       ("COVID-1.png", "COVID-1.png"), ("person_x.png", "person_x.png")])
+def test_a_file_names_patient_is_its_person_number_else_the_file_itself(name, key):
+    assert patient_key(f"/data/Viral Pneumonia/images/{name}") == key
+
+
+def test_a_patients_xrays_stay_on_one_side_of_the_split(tmp_path):
+    write_images(tmp_path / "COVID", 20)
+    write_images(tmp_path / "Normal", 20)
+    for person in range(8):
+        write_images(tmp_path / "Viral Pneumonia", 3, prefix=f"person{person}_virus")
+    index = index_dataset(tmp_path)
+    for seed in range(5):
+        split = split_dataset(index, test_per_class=4, val_per_class=4, seed=seed)
+        parts = [{(index.labels[i], patient_key(index.files[i])) for i in part}
+                 for part in (split.train, split.val, split.test)]
+        assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2]), seed
+        assert sum(index.labels[i] == 2 for i in split.test) == 6  # two whole patients: the 4 asked for, and more
+        assert sum(index.labels[i] == 0 for i in split.test) == 4  # names without a patient: exactly as asked
+
+
+def test_a_class_of_too_few_patients_is_refused_clearly(tmp_path):
+    write_images(tmp_path / "COVID", 10)
+    write_images(tmp_path / "Normal", 10)
+    write_images(tmp_path / "Viral Pneumonia", 6, prefix="person1_virus")  # six X-rays of one child
+    with pytest.raises(ValueError, match="'viral' has too few patients"):
+        split_dataset(index_dataset(tmp_path), test_per_class=2, val_per_class=2)
 
 
 @pytest.mark.parametrize("n, ok", [(1, False), (2, False), (3, True), (7, True)])

@@ -239,3 +239,20 @@ def test_a_model_still_training_says_so_beside_its_test_score(shared, monkeypatc
     monkeypatch.setattr(shared, "running_checkpoint", lambda: MODEL)
     text = view(shared)["summary"]
     assert "right**" in text and "still training" in text and "never sees the test set" in text
+
+
+def test_a_model_whose_test_images_are_partly_gone_is_scored_on_the_rest_and_says_so(synthetic_root, trained_checkpoint,
+                                                                                       tmp_path):
+    import torch
+
+    from cxr.checkpoint import read_checkpoint_file
+
+    raw = read_checkpoint_file(trained_checkpoint)
+    raw["split"]["test"][0] = "COVID/images/not-here-any-more.png"  # a test image removed from the folder since
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    torch.save(raw, folder / "moved.pt")
+    ctx = make_context(synthetic_root, folder)
+    out = view(ctx, "moved.pt")
+    assert out["metrics"]["test images"].sum() == 8
+    assert "1 of this model's 9 test images are not in this folder: the other 8 are used" in out["summary"]
