@@ -210,11 +210,16 @@ def split_dataset(
     return Split(tuple(sorted(train)), tuple(sorted(val)), tuple(sorted(test)), tuple(notes))
 
 
+def path_below(root: "str | Path", file: "str | Path") -> str:
+    """`file` as a path below `root`, with forward slashes ("COVID/images/COVID-12.png"): the name that finds the
+    same image in another copy of the folder, and says nothing of where this one sits. Its bare name if outside."""
+    path = Path(file)
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
+
+
 def relative_name(index: DatasetIndex, i: int) -> str:
-    """File `i` as a path below the dataset's root, with forward slashes ("COVID/images/COVID-12.png"): the name
-    that finds the same image in another copy of the folder."""
-    path = Path(index.files[i])
-    return path.relative_to(index.root).as_posix() if path.is_relative_to(index.root) else path.name
+    """File `i` of the index as a path below the dataset's root (`path_below`)."""
+    return path_below(index.root, index.files[i])
 
 
 def split_names(index: DatasetIndex, split: Split) -> dict[str, list[str]]:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .checkpoint import Checkpoint, load_checkpoint
-from .data import DatasetIndex, Split, display_name
+from .data import DatasetIndex, Split, display_name, path_below
 from .cache import ImageCache
 from .figures import TOP_LOSSES_SHOWN, attention_figure, confusion_figure, curves_figure, top_losses_figure
 from .focus import lung_focus_report, lung_focus_words, shortcut_sentence
@@ -153,8 +153,7 @@ class Facts:
         return auc if self.agrees else {k: None for k in auc}
 
     def relative(self, file: str) -> str:
-        path = Path(file)
-        return path.relative_to(self.index.root).as_posix() if path.is_relative_to(self.index.root) else path.name
+        return path_below(self.index.root, file)
 
 
 def gather_facts(checkpoint_path: Path, data_dir: "str | Path", batch_size: int, device: "str | torch.device") -> Facts:
