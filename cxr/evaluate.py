@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .data import display_name
 from .transforms import to_model_input
 
 
@@ -102,3 +103,21 @@ def classification_report(y_true: Sequence[int], y_pred: Sequence[int], classes:
         "macro": macro,
         "count": n,
     }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A classification report as a plain-text table plus the confusion matrix."""
+    names = [display_name(c) for c in report["classes"]]
+    width = max(len(n) for n in names + ["macro avg"]) + 2
+    lines = [f"{'':{width}}precision  recall  f1     support"]
+    for key, name in zip(report["classes"], names):
+        m = report["per_class"][key]
+        lines.append(f"{name:{width}}{m['precision']:9.3f}  {m['recall']:6.3f}  {m['f1']:5.3f}  {m['support']:7d}")
+    mac = report["macro"]
+    lines.append(f"{'macro avg':{width}}{mac['precision']:9.3f}  {mac['recall']:6.3f}  {mac['f1']:5.3f}  {report['count']:7d}")
+    lines.append(f"accuracy {report['accuracy']:.3f}   confusion matrix (rows: true, columns: predicted):")
+    cw = max(len(n) for n in names) + 2
+    lines.append(" " * width + "".join(f"{n:>{cw}}" for n in names))
+    for name, row in zip(names, report["confusion_matrix"]):
+        lines.append(f"{name:{width}}" + "".join(f"{v:>{cw}d}" for v in row))
+    return "\n".join(lines)

@@ -5,13 +5,13 @@ from dataclasses import replace
 import pytest
 import torch
 
-from cxr import cli
+from cxr import cli, cli_train
 from cxr.presets import PRESETS, apply_preset, default_preset, presets_for
 from cxr.transforms import AugmentConfig
 
 
 def _config(*flags):
-    return cli._train_config(cli.build_parser().parse_args(["train", "--data", "xrays", *flags]))
+    return cli_train.train_config(cli.build_parser().parse_args(["train", "--data", "xrays", *flags]))
 
 
 def _preset(name):
