@@ -33,6 +33,10 @@ CSS = """
 /* The methods' maps arrive after the page is laid out: show both rows in full, no scrolling inside the gallery. */
 #methods_gallery .grid-wrap, #methods_gallery .fixed-height { height: auto !important; max-height: none !important;
   overflow-y: visible !important; }
+/* Gradio gives a gallery of height "auto" at least 450 px: the Data tab's one row of variants left a band of empty
+   space under it. Each gallery is as tall as its thumbnails, and shows them all without scrolling. */
+#samples_gallery .fixed-height, #variants_gallery .fixed-height { min-height: 0 !important; max-height: none !important;
+  overflow-y: visible !important; }
 """
 # The largest thing a visitor sends is a model (~45 MB); X-rays are held to 20 MB by Classify.
 MAX_UPLOAD = f"{model_files.MAX_MODEL_MB}mb"

@@ -499,6 +499,10 @@ def test_augmentation_switches_redraw_the_samples_and_hiding_blacks_out_the_lung
             """g => [g, ...g.querySelectorAll('*')].filter(e => /(auto|scroll)/.test(getComputedStyle(e).overflowY)
                                                           && e.scrollHeight > e.clientHeight + 2).length""")
         assert inner == 0, f"{gallery} scrolls inside"
+        gap = page.locator(gallery).evaluate(  # and no band of empty space under the last row
+            """g => g.getBoundingClientRect().bottom - Math.max(...[...g.querySelectorAll('img')].map(
+                       i => i.getBoundingClientRect().bottom))""")
+        assert gap < 40, f"{gallery} has {gap:.0f} px of empty space under its thumbnails"
     _screenshots(page, "data")
 
     page.locator("#hide_preview").get_by_text("lungs hidden: central box").click()
