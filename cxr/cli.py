@@ -86,6 +86,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"{len(ids)} {what} under {args.data}" + (f"; {cache.bad_report()}" if cache.bad else ""))
     for note in notes:
         print(f"note: {note}")
+    if notes:
+        print("note: --split all scores every image under --data instead")
     if ignored:
         print(f"note: this model knows {', '.join(ckpt.class_names)}; ignored the folders {', '.join(ignored)}")
     print(format_report(report))

@@ -28,6 +28,9 @@ _FLAG_HELP = {"out": "where to save (default: checkpoints/resnet18-<date>-<time>
               "resume": "a checkpoint (usually a -last.pt) to go on from: its weights, optimiser, step, time and split"}
 
 
+_ZERO_IS_NONE = ("max_steps", "time_budget_s")  # settings where 0 means no limit, not zero steps or seconds
+
+
 def preset_defaults(name: str) -> str:
     """A setting's default as `train` picks it: one value when every preset agrees, else each preset's ("adamw
     (fast-cpu), adam (gpu, recipe)"), since without --preset the machine's preset sets it."""
@@ -36,7 +39,10 @@ def preset_defaults(name: str) -> str:
     by_value: dict[str, list[str]] = {}
     for preset in PRESETS:
         v = getattr(apply_preset(preset), name)
-        shown = "none" if v in (None, "") else f"{v:g}" if isinstance(v, float) else str(v)
+        if name in _ZERO_IS_NONE and not v:
+            shown = "0 (no limit)"
+        else:
+            shown = "none" if v in (None, "") else f"{v:g}" if isinstance(v, float) else str(v)
         by_value.setdefault(shown, []).append(preset)
     if len(by_value) == 1:
         return f"default: {next(iter(by_value))}"

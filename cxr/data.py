@@ -136,8 +136,9 @@ class Split:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
 
 
-# The database's Viral Pneumonia images (from a paediatric collection) are named "person<N>_virus_<M>.png": one
-# child, several X-rays. COVID and Normal file names carry no patient, so each of those files is its own group.
+# Viral Pneumonia X-rays under their original paediatric-collection names (Kermany et al.; the sample keeps them)
+# say which child each shows: "person<N>_virus_<M>.png". The Kaggle database renamed them "Viral Pneumonia-<n>.png",
+# and COVID and Normal names carry no patient either: each of those files is its own group.
 _PATIENT = re.compile(r"^(person\d+)_", re.IGNORECASE)
 
 
@@ -158,13 +159,18 @@ def _by_patient(ids: list[int], index: DatasetIndex) -> list[list[int]]:
     return list(groups.values())
 
 
-def _take(groups: list[list[int]], n: int, start: int) -> tuple[list[int], int]:
-    """Whole patients from `groups[start:]` until at least `n` images: (their ids, where the next group starts)."""
-    taken, k = [], start
-    while len(taken) < n and k < len(groups):
-        taken += groups[k]
-        k += 1
-    return taken, k
+def _take(groups: list[list[int]], n: int) -> tuple[list[int], list[list[int]]]:
+    """Whole patients, in order, until `n` images: (their ids, the groups left, in order). A patient who would
+    overshoot `n` by more than a tenth is left for the next part (a child with 60 X-rays must not become the whole
+    test set), so a part can end a little over or under `n`. One image per group takes exactly the first `n`."""
+    limit = n + max(1, n // 10)
+    taken, left = [], []
+    for group in groups:
+        if len(taken) < n and len(taken) + len(group) <= limit:
+            taken += group
+        else:
+            left.append(group)
+    return taken, left
 
 
 def split_dataset(
@@ -173,12 +179,14 @@ def split_dataset(
     test_fraction: float | None = None,
     val_per_class: int = VAL_PER_CLASS,
     seed: int = 0,
+    by_patient: bool = True,
 ) -> Split:
     """Stratified split, the same for the same seed and files. Test: `test_per_class` images of each class (the
     recipe's 30), or `test_fraction` of each; validation: `val_per_class` of each class from what is left; the rest
     trains. No file, and no patient a file name identifies (`patient_key`), is in two parts: a patient's X-rays
-    go together, so a part can hold a few more images than asked. A class too small for both is shrunk to a fifth
-    each, with a note."""
+    go together, so a part can hold a few more or fewer images than asked. `by_patient=False` splits file by file
+    (how checkpoints from before the grouping were split). A class too small for both is shrunk to a fifth each,
+    with a note."""
     if test_fraction is not None and not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction}")
     if test_per_class < 1 or val_per_class < 1:
@@ -199,14 +207,19 @@ def split_dataset(
             n_test = n_val = max(1, n // 5)
             notes.append(f"class '{key}' has only {n} images: test and validation use {n_test} each")
         n_test = max(1, n_test)
-        groups = _by_patient(ids, index)  # one image each where names say nothing: the plain shuffled order
-        class_test, k = _take(groups, n_test, 0)
-        class_val, k = _take(groups, n_val, k)
-        if k >= len(groups):
-            raise ValueError(f"class '{key}' has too few patients for a training, validation and test part")
+        # One image each where names say nothing (or by_patient is off): the plain shuffled order.
+        groups = _by_patient(ids, index) if by_patient else [[i] for i in ids]
+        class_test, groups = _take(groups, n_test)
+        class_val, groups = _take(groups, n_val)
+        if not (class_test and class_val and groups):
+            raise ValueError(f"class '{key}' has too few patients for a training, validation and test part "
+                             "(its file names say which X-rays show one patient, and a patient is never split)")
+        if len(class_test) < n_test or len(class_val) < n_val:
+            notes.append(f"class '{key}': test {len(class_test)} and validation {len(class_val)} images, not "
+                         f"{n_test} and {n_val}: patients with many X-rays are kept whole, in training")
         test += class_test
         val += class_val
-        train += [i for g in groups[k:] for i in g]
+        train += [i for g in groups for i in g]
     return Split(tuple(sorted(train)), tuple(sorted(val)), tuple(sorted(test)), tuple(notes))
 
 
@@ -231,15 +244,16 @@ def split_for_checkpoint(index: DatasetIndex, config: dict, saved: "dict[str, li
     """The split a run used. From the file names its checkpoint saved (`split_names`) when it has them: the same
     test images even after files were added to or removed from the folder, where rebuilding from the seed would
     shuffle images the model trained on into the test set. Else (a checkpoint from before names were saved)
-    rebuilt from its settings. Notes say when saved test images are missing here, and when none are (a model
-    trained on another folder: its test split here can only be drawn from its seed)."""
-    rebuilt = split_for_config(index, config)
+    rebuilt from its settings, file by file as such checkpoints were split. Notes say when saved test images are
+    missing here, and when none are (a model trained on another folder: its test split here can only be drawn from
+    its seed)."""
     if not saved or not saved.get("test"):
-        return rebuilt
+        return split_for_config(index, config, by_patient=False)
+    rebuilt = split_for_config(index, config)
     where = {relative_name(index, i): i for i in range(len(index.files))}
-    val = tuple(sorted(where[n] for n in saved.get("val", []) if n in where))
-    test = tuple(sorted(where[n] for n in saved["test"] if n in where))
-    n_saved = len(saved["test"])
+    val = tuple(sorted({where[n] for n in saved.get("val", []) if n in where}))
+    test = tuple(sorted({where[n] for n in saved["test"] if n in where}))
+    n_saved = len(set(saved["test"]))
     if not test:
         return Split(rebuilt.train, rebuilt.val, rebuilt.test, rebuilt.notes + (
             f"none of this model's {n_saved} test images are in this folder (it was trained on other data): its test "
@@ -251,7 +265,7 @@ def split_for_checkpoint(index: DatasetIndex, config: dict, saved: "dict[str, li
     return Split(tuple(i for i in range(len(index.files)) if i not in held), val, test, notes)
 
 
-def split_for_config(index: DatasetIndex, config: dict) -> Split:
+def split_for_config(index: DatasetIndex, config: dict, by_patient: bool = True) -> Split:
     """The split a training run used, rebuilt from the settings saved in its checkpoint (`Checkpoint.config`), so
     its "test" images are the ones it never trained on, whatever seed or test size it was trained with."""
     return split_dataset(
@@ -260,4 +274,5 @@ def split_for_config(index: DatasetIndex, config: dict) -> Split:
         config.get("test_fraction"),
         int(config.get("val_per_class", VAL_PER_CLASS)),
         int(config.get("seed", 0)),
+        by_patient,
     )

@@ -203,6 +203,9 @@ def setup(cfg: TrainConfig) -> Run:
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
+    prior_seconds = float(resume.metrics.get("elapsed_s", 0.0)) if resume is not None else 0.0
+    if resume is not None:
+        _check_resumable(cfg, start_step, total_steps, prior_seconds)
     # The shortcut experiment: the same region is black in every image the model sees, in training and testing.
     hide = HideLungs(cfg.hide_lungs, tuple(cfg.hide_box))
     if hide.needs_masks:
@@ -219,8 +222,19 @@ def setup(cfg: TrainConfig) -> Run:
         gen=torch.Generator().manual_seed(cfg.seed + start_step), attention_ids=attention_ids, hide=hide,
         # A resumed run goes on where it stopped: its curves, its learning-rate schedule, what is left of its budget.
         history=list(resume.metrics.get("history", [])) if resume is not None else [],
-        prior_seconds=float(resume.metrics.get("elapsed_s", 0.0)) if resume is not None else 0.0,
+        prior_seconds=prior_seconds,
     )
+
+
+def _check_resumable(cfg: TrainConfig, start_step: int, total_steps: int, prior_seconds: float) -> None:
+    """A resumed run must have something left to do: its steps and its budget count from the run's start."""
+    name = Path(cfg.resume).name
+    if start_step >= total_steps:
+        raise UserError(f"cannot resume: {name} is at step {start_step} and this run ends at step {total_steps}; "
+                        "give more --epochs or --max-steps")
+    if cfg.time_budget_s and prior_seconds >= cfg.time_budget_s:
+        raise UserError(f"cannot resume: {name} has trained {prior_seconds:.0f} s and --time-budget-s is "
+                        f"{cfg.time_budget_s:g}, which counts the time already trained; give a larger one, or 0 for none")
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:

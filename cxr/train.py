@@ -23,7 +23,7 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 from .writer import snapshot
 from .config import TrainConfig
 from .data import relative_name
@@ -188,6 +188,22 @@ def evaluate_and_save(run: Run, step: int, window: Window, best: Best, clock: Cl
     return events
 
 
+def best_so_far(run: Run) -> Best:
+    """What a run has to beat. A resumed keep=best run starts from the best model its first part saved at --out, so
+    a worse one does not replace it (and the card's best validation accuracy is the run's, not this part's)."""
+    best = Best()
+    if not (run.start_step and run.cfg.keep == "best" and run.best_path.is_file()):
+        return best
+    try:
+        saved = load_checkpoint(run.best_path)
+    except ValueError:
+        return best  # not a checkpoint this run can build on: this part's first evaluation replaces it
+    if saved.classes == run.index.classes and "val_accuracy" in saved.metrics:
+        best.accuracy, best.loss = float(saved.metrics["val_accuracy"]), float(saved.metrics.get("val_loss", math.inf))
+        best.step, best.state = saved.step, saved.model.state_dict()
+    return best
+
+
 def stop_reason(run: Run, step: int, stop: StopFlag | None, clock: Clock) -> str:
     """Why the run should end before taking step `step + 1`, or "" to go on."""
     if stop is not None and stop.is_set():
@@ -304,7 +320,7 @@ def fit(cfg: TrainConfig, stop: StopFlag | None = None) -> Iterator[Event]:
         yield Note(message=message)
     if cfg.workers:  # decode on every worker in the order the images are needed, while training starts
         run.cache.start_filling(decode_order(run), cfg.workers)
-    step, reason, best, window, last_saved, reported_bad, ended = run.start_step, "", Best(), Window(), [time.perf_counter()], 0, False
+    step, reason, best, window, last_saved, reported_bad, ended = run.start_step, "", best_so_far(run), Window(), [time.perf_counter()], 0, False
     with _cudnn_benchmark(run.device.type == "cuda" or torch.backends.cudnn.benchmark):
         try:
             set_train_mode(run.model)
@@ -351,7 +367,7 @@ def fit(cfg: TrainConfig, stop: StopFlag | None = None) -> Iterator[Event]:
             if not ended and step > run.start_step and all(torch.isfinite(p).all() for p in run.model.parameters()):
                 save_checkpoint(run.last_path, run.model, step=step, optimizer=run.optimizer, **run.meta,
                                 metrics={"step": step, "history": run.history, "elapsed_s": run_seconds(run, clock)})
-            elif ended:
+            elif ended and best.state is not None:  # the run's model is saved: the resume point is done with
                 run.last_path.unlink(missing_ok=True)
         loop_seconds = clock.elapsed()
         run.writer.flush()  # a checkpoint that could not be written fails the run here, as it would have in the loop

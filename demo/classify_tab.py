@@ -26,7 +26,7 @@ from . import explain_panel, model_files
 from .context import AppContext
 from .labels import percent
 from .limits import forget_upload
-from .messages import SOMETHING_WRONG, no_model_yet, not_yet, user_error
+from .messages import SOMETHING_WRONG, not_yet, user_error
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def colour_bar(stops: int = 11) -> str:
 # ------------------------------------------------------------------------------------------------ models
 def starter_message(ctx: AppContext) -> str:
     """What a visitor reads while no model exists yet: the starter run's progress, or how to train one."""
-    return no_model_yet(ctx.job.snapshot())
+    return ctx.no_model_yet()
 
 
 def model_list(ctx: AppContext, known: list, current: str | None):
@@ -122,7 +122,7 @@ def classify(ctx: AppContext, file: str | None, checkpoint: str | None, target: 
     if not file and source is None:
         raise user_error("Drop an X-ray image (PNG, JPEG or DICOM) into the box first.")
     if not checkpoint:  # the page counts down to the first model and classifies the X-ray then (`classify_waiting`)
-        raise not_yet(no_model_yet(ctx.job.snapshot(), markdown=False, countdown=False))
+        raise not_yet(ctx.no_model_yet(markdown=False, countdown=False))
     try:
         clf = ctx.classifier(checkpoint)
         if target not in (None, PREDICTED, *clf.classes):

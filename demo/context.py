@@ -33,6 +33,7 @@ from cxr.synthetic import make_synthetic
 
 from .job import TrainingJob
 from .labels import model_label
+from .messages import no_model_yet
 from .teacher import token_is_valid
 
 log = logging.getLogger(__name__)
@@ -246,6 +247,10 @@ class AppContext:
             if info is not None:
                 out.append(ModelEntry(path.name, model_label(info, path.name == running, self.settings.synthetic), info, path.name == running))
         return out
+
+    def no_model_yet(self, **kwargs: Any) -> str:
+        """`messages.no_model_yet` for this server's run, and for who trains here (the teacher, with a key)."""
+        return no_model_yet(self.job.snapshot(), teacher_only=self.settings.teacher_only, **kwargs)
 
     def label_of(self, name: str) -> str | None:
         """One finished model's label as `models` gives it, reading only that file's facts (the Train tab asks

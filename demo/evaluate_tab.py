@@ -32,7 +32,7 @@ from cxr.interpret import Interpretation, Record, cache_for, interpret_as_traine
 from cxr.report import write_report
 
 from .context import AppContext
-from .messages import no_model_yet, not_yet, user_error
+from .messages import not_yet, user_error
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ def show_model(ctx: AppContext, name: str | None):
     the sentence saying when there will be one."""
     reset = (WRONG, gr.update(value=[], visible=False), CELL_HINT, [], gr.update(value=None, visible=False))
     if not name:
-        return (no_model_yet(ctx.job.snapshot(), countdown=False), gr.update(value=[], visible=False), [],
+        return (ctx.no_model_yet(countdown=False), gr.update(value=[], visible=False), [],
                 pd.DataFrame(), "", pd.DataFrame(), "", *reset, gr.update(visible=False))
     analysis = _analysis(ctx, name)
     interp = analysis.interp
@@ -268,7 +268,7 @@ def _write_zip(checkpoint: Path, data_dir: Path, reports: Path) -> str:
 def report_zip(ctx: AppContext, name: str | None) -> str:
     """The model card folder of `name` (README.md, figures, metrics.json) as a zip, written once per model file."""
     if not name:
-        raise not_yet(no_model_yet(ctx.job.snapshot(), markdown=False, countdown=False))
+        raise not_yet(ctx.no_model_yet(markdown=False, countdown=False))
     try:
         path = ctx.checkpoint_path(name)
         key = ("report", name, path.stat().st_mtime)
@@ -311,7 +311,7 @@ def build(ctx: AppContext) -> dict[str, Any]:
         report_btn = gr.Button("Make a report (zip)", elem_id="eval_report", scale=1)
         download_btn = gr.DownloadButton("Download the report", visible=False, variant="primary",
                                          elem_id="eval_download", scale=1)
-    waiting = no_model_yet(ctx.job.snapshot(), countdown=False)
+    waiting = ctx.no_model_yet(countdown=False)
     summary_text = gr.Markdown(waiting if not models else "", elem_id="eval_summary")
 
     with gr.Column(visible=bool(models)) as body:  # with no model yet, only the sentence above: no empty tables

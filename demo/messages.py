@@ -79,13 +79,15 @@ def roughly(seconds: float) -> str:
     return f"in about {math.ceil(seconds / 60)} min"
 
 
-def no_model_yet(snap: Snapshot, markdown: bool = True, countdown: bool = True) -> str:
+def no_model_yet(snap: Snapshot, markdown: bool = True, countdown: bool = True, teacher_only: bool = False) -> str:
     """Why there is no model to classify or evaluate with yet, and when there will be one: the run now training
-    saves its first model at its first evaluation; with no run, how to train one. Plain text for an error toast;
-    no countdown where the sentence is not refreshed every second (it would stand still, then be wrong)."""
+    saves its first model at its first evaluation; with no run, how to train one (or, with a teacher key, that
+    the teacher does). Plain text for an error toast; no countdown where the sentence is not refreshed every
+    second (it would stand still, then be wrong)."""
     head = "The starter model is training:" if snap.active else "No trained model yet."
     if not snap.active:
-        rest = ("Train one in the Train tab (the Fast preset takes a few minutes); it appears here as soon as its "
+        who = "The teacher trains one" if teacher_only else "Train one"
+        rest = (f"{who} in the Train tab (the Fast preset takes a few minutes); it appears here as soon as its "
                 "first evaluation is saved.")
     elif not snap.last_step:
         rest = "it is reading the X-rays; the first model is ready in a few minutes."

@@ -115,6 +115,8 @@ def test_a_saved_test_image_missing_from_the_folder_is_named_in_a_note(synthetic
     index = index_dataset(synthetic_root)
     saved = split_names(index, split_for_config(index, SPLIT_CONFIG))
     kept = split_for_checkpoint(_copy_without(synthetic_root, tmp_path, saved["test"][:2]), SPLIT_CONFIG, saved)
+    assert split_for_checkpoint(index, SPLIT_CONFIG, {**saved, "test": saved["test"] + saved["test"][:1]}).test == \
+        split_for_checkpoint(index, SPLIT_CONFIG, saved).test  # a name listed twice is one image, scored once
     assert len(kept.test) == 7 and kept.notes == ("2 of this model's 9 test images are not in this folder: the other 7 "
                                                   "are used",)
 
@@ -125,7 +127,6 @@ def test_a_model_of_other_data_gets_the_seeds_split_and_a_note_saying_so(synthet
     split = split_for_checkpoint(index, SPLIT_CONFIG, other)
     assert split.test == split_for_config(index, SPLIT_CONFIG).test
     assert "none of this model's 2 test images are in this folder" in split.notes[-1]
-    assert split_for_checkpoint(index, SPLIT_CONFIG, {}) == split_for_config(index, SPLIT_CONFIG)  # an older file
 
 
 def test_split_by_fraction(synthetic_root):
@@ -150,8 +151,34 @@ def test_a_patients_xrays_stay_on_one_side_of_the_split(tmp_path):
         parts = [{(index.labels[i], patient_key(index.files[i])) for i in part}
                  for part in (split.train, split.val, split.test)]
         assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2]), seed
-        assert sum(index.labels[i] == 2 for i in split.test) == 6  # two whole patients: the 4 asked for, and more
-        assert sum(index.labels[i] == 0 for i in split.test) == 4  # names without a patient: exactly as asked
+        # Whole patients of 3: one child (3 images), since a second would overshoot the 4 asked for by more than a
+        # tenth; the note says so. Names without a patient split exactly as asked.
+        assert sum(index.labels[i] == 2 for i in split.test) == 3 and "'viral': test 3 and validation 3" in split.notes[0]
+        assert sum(index.labels[i] == 0 for i in split.test) == 4
+
+
+def test_a_patient_with_many_xrays_trains_instead_of_filling_the_test_set(tmp_path):
+    write_images(tmp_path / "COVID", 40)
+    write_images(tmp_path / "Normal", 40)
+    write_images(tmp_path / "Viral Pneumonia", 30, prefix="person1_virus")
+    for person in range(2, 40):
+        write_images(tmp_path / "Viral Pneumonia", 1, prefix=f"person{person}_virus")
+    index = index_dataset(tmp_path)
+    for seed in range(5):
+        split = split_dataset(index, test_per_class=10, val_per_class=10, seed=seed)
+        viral_test = [i for i in split.test if index.labels[i] == 2]
+        assert len(viral_test) == 10 and all(patient_key(index.files[i]) != "person1" for i in viral_test), seed
+
+
+def test_a_checkpoint_without_saved_names_gets_the_per_file_split_it_was_trained_with(tmp_path):
+    write_images(tmp_path / "COVID", 12)
+    write_images(tmp_path / "Normal", 12)
+    for person in range(6):
+        write_images(tmp_path / "Viral Pneumonia", 2, prefix=f"person{person}_virus")
+    index = index_dataset(tmp_path)
+    per_file = split_dataset(index, test_per_class=3, val_per_class=3, seed=0, by_patient=False)
+    assert per_file != split_dataset(index, test_per_class=3, val_per_class=3, seed=0)  # the grouping matters here
+    assert split_for_checkpoint(index, SPLIT_CONFIG, {}) == per_file  # its test images are ones it never trained on
 
 
 def test_a_class_of_too_few_patients_is_refused_clearly(tmp_path):

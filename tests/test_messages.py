@@ -39,6 +39,11 @@ def test_before_its_first_step_and_with_no_run_it_says_what_will_happen():
     assert idle.startswith("**No trained model yet.**") and "**Train** tab" in idle
 
 
+def test_with_a_teacher_key_the_no_model_sentence_says_the_teacher_trains():
+    assert "The teacher trains one in the **Train** tab" in no_model_yet(Snapshot(), teacher_only=True)
+    assert "Train one in the **Train** tab" in no_model_yet(Snapshot())
+
+
 def test_the_plain_version_for_an_error_toast_has_no_markdown():
     for snap in (Snapshot(), _training(step=5, images_per_s=64.0)):
         plain = no_model_yet(snap, markdown=False)

@@ -229,6 +229,39 @@ def test_a_checkpoint_records_the_precision_its_run_computed_in(trained_checkpoi
     assert precision_of(SimpleNamespace(amp_dtype=torch.bfloat16)) == "bfloat16 autocast"
 
 
+def _killed_at_step_4(synthetic_root, out):
+    stream = fit(tiny_config(synthetic_root, out, max_steps=50, eval_every=3))
+    for ev in stream:
+        if isinstance(ev, Step) and ev.step == 4:
+            break
+    stream.close()  # as by Ctrl-C: the -last file is the resume point, the best file holds step 3's evaluation
+    return out.with_name(out.stem + "-last.pt")
+
+
+def test_a_resume_with_nothing_left_to_do_is_refused_and_keeps_its_file(synthetic_root, tmp_path):
+    from cxr.errors import UserError
+
+    last = _killed_at_step_4(synthetic_root, tmp_path / "a.pt")
+    with pytest.raises(UserError, match="counts the time already trained"):
+        _run(tiny_config(synthetic_root, tmp_path / "a.pt", resume=str(last), time_budget_s=0.001))
+    with pytest.raises(UserError, match="is at step 4 and this run ends at step 4"):
+        _run(tiny_config(synthetic_root, tmp_path / "a.pt", resume=str(last), max_steps=4))
+    assert last.is_file()  # the resume point is not lost to a refused resume
+
+
+def test_a_resumed_keep_best_run_must_beat_the_best_its_first_part_saved(synthetic_root, tmp_path):
+    from cxr.checkpoint import read_checkpoint_file
+
+    last = _killed_at_step_4(synthetic_root, tmp_path / "a.pt")
+    raw = read_checkpoint_file(tmp_path / "a.pt")
+    raw["metrics"].update(val_accuracy=1.0, val_loss=0.0)  # a first part no later evaluation can beat
+    torch.save(raw, tmp_path / "edited.pt")  # beside, then renamed: `raw` still maps the old file's bytes
+    (tmp_path / "edited.pt").replace(tmp_path / "a.pt")
+    done = _run(tiny_config(synthetic_root, tmp_path / "a.pt", resume=str(last), max_steps=9, eval_every=3))[-1]
+    assert (done.best_step, done.best_val_accuracy) == (3, 1.0)  # its model is still the one kept and tested
+    assert load_checkpoint(done.checkpoint).metrics["test_accuracy"] == done.test_accuracy and not last.exists()
+
+
 def test_a_resumed_run_goes_on_with_its_schedule_and_what_is_left_of_its_budget():
     from types import SimpleNamespace
 
