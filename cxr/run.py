@@ -158,6 +158,12 @@ class Run:
                     synthetic=self.index.synthetic, split=split_names(self.index, self.split))
 
     @property
+    def precision(self) -> str:
+        """What the run computes in, as its checkpoint records it: the settings (`amp`, `cpu_bf16`) only ask for
+        bfloat16, and a CPU without it (or a GPU without bf16) trains in float32."""
+        return f"{str(self.amp_dtype).removeprefix('torch.')} autocast" if self.amp_dtype is not None else "float32"
+
+    @property
     def eval_batch(self) -> int:
         return 256 if self.device.type == "cuda" else 32  # inference activations grow with the batch
 
@@ -235,6 +241,22 @@ def _check_resumable(cfg: TrainConfig, start_step: int, total_steps: int, prior_
     if cfg.time_budget_s and prior_seconds >= cfg.time_budget_s:
         raise UserError(f"cannot resume: {name} has trained {prior_seconds:.0f} s and --time-budget-s is "
                         f"{cfg.time_budget_s:g}, which counts the time already trained; give a larger one, or 0 for none")
+
+
+def best_so_far(run: Run) -> Best:
+    """What a run has to beat. A resumed keep=best run starts from the best model its first part saved at --out, so
+    a worse one does not replace it (and the card's best validation accuracy is the run's, not this part's)."""
+    best = Best()
+    if not (run.start_step and run.cfg.keep == "best" and run.best_path.is_file()):
+        return best
+    try:
+        saved = load_checkpoint(run.best_path)
+    except ValueError:
+        return best  # not a checkpoint this run can build on: this part's first evaluation replaces it
+    if saved.classes == run.index.classes and "val_accuracy" in saved.metrics:
+        best.accuracy, best.loss = float(saved.metrics["val_accuracy"]), float(saved.metrics.get("val_loss", math.inf))
+        best.step, best.state = saved.step, saved.model.state_dict()
+    return best
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:

@@ -23,7 +23,7 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import save_checkpoint
 from .writer import snapshot
 from .config import TrainConfig
 from .data import relative_name
@@ -35,7 +35,7 @@ from .explain import gradcam
 from .lungs import hide_pixels
 from .measure import peak_memory_mb
 from .model import count_parameters, set_train_mode
-from .run import Best, Clock, Run, Window, setup
+from .run import Best, Clock, Run, Window, best_so_far, setup
 from .transforms import to_model_input
 
 __all__ = ["TrainConfig", "fit", "setup", "train_step", "train_on_batch", "evaluate_and_save", "finish", "learning_rate"]
@@ -188,22 +188,6 @@ def evaluate_and_save(run: Run, step: int, window: Window, best: Best, clock: Cl
     return events
 
 
-def best_so_far(run: Run) -> Best:
-    """What a run has to beat. A resumed keep=best run starts from the best model its first part saved at --out, so
-    a worse one does not replace it (and the card's best validation accuracy is the run's, not this part's)."""
-    best = Best()
-    if not (run.start_step and run.cfg.keep == "best" and run.best_path.is_file()):
-        return best
-    try:
-        saved = load_checkpoint(run.best_path)
-    except ValueError:
-        return best  # not a checkpoint this run can build on: this part's first evaluation replaces it
-    if saved.classes == run.index.classes and "val_accuracy" in saved.metrics:
-        best.accuracy, best.loss = float(saved.metrics["val_accuracy"]), float(saved.metrics.get("val_loss", math.inf))
-        best.step, best.state = saved.step, saved.model.state_dict()
-    return best
-
-
 def stop_reason(run: Run, step: int, stop: StopFlag | None, clock: Clock) -> str:
     """Why the run should end before taking step `step + 1`, or "" to go on."""
     if stop is not None and stop.is_set():
@@ -213,12 +197,6 @@ def stop_reason(run: Run, step: int, stop: StopFlag | None, clock: Clock) -> str
     if run.cfg.time_budget_s and run_seconds(run, clock) >= training_seconds(run, clock):
         return "time_budget"
     return ""
-
-
-def precision_of(run: Run) -> str:
-    """What the run computed in, as the checkpoint records it: the settings (`amp`, `cpu_bf16`) only ask for
-    bfloat16, and a CPU without it (or a GPU without bf16) trains in float32."""
-    return f"{str(run.amp_dtype).removeprefix('torch.')} autocast" if run.amp_dtype is not None else "float32"
 
 
 def finish(run: Run, best: Best, step: int, reason: str, clock: Clock, loop_seconds: float) -> Done:
@@ -234,7 +212,7 @@ def finish(run: Run, best: Best, step: int, reason: str, clock: Clock, loop_seco
         metrics = {"val_accuracy": best.accuracy, "val_loss": best.loss, "best_step": best.step,
                    "test_accuracy": test.accuracy, "test_loss": test.loss, "test": report, "reason": reason,
                    "weights": run.weights, "pretrained": run.pretrained, "device": str(run.device),
-                   "precision": precision_of(run),
+                   "precision": run.precision,
                    "history": run.history, "attention": run.attention, "seconds": loop_seconds}
         save_checkpoint(run.best_path, run.model, metrics=metrics, step=best.step, **run.meta)
     return Done(

@@ -223,10 +223,10 @@ def test_resume_continues_from_the_saved_step(synthetic_root, tmp_path):
 def test_a_checkpoint_records_the_precision_its_run_computed_in(trained_checkpoint):
     from types import SimpleNamespace
 
-    from cxr.train import precision_of
+    from cxr.run import Run
 
     assert load_checkpoint(trained_checkpoint).metrics["precision"] == "float32"  # a CPU run without cpu_bf16
-    assert precision_of(SimpleNamespace(amp_dtype=torch.bfloat16)) == "bfloat16 autocast"
+    assert Run.precision.fget(SimpleNamespace(amp_dtype=torch.bfloat16)) == "bfloat16 autocast"
 
 
 def _killed_at_step_4(synthetic_root, out):
