@@ -140,12 +140,18 @@ def test_a_file_names_patient_is_its_person_number_else_the_file_itself(name, ke
     assert patient_key(f"/data/Viral Pneumonia/images/{name}") == key
 
 
+def _children(root, per_class: int, xrays_per_child: list[int]):
+    """COVID and Normal of `per_class` files that name no patient; Viral Pneumonia as Kermany names it, child k
+    with `xrays_per_child[k]` X-rays. Returns the index."""
+    write_images(root / "COVID", per_class)
+    write_images(root / "Normal", per_class)
+    for child, n in enumerate(xrays_per_child):
+        write_images(root / "Viral Pneumonia", n, prefix=f"person{child + 1}_virus")
+    return index_dataset(root)
+
+
 def test_a_patients_xrays_stay_on_one_side_of_the_split(tmp_path):
-    write_images(tmp_path / "COVID", 20)
-    write_images(tmp_path / "Normal", 20)
-    for person in range(8):
-        write_images(tmp_path / "Viral Pneumonia", 3, prefix=f"person{person}_virus")
-    index = index_dataset(tmp_path)
+    index = _children(tmp_path, 20, [3] * 8)
     for seed in range(5):
         split = split_dataset(index, test_per_class=4, val_per_class=4, seed=seed)
         parts = [{(index.labels[i], patient_key(index.files[i])) for i in part}
@@ -158,12 +164,7 @@ def test_a_patients_xrays_stay_on_one_side_of_the_split(tmp_path):
 
 
 def test_a_patient_with_many_xrays_trains_instead_of_filling_the_test_set(tmp_path):
-    write_images(tmp_path / "COVID", 40)
-    write_images(tmp_path / "Normal", 40)
-    write_images(tmp_path / "Viral Pneumonia", 30, prefix="person1_virus")
-    for person in range(2, 40):
-        write_images(tmp_path / "Viral Pneumonia", 1, prefix=f"person{person}_virus")
-    index = index_dataset(tmp_path)
+    index = _children(tmp_path, 40, [30] + [1] * 38)  # person1 has 30 X-rays
     for seed in range(5):
         split = split_dataset(index, test_per_class=10, val_per_class=10, seed=seed)
         viral_test = [i for i in split.test if index.labels[i] == 2]
@@ -171,11 +172,7 @@ def test_a_patient_with_many_xrays_trains_instead_of_filling_the_test_set(tmp_pa
 
 
 def test_a_checkpoint_without_saved_names_gets_the_per_file_split_it_was_trained_with(tmp_path):
-    write_images(tmp_path / "COVID", 12)
-    write_images(tmp_path / "Normal", 12)
-    for person in range(6):
-        write_images(tmp_path / "Viral Pneumonia", 2, prefix=f"person{person}_virus")
-    index = index_dataset(tmp_path)
+    index = _children(tmp_path, 12, [2] * 6)
     per_file = split_dataset(index, test_per_class=3, val_per_class=3, seed=0, by_patient=False)
     assert per_file != split_dataset(index, test_per_class=3, val_per_class=3, seed=0)  # the grouping matters here
     assert split_for_checkpoint(index, SPLIT_CONFIG, {}) == per_file  # its test images are ones it never trained on
