@@ -10,6 +10,7 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -151,9 +152,10 @@ class Run:
     attention: dict[str, Any] = field(default_factory=dict)
     writer: CheckpointWriter = field(default_factory=CheckpointWriter)  # checkpoints during the loop, written aside
 
-    @property
+    @cached_property
     def meta(self) -> dict[str, Any]:
-        """What every checkpoint of this run carries besides weights and metrics."""
+        """What every checkpoint of this run carries besides weights and metrics: fixed for the run, so made once
+        (its split names are thousands of paths on the full database, and a GPU run saves every few seconds)."""
         return dict(classes=self.index.classes, image_size=self.cfg.image_size, config=asdict(self.cfg),
                     synthetic=self.index.synthetic, split=split_names(self.index, self.split))
 

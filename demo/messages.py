@@ -65,8 +65,9 @@ def not_yet(message: str) -> gr.Error:
     "Error" that stays (the tab says the same and counts down, so a lasting toast would only go stale), and an
     invisible error that still ends the event, so the page's `.failure` steps run and an API caller gets the
     sentence. (Gradio 6.31's page heads a toast with its kind, "Info", whatever title the server sends.)"""
-    gr.Info(html.escape(str(message)), title=NOT_YET, duration=8)
-    return gr.Error(html.escape(str(message)), title=NOT_YET, visible=False, print_exception=False)
+    text = html.escape(str(message))
+    gr.Info(text, title=NOT_YET, duration=8)
+    return gr.Error(text, title=NOT_YET, visible=False, print_exception=False)
 
 
 def roughly(seconds: float) -> str:
