@@ -1,5 +1,5 @@
 """`python -m cxr ...`: see cxr/cli.py."""
 
-from .cli import main
+from cxr.cli.main import main
 
 raise SystemExit(main())

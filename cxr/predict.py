@@ -1,6 +1,6 @@
 """Inference on single images: class probabilities, and optionally a Grad-CAM explanation.
 
-`Classifier` wraps a loaded checkpoint and runs the same preprocessing as training (via `cxr.transforms`), so an
+`Classifier` wraps a loaded checkpoint and runs the same preprocessing as training (via `cxr.data.transforms`), so an
 image is treated exactly as the model saw its training data. It is safe to share between threads: inference
 mutates nothing, and Grad-CAM's hook lives on a per-call module. On a CUDA device a prediction, and a Grad-CAM with
 its prediction, each run as a CUDA graph captured on first use (`CudaGraphCall`): at batch 1 launching
@@ -21,11 +21,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .checkpoint import Checkpoint, load_checkpoint
-from .explain import explain_tensors
-from .images import Source, read_xray
-from .lungs import HideLungs, hide_pixels
-from .transforms import prepare_image, to_model_input
+from cxr.train.checkpoint import Checkpoint, load_checkpoint
+from cxr.explain.maps import explain_tensors
+from cxr.data.images import Source, read_xray
+from cxr.data.lungs import HideLungs, hide_pixels
+from cxr.data.transforms import prepare_image, to_model_input
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class Classifier:
 
     def gradcam(self, x: torch.Tensor, target: int | None = None) -> tuple[np.ndarray, torch.Tensor]:
         """Grad-CAM maps [B, S, S] in [0, 1] for class index `target` (default: each image's predicted class) and the
-        logits, from one pass over a model input, as `cxr.explain.gradcam` computes them."""
+        logits, from one pass over a model input, as `cxr.explain.maps.gradcam` computes them."""
         target = None if target is None else int(target)
         fn = functools.partial(explain_tensors, self.model, method="gradcam", target=target)
         maps, logits = self._on_device(("gradcam", target), fn, x)

@@ -17,10 +17,10 @@ import gradio as gr
 import numpy as np
 from matplotlib import colormaps
 
-from cxr.data import display_name
-from cxr.explain import OVERLAY_COLORMAP, draw_outline, overlay
-from cxr.lungs import area_share, lung_focus, mask_path
-from cxr.images import IMAGE_SUFFIXES
+from cxr.data.index import display_name
+from cxr.explain.maps import OVERLAY_COLORMAP, draw_outline, overlay
+from cxr.data.lungs import area_share, lung_focus, mask_path
+from cxr.data.images import IMAGE_SUFFIXES
 
 from . import explain_panel, model_files
 from .context import AppContext
@@ -274,7 +274,7 @@ def _dataset_mask(file, size: tuple[int, int]) -> np.ndarray | None:
 
 
 def _read_dataset_image(ctx: AppContext, i: int):
-    from cxr.images import read_xray
+    from cxr.data.images import read_xray
     from cxr.predict import DISPLAY_SIDE
 
     try:

@@ -22,14 +22,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
-from cxr.checkpoint import (CheckpointInfo, list_checkpoints, prune_checkpoints, read_checkpoint_info,
+from cxr.train.checkpoint import (CheckpointInfo, list_checkpoints, prune_checkpoints, read_checkpoint_info,
                             remove_orphans)
-from cxr.data import SYNTHETIC_MARKER, DatasetIndex, Split, index_dataset, split_dataset, split_for_checkpoint
-from cxr.cache import ImageCache
-from cxr.lungs import has_masks
-from cxr.download import DATASET_FOLDER, DownloadUnavailable, download_dataset, manual_instructions
+from cxr.data.index import SYNTHETIC_MARKER, DatasetIndex, Split, index_dataset, split_dataset, split_for_checkpoint
+from cxr.data.cache import ImageCache
+from cxr.data.lungs import has_masks
+from cxr.data.download import DATASET_FOLDER, DownloadUnavailable, download_dataset, manual_instructions
 from cxr.predict import Classifier
-from cxr.synthetic import make_synthetic
+from cxr.data.synthetic import make_synthetic
 
 from .job import TrainingJob
 from .labels import model_label
@@ -302,8 +302,8 @@ class AppContext:
         visit (a free Space's disk is wiped on restart). False when a model exists or the starter is off."""
         import torch
 
-        from cxr.checkpoint import checkpoint_name
-        from cxr.presets import apply_preset, default_preset
+        from cxr.train.checkpoint import checkpoint_name
+        from cxr.train.presets import apply_preset, default_preset
 
         if not self.settings.starter or any(m.info.finished for m in self.models()):
             return False

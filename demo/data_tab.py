@@ -7,10 +7,10 @@ import gradio as gr
 import pandas as pd
 import torch
 
-from cxr.data import display_name
-from cxr.lungs import HideLungs
-from cxr.presets import apply_preset, default_preset
-from cxr.transforms import AugmentConfig, to_display, to_model_input
+from cxr.data.index import display_name
+from cxr.data.lungs import HideLungs
+from cxr.train.presets import apply_preset, default_preset
+from cxr.data.transforms import AugmentConfig, to_display, to_model_input
 
 from .context import AppContext
 from .labels import augmentation_choices, augmentation_labels, preset_title

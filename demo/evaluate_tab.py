@@ -3,10 +3,10 @@
 For the chosen model it shows its top losses: the wrong calls that gave the true class the lowest probability (or
 the right calls that gave it the highest), each under the Grad-CAM of the class it chose; a confusion matrix whose
 numbers open the X-rays of that cell; its most confused pairs in words; and per-class precision, recall, F1 and ROC
-AUC with a sentence each. Everything comes from one `Interpretation` (`cxr.interpret`): the model runs once over its
+AUC with a sentence each. Everything comes from one `Interpretation` (`cxr.explain.interpret`): the model runs once over its
 test split per model file, for the whole server (`AppContext.cached`), and each overlay is drawn once and kept.
 Clicking an X-ray puts its dataset id into `open_id`, which the page hands to the Classify tab. A report
-(`cxr.report`) can be downloaded as a zip. `CSS` is this tab's share of the page's style sheet.
+(`cxr.explain.report`) can be downloaded as a zip. `CSS` is this tab's share of the page's style sheet.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cxr.data import DatasetIndex, Split, display_name, index_dataset, split_for_checkpoint
-from cxr.cache import ImageCache
-from cxr.figures import cam_overlays
-from cxr.interpret import Interpretation, Record, cache_for, interpret_as_trained
-from cxr.report import write_report
+from cxr.data.index import DatasetIndex, Split, display_name, index_dataset, split_for_checkpoint
+from cxr.data.cache import ImageCache
+from cxr.explain.figures import cam_overlays
+from cxr.explain.interpret import Interpretation, Record, cache_for, interpret_as_trained
+from cxr.explain.report import write_report
 
 from .context import AppContext
 from .messages import not_yet, user_error

@@ -16,9 +16,9 @@ import gradio as gr
 import numpy as np
 import torch
 
-from cxr.data import display_name
-from cxr.explain import METHODS, compare_maps, estimate_seconds, overlay, randomized_copy, timed_explain
-from cxr.measure import format_duration
+from cxr.data.index import display_name
+from cxr.explain.maps import METHODS, compare_maps, estimate_seconds, overlay, randomized_copy, timed_explain
+from cxr.bench.measure import format_duration
 
 from .context import AppContext
 from .messages import SOMETHING_WRONG, user_error

@@ -15,8 +15,8 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator
 
-from cxr.events import Attention, Done, Evaluated, Event, Note, Started, Step
-from cxr.train import TrainConfig, fit
+from cxr.train.events import Attention, Done, Evaluated, Event, Note, Started, Step
+from cxr.train.loop import TrainConfig, fit
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import time
 
-from cxr.checkpoint import CheckpointInfo
-from cxr.presets import TITLES
-from cxr.transforms import AugmentConfig
+from cxr.train.checkpoint import CheckpointInfo
+from cxr.train.presets import TITLES
+from cxr.data.transforms import AugmentConfig
 
 _DEFAULT_AUG = AugmentConfig()
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import gradio as gr
 
-from cxr.config import TrainConfig
-from cxr.train import seconds_to_evaluation
+from cxr.train.config import TrainConfig
+from cxr.train.loop import seconds_to_evaluation
 
 from .job import Snapshot
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from cxr.checkpoint import checkpoint_name, load_checkpoint
-from cxr.data import display_name
+from cxr.train.checkpoint import checkpoint_name, load_checkpoint
+from cxr.data.index import display_name
 
 from .context import AppContext
 from .labels import percent

@@ -13,9 +13,9 @@ from typing import Any, Callable
 import gradio as gr
 import torch
 
-from cxr.checkpoint import checkpoint_name
-from cxr.config import BOUNDS, CHOICES, TrainConfig
-from cxr.presets import DESCRIPTIONS, apply_preset, presets_for
+from cxr.train.checkpoint import checkpoint_name
+from cxr.train.config import BOUNDS, CHOICES, TrainConfig
+from cxr.train.presets import DESCRIPTIONS, apply_preset, presets_for
 
 from .context import AppContext
 from .labels import augmentation_choices

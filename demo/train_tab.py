@@ -19,15 +19,15 @@ import pandas as pd
 import torch
 from gradio.components.plot import PlotData
 
-from cxr.config import TrainConfig
-from cxr.data import display_name
-from cxr.events import REASONS
-from cxr.explain import overlay
-from cxr.figures import confusion_figure, curves_figure
-from cxr.focus import shortcut_sentence
-from cxr.measure import format_duration
-from cxr.model import is_random_fallback
-from cxr.presets import apply_preset, default_preset, presets_for
+from cxr.train.config import TrainConfig
+from cxr.data.index import display_name
+from cxr.train.events import REASONS
+from cxr.explain.maps import overlay
+from cxr.explain.figures import confusion_figure, curves_figure
+from cxr.explain.focus import shortcut_sentence
+from cxr.bench.measure import format_duration
+from cxr.train.model import is_random_fallback
+from cxr.train.presets import apply_preset, default_preset, presets_for
 
 from .context import AppContext
 from .job import JobBusy, Snapshot

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from cxr.synthetic import make_synthetic
-from cxr.events import Done
-from cxr.train import TrainConfig, fit
-from cxr.transforms import AugmentConfig
+from cxr.data.synthetic import make_synthetic
+from cxr.train.events import Done
+from cxr.train.loop import TrainConfig, fit
+from cxr.data.transforms import AugmentConfig
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # tests never phone home
 torch.set_num_threads(min(2, os.cpu_count() or 1))

@@ -60,7 +60,7 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
 def write_model(source: Path, dest: Path, test_accuracy: float | None, preset: str = "fast-cpu") -> Path:
     """A copy of checkpoint `source` at `dest` that says it was trained with `preset` and scored `test_accuracy`
     on its test set (None: an unfinished run), saved the way training saves (atomically, created now)."""
-    from cxr.checkpoint import load_checkpoint, save_checkpoint
+    from cxr.train.checkpoint import load_checkpoint, save_checkpoint
 
     ckpt = load_checkpoint(source)
     metrics = {k: v for k, v in ckpt.metrics.items() if k != "test_accuracy"}

@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
-from cxr import bench
-from cxr.presets import apply_preset
-from cxr.synthetic import make_synthetic
-from cxr.transforms import AugmentConfig
+from cxr.bench import throughput as bench
+from cxr.train.presets import apply_preset
+from cxr.data.synthetic import make_synthetic
+from cxr.data.transforms import AugmentConfig
 
 CPU = torch.device("cpu")
 
@@ -51,7 +51,7 @@ def test_steady_rate_ignores_the_first_half_of_a_run():
 
 
 def test_percentiles():
-    from cxr.measure import p50_p95
+    from cxr.bench.measure import p50_p95
 
     assert p50_p95([float(v) for v in range(1, 101)]) == {"p50_ms": 50.5, "p95_ms": 96.0}
     assert p50_p95([3.0]) == {"p50_ms": 3.0, "p95_ms": 3.0}
@@ -155,7 +155,7 @@ def test_float32_turns_the_presets_cpu_bfloat16_off(monkeypatch, tmp_path):
         raise Captured
         yield
 
-    monkeypatch.setattr("cxr.train.fit", fake_fit)
+    monkeypatch.setattr("cxr.train.loop.fit", fake_fit)
     for float32 in (False, True):
         with pytest.raises(Captured):
             speedrun.run_one("fast-cpu", str(tmp_path), 0, 1.0, "cpu", float32=float32)

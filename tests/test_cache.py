@@ -4,10 +4,10 @@ import pytest
 import torch
 from PIL import Image
 
-from cxr.cache import ImageCache, iterate_batches
-from cxr.data import index_dataset
-from cxr.lungs import HideLungs, box_region, mask_path
-from cxr.transforms import denormalize, to_model_input
+from cxr.data.cache import ImageCache, iterate_batches
+from cxr.data.index import index_dataset
+from cxr.data.lungs import HideLungs, box_region, mask_path
+from cxr.data.transforms import denormalize, to_model_input
 from tests.imagefiles import write_images
 
 
@@ -25,10 +25,10 @@ def test_cache_decodes_each_image_once(tmp_path, monkeypatch):
     write_images(tmp_path, 2)
     cache = ImageCache(sorted(tmp_path.glob("*.png")), 16)
     calls = []
-    import cxr.cache
+    import cxr.data.cache
 
-    real = cxr.cache.read_xray
-    monkeypatch.setattr(cxr.cache, "read_xray", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = cxr.data.cache.read_xray
+    monkeypatch.setattr(cxr.data.cache, "read_xray", lambda *a, **k: calls.append(1) or real(*a, **k))
     first, _ = cache.get([0, 1])
     second, _ = cache.get([1, 0])
     assert len(calls) == 2 and first[0].equal(second[1])
@@ -67,11 +67,11 @@ def test_cache_keeps_lung_masks_beside_images_decoded_once(synthetic_root, size,
     index = index_dataset(synthetic_root)
     cache = ImageCache(index.files, size, masks=True)
     images, ok = cache.get([0, 5, 20])
-    import cxr.cache
+    import cxr.data.cache
 
     calls = []
-    real = cxr.cache.read_mask
-    monkeypatch.setattr(cxr.cache, "read_mask", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = cxr.data.cache.read_mask
+    monkeypatch.setattr(cxr.data.cache, "read_mask", lambda *a, **k: calls.append(1) or real(*a, **k))
     masks = cache.get_masks(ok)
     again = cache.get_masks(list(reversed(ok)))
     assert masks.shape == images.shape == (3, 1, size, size) and masks.dtype == torch.uint8

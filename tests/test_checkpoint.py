@@ -4,8 +4,8 @@ import pickle
 import pytest
 import torch
 
-from cxr.checkpoint import list_checkpoints, load_checkpoint, read_checkpoint_file, save_checkpoint
-from cxr.model import build_model
+from cxr.train.checkpoint import list_checkpoints, load_checkpoint, read_checkpoint_file, save_checkpoint
+from cxr.train.model import build_model
 
 
 def _save(path, classes=("covid", "normal", "viral"), **kwargs):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-import cxr.download
-from cxr.cli import main
+import cxr.data.download
+from cxr.cli.main import main
 from tests import imagefiles
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,22 +83,22 @@ def test_evaluate_json_lists_the_ten_largest_losses_and_roc_auc_per_class(traine
 
 
 def test_evaluate_runs_the_model_once_over_each_image(trained_checkpoint, synthetic_root, capsys, monkeypatch):
-    import cxr.checkpoint
+    import cxr.train.checkpoint
 
-    seen, load = [], cxr.checkpoint.load_checkpoint
+    seen, load = [], cxr.train.checkpoint.load_checkpoint
 
     def counting_load(*a, **k):
         ckpt = load(*a, **k)
         ckpt.model.register_forward_hook(lambda m, inputs, out: seen.append(len(inputs[0])))
         return ckpt
 
-    monkeypatch.setattr(cxr.checkpoint, "load_checkpoint", counting_load)
+    monkeypatch.setattr(cxr.train.checkpoint, "load_checkpoint", counting_load)
     report = evaluate_json(capsys, "--checkpoint", trained_checkpoint, "--data", synthetic_root, "--split", "all")
     assert sum(seen) == report["count"] == 36
 
 
 def test_evaluate_split_test_scores_only_the_checkpoints_own_test_images(trained_checkpoint, synthetic_root, capsys):
-    from cxr.checkpoint import load_checkpoint
+    from cxr.train.checkpoint import load_checkpoint
 
     saved = load_checkpoint(trained_checkpoint).metrics["test"]
     report = evaluate_json(capsys, "--checkpoint", trained_checkpoint, "--data", synthetic_root)  # test by default
@@ -111,7 +111,7 @@ def test_evaluate_scores_the_saved_test_images_of_a_changed_folder_and_says_whic
         trained_checkpoint, synthetic_root, tmp_path, capsys):
     import shutil
 
-    from cxr.checkpoint import load_checkpoint
+    from cxr.train.checkpoint import load_checkpoint
 
     saved = load_checkpoint(trained_checkpoint).split["test"]
     copy = tmp_path / "copy"
@@ -205,7 +205,7 @@ def test_bad_input_as_a_user_sees_it_has_no_traceback():
 
 
 def test_download_offline_fails_fast_and_says_where_to_put_the_data(monkeypatch, capsys, tmp_path):
-    monkeypatch.setattr(cxr.download, "network_available", lambda *a, **k: False)
+    monkeypatch.setattr(cxr.data.download, "network_available", lambda *a, **k: False)
     assert main(["download", "--dest", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "COVID-19_Radiography_Dataset" in err and str(tmp_path) in err and "kaggle.com" in err
@@ -221,9 +221,9 @@ def test_download_uses_kagglehub_with_the_public_handle(monkeypatch, tmp_path):
             (Path(output_dir) / "COVID-19_Radiography_Dataset").mkdir(parents=True)
             return output_dir
 
-    monkeypatch.setattr(cxr.download, "network_available", lambda *a, **k: True)
+    monkeypatch.setattr(cxr.data.download, "network_available", lambda *a, **k: True)
     monkeypatch.setitem(sys.modules, "kagglehub", FakeHub)
-    path = cxr.download.download_dataset(tmp_path)
+    path = cxr.data.download.download_dataset(tmp_path)
     assert calls == {"handle": "tawsifurrahman/covid19-radiography-database", "dir": str(tmp_path)}
     assert path == tmp_path / "COVID-19_Radiography_Dataset"
 
@@ -232,11 +232,11 @@ def test_network_check_fails_fast_for_an_unreachable_host():
     import time
 
     start = time.perf_counter()
-    assert not cxr.download.network_available("host.invalid", timeout=2)
+    assert not cxr.data.download.network_available("host.invalid", timeout=2)
     assert time.perf_counter() - start < 10
 
 
 def test_library_imports_without_gradio():
-    code = "import sys; sys.modules['gradio'] = None\nimport cxr.cli, cxr.train, cxr.predict, cxr.explain, cxr.bench"
+    code = "import sys; sys.modules['gradio'] = None\nimport cxr.cli.main, cxr.train.loop, cxr.predict, cxr.explain.maps, cxr.bench.throughput"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr

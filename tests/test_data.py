@@ -3,7 +3,7 @@ import shutil
 
 import pytest
 
-from cxr.data import (DEFAULT_CLASSES, index_dataset, parse_classes, patient_key, relative_name, split_dataset,
+from cxr.data.index import (DEFAULT_CLASSES, index_dataset, parse_classes, patient_key, relative_name, split_dataset,
                       split_for_checkpoint, split_for_config, split_names)
 from tests.imagefiles import write_images
 

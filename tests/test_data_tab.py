@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from cxr.presets import apply_preset, default_preset
+from cxr.train.presets import apply_preset, default_preset
 from demo import data_tab
 from demo.labels import augmentation_choices, preset_title
 

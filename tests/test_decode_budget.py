@@ -4,7 +4,7 @@
 import threading
 import time
 
-from cxr.decode_budget import DecodeBudget
+from cxr.data.decode_budget import DecodeBudget
 
 
 def test_decodes_wait_while_the_memory_budget_is_spent():

@@ -10,10 +10,10 @@ import gradio as gr
 import numpy as np
 import pytest
 
-from cxr.events import Attention, Done, Evaluated, Started, Step
-from cxr.data import display_name
-from cxr.presets import apply_preset
-from cxr.transforms import AugmentConfig
+from cxr.train.events import Attention, Done, Evaluated, Started, Step
+from cxr.data.index import display_name
+from cxr.train.presets import apply_preset
+from cxr.data.transforms import AugmentConfig
 from demo import classify_tab, data_tab, model_files, teacher, train_tab
 from demo.context import resolve_settings
 from demo.job import TrainingJob
@@ -67,7 +67,7 @@ def test_the_preview_shows_the_lungs_hidden_as_the_model_gets_them(ctx, hide):
 def test_the_augmentation_labels_come_from_the_config():
     from dataclasses import replace
 
-    from cxr.transforms import AugmentConfig
+    from cxr.data.transforms import AugmentConfig
     from demo.labels import augmentation_labels
 
     assert augmentation_labels()["rotate"] == "rotate ±10°"
@@ -155,7 +155,7 @@ def test_examples_come_from_the_models_own_test_split(ctx, trained_checkpoint):
     assert ids and set(ids) <= set(ctx.split_for("tiny.pt").test)  # tiny.pt's split (3 per class), not the default
     assert set(ids) != set(classify_tab.example_ids(ctx))
     other = _copy_model(trained_checkpoint, ctx.settings.checkpoints_dir / "seed5.pt", test_accuracy=0.5)
-    from cxr.checkpoint import load_checkpoint, save_checkpoint
+    from cxr.train.checkpoint import load_checkpoint, save_checkpoint
 
     ck = load_checkpoint(other)
     save_checkpoint(other, ck.model, ck.classes, ck.image_size, {**ck.config, "seed": 5}, ck.metrics)
@@ -178,7 +178,7 @@ REPORT = {"classes": ["covid", "normal", "viral"], "confusion_matrix": [[1, 0, 0
 
 
 def _fake_fit(n_evals=3, hold: threading.Event | None = None, pretrained=False):
-    """A stand-in for cxr.train.fit that emits a realistic stream instantly (or waits on `hold`)."""
+    """A stand-in for cxr.train.loop.fit that emits a realistic stream instantly (or waits on `hold`)."""
 
     def fake(cfg, stop=None):
         total = n_evals * 2
@@ -404,7 +404,7 @@ def test_real_training_job_writes_a_checkpoint_classify_can_use(ctx):
 
 # ---------------------------------------------------------------------------------------------- models
 def _copy_model(src, dst, **metrics):
-    from cxr.checkpoint import save_checkpoint, load_checkpoint
+    from cxr.train.checkpoint import save_checkpoint, load_checkpoint
 
     ck = load_checkpoint(src)
     save_checkpoint(dst, ck.model, ck.classes, ck.image_size, {**ck.config, "preset": "fast-cpu"},
@@ -487,8 +487,8 @@ def test_a_model_file_can_be_downloaded_and_added_back(ctx, trained_checkpoint, 
 def test_a_bad_model_file_is_refused_in_one_sentence(ctx, tmp_path, kind):
     import torch
 
-    from cxr.checkpoint import save_checkpoint
-    from cxr.model import build_model
+    from cxr.train.checkpoint import save_checkpoint
+    from cxr.train.model import build_model
 
     path = tmp_path / "bad.pt"
     if kind == "text":
@@ -517,7 +517,7 @@ def test_re_explaining_uses_the_image_kept_in_the_session(ctx, synthetic_root):
 
 
 def test_dataset_images_get_their_lung_focus_and_outline_and_uploads_say_why_not(ctx, synthetic_root):
-    from cxr.lungs import mask_path
+    from cxr.data.lungs import mask_path
 
     i = ctx.split_for("tiny.pt").test[0]
     assert mask_path(ctx.index.files[i]) is not None  # the synthetic set draws lung masks
@@ -538,7 +538,7 @@ def test_dataset_images_get_their_lung_focus_and_outline_and_uploads_say_why_not
 def test_the_maps_coarseness_is_said_from_the_models_input_size(size):
     import torch
 
-    from cxr.model import build_model
+    from cxr.train.model import build_model
 
     model, _ = build_model(3)
     grid = []  # the feature map Grad-CAM weighs: the output of layer4's last block
@@ -599,10 +599,10 @@ def test_settings_prefer_the_real_database_folder(tmp_path, monkeypatch, synthet
 
 
 def test_download_offline_falls_back_to_synthetic_and_says_why(tmp_path, monkeypatch):
-    import cxr.download
+    import cxr.data.download
 
     monkeypatch.delenv("CXR_DATA", raising=False)
-    monkeypatch.setattr(cxr.download, "network_available", lambda *a, **k: False)
+    monkeypatch.setattr(cxr.data.download, "network_available", lambda *a, **k: False)
     settings = resolve_settings(download=True, root=tmp_path)
     assert settings.synthetic and "download of the real database failed" in settings.banner
 

@@ -66,7 +66,7 @@ def test_start_watch_and_stop_a_training_run(client, server):
 
 
 def test_bad_settings_over_the_api_get_one_sentence(client):
-    # The Number widget's own bounds (from cxr.config.BOUNDS) refuse it first; the server's check says the same.
+    # The Number widget's own bounds (from cxr.train.config.BOUNDS) refuse it first; the server's check says the same.
     with pytest.raises(Exception, match=r"greater than maximum value 1\.0|learning rate must be between") as info:
         client.predict(**{**SETTINGS, "lr": 1e30}, api_name="/start_training")
     assert "Traceback" not in str(info.value)

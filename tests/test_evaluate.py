@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from cxr.evaluate import classification_report, evaluate
-from cxr.model import build_model
+from cxr.train.evaluate import classification_report, evaluate
+from cxr.train.model import build_model
 
 
 def test_report_numbers_on_a_worked_example():

@@ -12,8 +12,8 @@ import gradio as gr
 import numpy as np
 import pytest
 
-from cxr.data import display_name
-from cxr.interpret import Interpretation, Record
+from cxr.data.index import display_name
+from cxr.explain.interpret import Interpretation, Record
 from demo import evaluate_tab
 from demo.evaluate_tab import RIGHT, WRONG
 from tests.demo_fixtures import make_context
@@ -245,7 +245,7 @@ def test_a_model_whose_test_images_are_partly_gone_is_scored_on_the_rest_and_say
                                                                                        tmp_path):
     import torch
 
-    from cxr.checkpoint import read_checkpoint_file
+    from cxr.train.checkpoint import read_checkpoint_file
 
     raw = read_checkpoint_file(trained_checkpoint)
     raw["split"]["test"][0] = "COVID/images/not-here-any-more.png"  # a test image removed from the folder since

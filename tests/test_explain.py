@@ -6,10 +6,10 @@ import torch
 from captum.attr import LayerAttribution, LayerGradCam
 from PIL import Image
 
-from cxr.checkpoint import load_checkpoint
-from cxr.data import index_dataset
-from cxr.cache import ImageCache
-from cxr.explain import (
+from cxr.train.checkpoint import load_checkpoint
+from cxr.data.index import index_dataset
+from cxr.data.cache import ImageCache
+from cxr.explain.maps import (
     METHODS,
     compare_maps,
     draw_outline,
@@ -20,9 +20,9 @@ from cxr.explain import (
     randomized_copy,
     timed_explain,
 )
-from cxr.lungs import lung_outline
-from cxr.model import build_model
-from cxr.transforms import to_model_input
+from cxr.data.lungs import lung_outline
+from cxr.train.model import build_model
+from cxr.data.transforms import to_model_input
 
 
 def _model(num_classes=3, seed=0):

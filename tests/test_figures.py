@@ -2,7 +2,7 @@
 
 import pytest
 
-from cxr.figures import CURVE_COLORS, SMOOTH_FROM, curves_figure, smooth
+from cxr.explain.figures import CURVE_COLORS, SMOOTH_FROM, curves_figure, smooth
 
 
 def _history(n: int) -> list[dict]:

@@ -1,8 +1,8 @@
 import shutil
 
-from cxr.checkpoint import load_checkpoint
-from cxr.data import index_dataset, split_for_config
-from cxr.focus import lung_focus_report, lung_focus_words, shortcut_sentence
+from cxr.train.checkpoint import load_checkpoint
+from cxr.data.index import index_dataset, split_for_config
+from cxr.explain.focus import lung_focus_report, lung_focus_words, shortcut_sentence
 
 
 def test_lung_focus_is_reported_per_class_beside_the_lungs_area_and_absent_without_masks(trained_checkpoint, synthetic_root, tmp_path):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxr.images import read_xray
+from cxr.data.images import read_xray
 from tests import imagefiles
 
 

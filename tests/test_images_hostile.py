@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxr import decode_budget
-from cxr.images import decode_cost, read_xray
+from cxr.data import decode_budget
+from cxr.data.images import decode_cost, read_xray
 from demo.classify_tab import classify
 from tests import imagefiles
 

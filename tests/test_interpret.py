@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cxr.checkpoint import load_checkpoint
-from cxr.data import DEFAULT_CLASSES, display_name, index_dataset
-from cxr.cache import ImageCache
-from cxr.evaluate import classification_report
-from cxr.interpret import Interpretation, interpret, interpret_checkpoint, rank_auc
+from cxr.train.checkpoint import load_checkpoint
+from cxr.data.index import DEFAULT_CLASSES, display_name, index_dataset
+from cxr.data.cache import ImageCache
+from cxr.train.evaluate import classification_report
+from cxr.explain.interpret import Interpretation, interpret, interpret_checkpoint, rank_auc
 
 CLASSES = DEFAULT_CLASSES  # covid, normal, viral
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from cxr.data import index_dataset
-from cxr.lungs import (
+from cxr.data.index import index_dataset
+from cxr.data.lungs import (
     DEFAULT_BOX,
     HideLungs,
     area_share,

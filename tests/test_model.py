@@ -4,8 +4,8 @@ import pytest
 import torch
 import torchvision
 
-import cxr.model
-from cxr.model import (
+import cxr.train.model
+from cxr.train.model import (
     IMAGENET_FILE,
     WeightsUnavailable,
     build_model,
@@ -32,7 +32,7 @@ def no_download(monkeypatch):
     def refuse(*args, **kwargs):
         raise OSError("network unreachable (test)")
 
-    monkeypatch.setattr(cxr.model.torch.hub, "download_url_to_file", refuse)
+    monkeypatch.setattr(cxr.train.model.torch.hub, "download_url_to_file", refuse)
 
 
 @pytest.mark.parametrize("num_classes", [2, 3, 4])

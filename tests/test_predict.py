@@ -5,11 +5,11 @@ import pytest
 import torch
 from PIL import Image
 
-from cxr.checkpoint import load_checkpoint
-from cxr.explain import gradcam, overlay
+from cxr.train.checkpoint import load_checkpoint
+from cxr.explain.maps import gradcam, overlay
 from cxr.predict import Classifier
-from cxr.events import Done
-from cxr.train import fit
+from cxr.train.events import Done
+from cxr.train.loop import fit
 from tests import imagefiles
 from tests.conftest import tiny_config
 

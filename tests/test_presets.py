@@ -5,9 +5,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from cxr import cli, cli_train
-from cxr.presets import PRESETS, apply_preset, default_preset, presets_for
-from cxr.transforms import AugmentConfig
+from cxr.cli import main as cli, train as cli_train
+from cxr.train.presets import PRESETS, apply_preset, default_preset, presets_for
+from cxr.data.transforms import AugmentConfig
 
 
 def _config(*flags):

@@ -16,11 +16,11 @@ import pytest
 from gradio.utils import get_upload_folder
 from PIL import Image
 
-import cxr.train
-from cxr.checkpoint import load_checkpoint, save_checkpoint
-from cxr.model import build_model
-from cxr.events import Done, Step
-from cxr.train import fit
+import cxr.train.loop
+from cxr.train.checkpoint import load_checkpoint, save_checkpoint
+from cxr.train.model import build_model
+from cxr.train.events import Done, Step
+from cxr.train.loop import fit
 from demo import classify_tab
 from tests import imagefiles
 from tests.conftest import tiny_config
@@ -100,8 +100,8 @@ def test_checkpoint_for_another_class_list_is_refused(synthetic_root, tmp_path):
 _SAVER = """
 import sys
 sys.path.insert(0, {root!r})
-from cxr.checkpoint import save_checkpoint
-from cxr.model import build_model
+from cxr.train.checkpoint import save_checkpoint
+from cxr.train.model import build_model
 model, _ = build_model(3, "none")
 step = 0
 while True:
@@ -128,7 +128,7 @@ def test_a_process_killed_while_saving_leaves_the_previous_checkpoint_intact(tmp
 
 
 def test_an_error_in_a_batch_keeps_the_best_checkpoint_and_resume_goes_on(synthetic_root, tmp_path, monkeypatch):
-    real, calls = cxr.train.to_model_input, {"n": 0}
+    real, calls = cxr.train.loop.to_model_input, {"n": 0}
 
     def flaky(*args, **kwargs):
         if len(args) > 1:  # a training batch (evaluation and the attention strip call it without augmentation)
@@ -137,14 +137,14 @@ def test_an_error_in_a_batch_keeps_the_best_checkpoint_and_resume_goes_on(synthe
                 raise RuntimeError("simulated failure in batch 5")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(cxr.train, "to_model_input", flaky)
+    monkeypatch.setattr(cxr.train.loop, "to_model_input", flaky)
     cfg = tiny_config(synthetic_root, tmp_path / "m.pt", max_steps=20, eval_every=2)
     with pytest.raises(RuntimeError, match="batch 5"):
         list(fit(cfg))
     assert load_checkpoint(tmp_path / "m.pt").step == 4  # the best, from the evaluation at step 4
     last = load_checkpoint(tmp_path / "m-last.pt")
     assert last.step == 4 and last.optimizer is not None
-    monkeypatch.setattr(cxr.train, "to_model_input", real)
+    monkeypatch.setattr(cxr.train.loop, "to_model_input", real)
     events = list(fit(tiny_config(synthetic_root, tmp_path / "r.pt", max_steps=6, resume=str(tmp_path / "m-last.pt"))))
     assert [e.step for e in events if isinstance(e, Step)] == [5, 6]
 
@@ -199,7 +199,7 @@ def test_checkpoint_names_cannot_reach_outside_the_folder(ctx, tmp_path):
 
 def test_load_script_smoke(tmp_path):
     """tests/loadgen.py end to end with a small class: no errors, memory flat."""
-    proc = subprocess.run([sys.executable, "-m", "tests.loadgen", "--clients", "4", "--requests", "3",
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.loadgen", "--clients", "4", "--requests", "3",
                            "--memory-requests", "40"], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "0 errors" in proc.stdout and "p95" in proc.stdout and "server memory" in proc.stdout

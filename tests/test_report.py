@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxr.checkpoint import load_checkpoint, read_checkpoint_file, save_checkpoint
-from cxr.data import index_dataset
-from cxr.evaluate import classification_report
-from cxr.figures import attention_figure, confusion_figure
-from cxr.report import FIGURES, NOTICE, to_yaml, write_report
+from cxr.train.checkpoint import load_checkpoint, read_checkpoint_file, save_checkpoint
+from cxr.data.index import index_dataset
+from cxr.train.evaluate import classification_report
+from cxr.explain.figures import attention_figure, confusion_figure
+from cxr.explain.report import FIGURES, NOTICE, to_yaml, write_report
 
 yaml = pytest.importorskip("yaml")
 

@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from cxr.cli import main
-from cxr.data import index_dataset, split_dataset
+from cxr.cli.main import main
+from cxr.data.index import index_dataset, split_dataset
 from cxr.predict import Classifier
-from cxr.events import Done
-from cxr.train import fit
+from cxr.train.events import Done
+from cxr.train.loop import fit
 from tests.conftest import SAMPLE, tiny_config
 
 pytestmark = pytest.mark.skipif(not SAMPLE.is_dir(), reason=f"real sample not found at {SAMPLE}")

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxr.data import index_dataset, parse_classes
-from cxr.lungs import has_masks, mask_path, read_mask
-from cxr.synthetic import KAGGLE_FOLDERS, draw_radiograph, make_synthetic
+from cxr.data.index import index_dataset, parse_classes
+from cxr.data.lungs import has_masks, mask_path, read_mask
+from cxr.data.synthetic import KAGGLE_FOLDERS, draw_radiograph, make_synthetic
 
 # Mean pixel value of the first two images of each class at 64 px, seed 0, when lung masks were added. The images
 # must stay as they were (other tests and the README's figure use them): drawing a mask may not consume a random

@@ -7,10 +7,10 @@ import time
 import pytest
 import torch
 
-from cxr.checkpoint import load_checkpoint
-from cxr.events import Attention, Done, Evaluated, Note, Started, Step
-from cxr.run import Window
-from cxr.train import TrainConfig, evaluation_due, fit, learning_rate, seconds_to_evaluation
+from cxr.train.checkpoint import load_checkpoint
+from cxr.train.events import Attention, Done, Evaluated, Note, Started, Step
+from cxr.train.run import Window
+from cxr.train.loop import TrainConfig, evaluation_due, fit, learning_rate, seconds_to_evaluation
 from tests.conftest import tiny_config
 
 
@@ -37,7 +37,7 @@ def test_fit_emits_start_steps_evaluations_and_done(synthetic_root, tmp_path):
 
 
 def test_a_checkpoint_names_the_images_its_run_held_out(synthetic_root, tmp_path):
-    from cxr.data import index_dataset, split_dataset, split_names
+    from cxr.data.index import index_dataset, split_dataset, split_names
 
     done = _run(tiny_config(synthetic_root, tmp_path / "m.pt"))[-1]
     index = index_dataset(synthetic_root)
@@ -70,9 +70,9 @@ def test_the_best_checkpoint_carries_the_curves_and_the_attention_strip(syntheti
 
 
 def test_a_diverging_run_stops_at_the_first_nan_loss_and_saves_no_nan_weights(synthetic_root, tmp_path, monkeypatch):
-    import cxr.train
+    import cxr.train.loop
 
-    real = cxr.train.train_step
+    real = cxr.train.loop.train_step
 
     def diverging(model, *args, **kwargs):  # what a huge learning rate does: the weights and the loss blow up
         loss, correct = real(model, *args, **kwargs)
@@ -84,7 +84,7 @@ def test_a_diverging_run_stops_at_the_first_nan_loss_and_saves_no_nan_weights(sy
         return loss, correct
 
     steps = []
-    monkeypatch.setattr(cxr.train, "train_step", diverging)
+    monkeypatch.setattr(cxr.train.loop, "train_step", diverging)
     cfg = tiny_config(synthetic_root, tmp_path / "m.pt", max_steps=40, eval_every=2)
     with pytest.raises(ValueError, match=r"^the loss became nan at step 3: lower the learning rate \(it is 0.001\)$"):
         _run(cfg)
@@ -223,7 +223,7 @@ def test_resume_continues_from_the_saved_step(synthetic_root, tmp_path):
 def test_a_checkpoint_records_the_precision_its_run_computed_in(trained_checkpoint):
     from types import SimpleNamespace
 
-    from cxr.run import Run
+    from cxr.train.run import Run
 
     assert load_checkpoint(trained_checkpoint).metrics["precision"] == "float32"  # a CPU run without cpu_bf16
     assert Run.precision.fget(SimpleNamespace(amp_dtype=torch.bfloat16)) == "bfloat16 autocast"
@@ -250,7 +250,7 @@ def test_a_resume_with_nothing_left_to_do_is_refused_and_keeps_its_file(syntheti
 
 
 def test_a_resumed_keep_best_run_must_beat_the_best_its_first_part_saved(synthetic_root, tmp_path):
-    from cxr.checkpoint import read_checkpoint_file
+    from cxr.train.checkpoint import read_checkpoint_file
 
     last = _killed_at_step_4(synthetic_root, tmp_path / "a.pt")
     raw = read_checkpoint_file(tmp_path / "a.pt")
@@ -265,8 +265,8 @@ def test_a_resumed_keep_best_run_must_beat_the_best_its_first_part_saved(synthet
 def test_a_resumed_run_goes_on_with_its_schedule_and_what_is_left_of_its_budget():
     from types import SimpleNamespace
 
-    from cxr.run import Clock
-    from cxr.train import progress_of, stop_reason
+    from cxr.train.run import Clock
+    from cxr.train.loop import progress_of, stop_reason
 
     run = SimpleNamespace(cfg=TrainConfig(time_budget_s=100), start_step=20, total_steps=40, prior_seconds=0.0,
                           split=SimpleNamespace(test=(1,), val=(1,)))
@@ -324,13 +324,13 @@ def test_training_learns_the_synthetic_classes(synthetic_root, tmp_path):
 
 @pytest.mark.parametrize("mode", ["box", "mask"])
 def test_hidden_lungs_are_black_in_every_batch_fit_trains_and_evaluates_on(synthetic_root, tmp_path, monkeypatch, mode):
-    import cxr.evaluate
-    import cxr.train
-    from cxr.lungs import box_region
-    from cxr.transforms import denormalize
+    import cxr.train.evaluate
+    import cxr.train.loop
+    from cxr.data.lungs import box_region
+    from cxr.data.transforms import denormalize
 
     seen = {"train": [], "eval": []}
-    real_step, real_eval = cxr.train.train_step, cxr.train.evaluate
+    real_step, real_eval = cxr.train.loop.train_step, cxr.train.loop.evaluate
 
     def spy_step(model, optimizer, x, y, *args, **kwargs):
         seen["train"].append(denormalize(x)[:, 0])
@@ -341,8 +341,8 @@ def test_hidden_lungs_are_black_in_every_batch_fit_trains_and_evaluates_on(synth
         seen["eval"] += [images[:, 0] for images, _ in batches]
         return real_eval(model, iter(batches), *args, **kwargs)
 
-    monkeypatch.setattr(cxr.train, "train_step", spy_step)
-    monkeypatch.setattr(cxr.train, "evaluate", spy_eval)
+    monkeypatch.setattr(cxr.train.loop, "train_step", spy_step)
+    monkeypatch.setattr(cxr.train.loop, "evaluate", spy_eval)
     done = list(fit(tiny_config(synthetic_root, tmp_path / "m.pt", max_steps=2, eval_every=2, hide_lungs=mode)))[-1]
     assert done.test_accuracy is not None and seen["train"] and seen["eval"]
     black = lambda x: (x.float() == 0).float().mean()  # noqa: E731
@@ -356,22 +356,22 @@ def test_hidden_lungs_are_black_in_every_batch_fit_trains_and_evaluates_on(synth
 
 
 def test_bfloat16_on_a_cpu_only_where_asked_and_where_the_processor_has_it(monkeypatch):
-    import cxr.run
-    from cxr.run import autocast_dtype
+    import cxr.train.run
+    from cxr.train.run import autocast_dtype
 
     cpu, cfg = torch.device("cpu"), TrainConfig(cpu_bf16=True)
-    monkeypatch.setattr(cxr.run, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(cxr.train.run, "cpu_has_native_bf16", lambda: True)
     assert autocast_dtype(cfg, cpu) == torch.bfloat16 and autocast_dtype(TrainConfig(), cpu) is None
-    monkeypatch.setattr(cxr.run, "cpu_has_native_bf16", lambda: False)  # emulated bf16 would be slower: float32
+    monkeypatch.setattr(cxr.train.run, "cpu_has_native_bf16", lambda: False)  # emulated bf16 would be slower: float32
     assert autocast_dtype(cfg, cpu) is None
     assert autocast_dtype(TrainConfig(amp=True), torch.device("cuda")) == torch.bfloat16
     assert autocast_dtype(TrainConfig(amp=False), torch.device("cuda")) is None
 
 
 def test_a_bfloat16_cpu_run_trains_and_evaluates(synthetic_root, tmp_path, monkeypatch):
-    import cxr.run
+    import cxr.train.run
 
-    monkeypatch.setattr(cxr.run, "cpu_has_native_bf16", lambda: True)  # autocast runs (emulated) on any CPU
+    monkeypatch.setattr(cxr.train.run, "cpu_has_native_bf16", lambda: True)  # autocast runs (emulated) on any CPU
     events = _run(tiny_config(synthetic_root, tmp_path / "m.pt", max_steps=3, cpu_bf16=True, device="cpu"))
     done = events[-1]
     assert done.steps == 3 and done.test_accuracy is not None

@@ -2,7 +2,7 @@
 
 from types import SimpleNamespace
 
-from cxr.presets import apply_preset
+from cxr.train.presets import apply_preset
 from demo.context import AppContext
 from demo.train_settings import SETTINGS
 

@@ -3,8 +3,8 @@ import pytest
 import torch
 from PIL import Image
 
-from cxr.lungs import HideLungs, box_region
-from cxr.transforms import (
+from cxr.data.lungs import HideLungs, box_region
+from cxr.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     AugmentConfig,

@@ -3,12 +3,12 @@ import threading
 import pytest
 import torch
 
-import cxr.writer as writer_module
-from cxr.checkpoint import load_checkpoint
-from cxr.events import Done
-from cxr.model import build_model
-from cxr.train import fit
-from cxr.writer import CheckpointWriter, snapshot
+import cxr.train.writer as writer_module
+from cxr.train.checkpoint import load_checkpoint
+from cxr.train.events import Done
+from cxr.train.model import build_model
+from cxr.train.loop import fit
+from cxr.train.writer import CheckpointWriter, snapshot
 from tests.conftest import tiny_config
 
 META = dict(classes=("covid", "normal", "viral"), image_size=64, config={})

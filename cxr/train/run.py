@@ -1,0 +1,273 @@
+"""What a training run is made of: `setup` (data, model, optimiser and where to save, made once from a
+TrainConfig) and the small state objects the loop in train.py keeps (the clock, the window since the last
+evaluation, the best result so far, and the `Run` holding it all). Named, so `fit` reads as a short sequence of
+steps and not a dozen loose loop variables.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cxr.train.checkpoint import checkpoint_paths, load_checkpoint
+from cxr.train.config import TrainConfig
+from cxr.data.index import DatasetIndex, Split, index_dataset, split_dataset, split_for_checkpoint, split_names
+from cxr.data.cache import ImageCache
+from cxr.errors import UserError
+from cxr.train.evaluate import EvalResult
+from cxr.data.lungs import HideLungs, require_masks
+from cxr.train.model import build_model, freeze_layers, is_random_fallback
+from cxr.train.writer import CheckpointWriter, snapshot
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("device cuda was asked for, but no CUDA GPU is available")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise UserError(f"device must be auto, cpu or cuda, got {name!r}")
+    return torch.device(name)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (Intel AMX or AVX512-BF16; Linux's flags). Elsewhere bf16 is
+    emulated and slower than float32, so a run asking for it (`cpu_bf16`) trains in float32 there."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The dtype training and evaluation autocast to: bfloat16 on CUDA (`amp`), and on a CPU with native bfloat16
+    when the settings ask (`cpu_bf16`); None: float32 throughout."""
+    if device.type == "cuda":
+        return torch.bfloat16 if cfg.amp else None
+    return torch.bfloat16 if cfg.cpu_bf16 and cpu_has_native_bf16() else None
+
+
+def check_writable(path: Path) -> None:
+    """Fail before training, not at the first save, when the checkpoint cannot be written where asked."""
+    if path.is_dir():
+        raise UserError(f"--out {path} is a folder: give a file name such as {path / 'model.pt'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the folder {path.parent} for the checkpoint ({e.strerror or e})") from e
+    if not os.access(path.parent, os.W_OK):
+        raise UserError(f"cannot write the checkpoint into {path.parent}: the folder is read-only")
+
+
+# ------------------------------------------------------------------------------------------------- the state
+@dataclass
+class Clock:
+    """Where the run's time went (seconds) and how many images it trained on."""
+
+    start: float = field(default_factory=time.perf_counter)
+    data: float = 0.0
+    train: float = 0.0
+    eval: float = 0.0
+    attention: float = 0.0
+    save: float = 0.0
+    images: int = 0
+    last_eval: float = 0.0  # duration of the latest validation, to keep time for the final test in a budget
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+
+@dataclass
+class Window:
+    """Training loss and accuracy since the previous evaluation (the training curve's next point)."""
+
+    loss: float = 0.0
+    steps: int = 0
+    correct: float = 0.0
+    images: int = 0
+    started: float = field(default_factory=time.perf_counter)  # when the previous evaluation began (or the loop)
+    paused: float = 0.0  # how long that evaluation took (see `train.evaluation_due`)
+
+    def add(self, loss: float, correct: float, images: int) -> None:
+        self.loss, self.steps, self.correct, self.images = self.loss + loss, self.steps + 1, self.correct + correct, self.images + images
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+    def point(self) -> tuple[float, float]:
+        return self.loss / max(self.steps, 1), self.correct / max(self.images, 1)
+
+
+@dataclass
+class Best:
+    """The best validation result so far and a copy of its weights (by accuracy, then by loss)."""
+
+    accuracy: float = -1.0
+    loss: float = math.inf
+    step: int = 0
+    state: dict[str, torch.Tensor] | None = None
+
+    def update(self, val: EvalResult, model: torch.nn.Module, step: int) -> bool:
+        if val.accuracy > self.accuracy or (val.accuracy == self.accuracy and val.loss < self.loss):
+            self.accuracy, self.loss, self.step = val.accuracy, val.loss, step
+            self.state = snapshot(model)[0]
+            return True
+        return False
+
+
+@dataclass
+class Run:
+    """What `setup` prepares once and every step uses."""
+
+    cfg: TrainConfig
+    device: torch.device
+    index: DatasetIndex
+    split: Split
+    cache: ImageCache
+    label_table: torch.Tensor
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    amp_dtype: torch.dtype | None
+    steps_per_epoch: int
+    total_steps: int
+    start_step: int
+    best_path: Path
+    last_path: Path
+    weights: str
+    pretrained: bool
+    notes: list[str]
+    gen: torch.Generator
+    attention_ids: list[int]
+    hide: HideLungs
+    history: list[dict[str, float]] = field(default_factory=list)
+    prior_seconds: float = 0.0  # time a resumed run had already trained: its schedule and budget go on from there
+    attention: dict[str, Any] = field(default_factory=dict)
+    writer: CheckpointWriter = field(default_factory=CheckpointWriter)  # checkpoints during the loop, written aside
+
+    @cached_property
+    def meta(self) -> dict[str, Any]:
+        """What every checkpoint of this run carries besides weights and metrics: fixed for the run, so made once
+        (its split names are thousands of paths on the full database, and a GPU run saves every few seconds)."""
+        return dict(classes=self.index.classes, image_size=self.cfg.image_size, config=asdict(self.cfg),
+                    synthetic=self.index.synthetic, split=split_names(self.index, self.split))
+
+    @property
+    def precision(self) -> str:
+        """What the run computes in, as its checkpoint records it: the settings (`amp`, `cpu_bf16`) only ask for
+        bfloat16, and a CPU without it (or a GPU without bf16) trains in float32."""
+        return f"{str(self.amp_dtype).removeprefix('torch.')} autocast" if self.amp_dtype is not None else "float32"
+
+    @property
+    def eval_batch(self) -> int:
+        return 256 if self.device.type == "cuda" else 32  # inference activations grow with the batch
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.cfg.channels_last else torch.contiguous_format
+
+
+def setup(cfg: TrainConfig) -> Run:
+    """Index and split the data, build (or resume) the model and optimiser, and decide where to save."""
+    cfg.validate()
+    device = resolve_device(cfg.device)
+    best_path, last_path = checkpoint_paths(cfg.out)
+    check_writable(best_path)
+    index = index_dataset(cfg.data, cfg.classes)
+    split = split_dataset(index, cfg.test_per_class, cfg.test_fraction, cfg.val_per_class, cfg.seed)
+    resume = load_checkpoint(cfg.resume) if cfg.resume else None
+    if resume is not None and resume.classes != index.classes:
+        raise UserError(f"cannot resume: the checkpoint's classes {resume.classes} differ from {index.classes}")
+    if resume is not None and resume.split:  # the same held-out images as before, even if the folder changed
+        split = split_for_checkpoint(index, asdict(cfg), resume.split)
+    # The new head's random initialisation comes from the seed, without touching the caller's global RNG.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model, weights = build_model(len(index.classes), "none" if resume else cfg.weights, quiet_fallback=True)
+    notes = [f"no pretrained weights: {weights}"] if is_random_fallback(weights) else []
+    start_step = 0
+    if resume is not None:
+        model.load_state_dict(resume.model.state_dict())
+        start_step, weights = resume.step, f"resumed from {Path(cfg.resume).name} at step {resume.step}"
+    pretrained = resume is not None or not weights.startswith("random")
+    notes += list(split.notes)
+    if cfg.freeze != "none":
+        if pretrained:
+            freeze_layers(model, cfg.freeze)
+        else:
+            notes.append(f"freeze={cfg.freeze} ignored: freezing random layers would keep them random")
+    model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
+    optimizer = build_optimizer(model, cfg)
+    if resume is not None and resume.optimizer:
+        optimizer.load_state_dict(resume.optimizer)
+    steps_per_epoch = math.ceil(len(split.train) / cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch
+    if cfg.max_steps:
+        total_steps = min(total_steps, cfg.max_steps)
+    prior_seconds = float(resume.metrics.get("elapsed_s", 0.0)) if resume is not None else 0.0
+    if resume is not None:
+        _check_resumable(cfg, start_step, total_steps, prior_seconds)
+    # The shortcut experiment: the same region is black in every image the model sees, in training and testing.
+    hide = HideLungs(cfg.hide_lungs, tuple(cfg.hide_box))
+    if hide.needs_masks:
+        require_masks(index.files)
+    # On a GPU the decoded images live on the GPU itself: no host-to-device copy per step.
+    cache = ImageCache(index.files, cfg.image_size, device=device if device.type == "cuda" else "cpu",
+                       masks=hide.needs_masks)
+    attention_ids = [next(i for i in split.val if index.labels[i] == c) for c in range(len(index.classes))] if cfg.attention else []
+    return Run(
+        cfg=cfg, device=device, index=index, split=split, cache=cache, label_table=torch.tensor(index.labels, device=device),
+        model=model, optimizer=optimizer, amp_dtype=autocast_dtype(cfg, device),
+        steps_per_epoch=steps_per_epoch, total_steps=total_steps, start_step=start_step, best_path=best_path,
+        last_path=last_path, weights=weights, pretrained=pretrained, notes=notes,
+        gen=torch.Generator().manual_seed(cfg.seed + start_step), attention_ids=attention_ids, hide=hide,
+        # A resumed run goes on where it stopped: its curves, its learning-rate schedule, what is left of its budget.
+        history=list(resume.metrics.get("history", [])) if resume is not None else [],
+        prior_seconds=prior_seconds,
+    )
+
+
+def _check_resumable(cfg: TrainConfig, start_step: int, total_steps: int, prior_seconds: float) -> None:
+    """A resumed run must have something left to do: its steps and its budget count from the run's start."""
+    name = Path(cfg.resume).name
+    if start_step >= total_steps:
+        raise UserError(f"cannot resume: {name} is at step {start_step} and this run ends at step {total_steps}; "
+                        "give more --epochs or --max-steps")
+    if cfg.time_budget_s and prior_seconds >= cfg.time_budget_s:
+        raise UserError(f"cannot resume: {name} has trained {prior_seconds:.0f} s and --time-budget-s is "
+                        f"{cfg.time_budget_s:g}, which counts the time already trained; give a larger one, or 0 for none")
+
+
+def best_so_far(run: Run) -> Best:
+    """What a run has to beat. A resumed keep=best run starts from the best model its first part saved at --out, so
+    a worse one does not replace it (and the card's best validation accuracy is the run's, not this part's)."""
+    best = Best()
+    if not (run.start_step and run.cfg.keep == "best" and run.best_path.is_file()):
+        return best
+    try:
+        saved = load_checkpoint(run.best_path)
+    except ValueError:
+        return best  # not a checkpoint this run can build on: this part's first evaluation replaces it
+    if saved.classes == run.index.classes and "val_accuracy" in saved.metrics:
+        best.accuracy, best.loss = float(saved.metrics["val_accuracy"]), float(saved.metrics.get("val_loss", math.inf))
+        best.step, best.state = saved.step, saved.model.state_dict()
+    return best
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam or AdamW over the trainable parameters (frozen layers need no optimiser state). Weight decay pulls the
+    weights of convolutions and the head towards zero, not batch-norm scales or biases, which set levels."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+    opt_class = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    # On a GPU one fused kernel updates every tensor (instead of a few per tensor): fewer launches per step.
+    fused = bool(params) and all(p.is_cuda for p in params)
+    return opt_class(groups, lr=cfg.lr, **({"fused": True} if fused else {}))
