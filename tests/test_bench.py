@@ -111,7 +111,7 @@ def test_zero_images_is_refused_not_an_endless_run(capsys):
 
 # ------------------------------------------------------------------------------------------ time to accuracy
 def test_time_to_accuracy_is_the_first_evaluation_at_or_above_the_threshold():
-    from cxr import speedrun
+    from cxr.bench import speedrun
 
     curve = [(10.0, 0.5), (20.0, 0.86), (30.0, 0.84), (40.0, 0.91)]
     assert speedrun.first_reach(curve, 0.85) == 20.0 and speedrun.first_reach(curve, 0.9) == 40.0
@@ -119,7 +119,7 @@ def test_time_to_accuracy_is_the_first_evaluation_at_or_above_the_threshold():
 
 
 def test_time_to_accuracy_summary_table_and_plot(tmp_path):
-    from cxr import speedrun
+    from cxr.bench import speedrun
 
     runs = [{"curve": [(5.0, 0.6), (12.0, 0.9)], "test_accuracy": 0.9, "seconds": 20.0},
             {"curve": [(6.0, 0.86), (14.0, 0.88)], "test_accuracy": 0.8, "seconds": 22.0}]
@@ -135,7 +135,7 @@ def test_time_to_accuracy_summary_table_and_plot(tmp_path):
 
 
 def test_a_time_budgeted_run_reports_its_curve_and_test_score(bench_data):
-    from cxr import speedrun
+    from cxr.bench import speedrun
 
     r = speedrun.run_one("fast-cpu", bench_data, 0, 4.0, "cpu")
     assert r["reason"] in ("time_budget", "target") and r["curve"] and 0 <= r["test_accuracy"] <= 1
@@ -143,7 +143,7 @@ def test_a_time_budgeted_run_reports_its_curve_and_test_score(bench_data):
 
 
 def test_float32_turns_the_presets_cpu_bfloat16_off(monkeypatch, tmp_path):
-    from cxr import speedrun
+    from cxr.bench import speedrun
 
     class Captured(Exception):
         pass
@@ -163,7 +163,7 @@ def test_float32_turns_the_presets_cpu_bfloat16_off(monkeypatch, tmp_path):
 
 
 def test_the_old_fast_preset_is_kept_for_the_comparison():
-    from cxr import speedrun
+    from cxr.bench import speedrun
 
     old = speedrun.settings_for("fast-cpu-v1")
     assert (old.image_size, old.batch_size, old.lr, old.optimizer, old.schedule) == (128, 16, 3e-4, "adam", "constant")
