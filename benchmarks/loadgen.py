@@ -1,6 +1,7 @@
 """Load test: a class of students classifying X-rays while the teacher's model trains.
 
     python -m benchmarks.loadgen [--clients 16] [--requests 10] [--memory-requests 500]
+    python -m benchmarks.loadgen --class [--students 30] [--per-student 3] [--gap 6] [--no-class]
 
 Starts `python app.py` on a synthetic dataset in a temporary folder (its own process, as on a Space), trains a small
 checkpoint through the app's API, starts a long training run, then sends `clients` x `requests` classify requests
@@ -87,7 +88,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-growth-mb", type=float, default=100.0)
     p.add_argument("--url", help="load a running app instead of starting one")
     p.add_argument("--checkpoint", help="with --url: the checkpoint name to classify with")
+    p.add_argument("--class", dest="klass", action="store_true",
+                   help="a class on the real sample while the starter trains (see benchmarks/classload.py)")
+    p.add_argument("--students", type=int, default=30)
+    p.add_argument("--per-student", type=int, default=3)
+    p.add_argument("--gap", type=float, default=6.0, help="seconds between one student's X-rays")
+    p.add_argument("--alone", type=float, default=20.0, help="seconds the run's pace is measured alone first")
+    p.add_argument("--no-class", action="store_true", help="with --class: the same starter run, nobody classifying")
+    p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "cxr-sample"))
     args = p.parse_args(argv)
+    if args.klass:
+        from benchmarks import classload
+
+        return classload.main(args)
     from gradio_client import Client
 
     from cxr.data.synthetic import make_synthetic

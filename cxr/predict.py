@@ -66,6 +66,13 @@ class CudaGraphCall:
             return tuple(t.clone() for t in self.static_out)
 
 
+def inference_device(cuda_available: bool | None = None) -> torch.device:
+    """Where a server classifies: the GPU when there is one (a batch-1 Grad-CAM replays a CUDA graph in about a
+    millisecond there), else the CPU."""
+    cuda = torch.cuda.is_available() if cuda_available is None else cuda_available
+    return torch.device("cuda" if cuda else "cpu")
+
+
 def logits_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The model's logits, without gradients."""
     with torch.no_grad():
@@ -117,12 +124,14 @@ class Classifier:
         """The logits [B, classes] of a model input (see `model_input`)."""
         return self._on_device(("logits",), functools.partial(_logits, self.model), x)[0]
 
-    def gradcam(self, x: torch.Tensor, target: int | None = None) -> tuple[np.ndarray, torch.Tensor]:
-        """Grad-CAM maps [B, S, S] in [0, 1] for class index `target` (default: each image's predicted class) and the
-        logits, from one pass over a model input, as `cxr.explain.maps.gradcam` computes them."""
-        target = None if target is None else int(target)
+    def gradcam(self, x: torch.Tensor, target: "int | list[int | None] | None" = None) -> tuple[np.ndarray, torch.Tensor]:
+        """Grad-CAM maps [B, S, S] in [0, 1] for class index `target` (one for all, one per image with None for that
+        image's predicted class, or None: each image's predicted class) and the logits, from one pass over a model
+        input, as `cxr.explain.maps.gradcam` computes them."""
+        target = None if target is None else int(target) if np.ndim(target) == 0 else list(target)
         fn = functools.partial(explain_tensors, self.model, method="gradcam", target=target)
-        maps, logits = self._on_device(("gradcam", target), fn, x)
+        # Per-image targets copy an index from the host, which a CUDA graph cannot hold: those run eagerly.
+        maps, logits = fn(x) if isinstance(target, list) else self._on_device(("gradcam", target), fn, x)
         return maps.cpu().numpy(), logits
 
     def model_input(self, image: Image.Image) -> torch.Tensor:
@@ -133,6 +142,36 @@ class Classifier:
             pixels = hide_pixels(pixels, self.hide)
         return to_model_input(pixels.to(self.device))
 
+    def target_index(self, target: "str | None") -> int | None:
+        """A class key as this model's class index (None: the predicted class). Raises ValueError for unknown keys."""
+        if target is None:
+            return None
+        if target not in self.classes:
+            raise ValueError(f"unknown target class {target!r}; this model knows {', '.join(self.classes)}")
+        return self.classes.index(target)
+
+    def explain_batch(self, inputs: list[torch.Tensor], targets: list[int | None]) -> list[tuple[list[float], np.ndarray]]:
+        """Probabilities and a Grad-CAM map for each of several model inputs ([1, 3, S, S] each, from `model_input`),
+        in one pass over them all: what a server does with the X-rays a class sends at once. `targets`: one class
+        index per input, None for its predicted class. Each result equals what the input alone would get: the
+        model is in eval mode, so no image in a batch changes another's answer."""
+        if len(inputs) != len(targets):
+            raise ValueError(f"{len(inputs)} inputs but {len(targets)} targets")
+        x = torch.cat(inputs).to(self.device)
+        if all(t is None for t in targets):
+            maps, logits = self.gradcam(x)
+        else:
+            maps, logits = self.gradcam(x, targets)
+        probs = logits.float().softmax(1).cpu().tolist()
+        return list(zip(probs, maps))
+
+    def prediction(self, image: Image.Image, probs: list[float], heatmap: np.ndarray | None,
+                   target: "str | None") -> Prediction:
+        """A Prediction from one image's probabilities (and map), as `predict` returns it."""
+        label = self.classes[int(np.argmax(probs))]
+        return Prediction(label=label, probabilities=dict(zip(self.classes, probs)), image=image, heatmap=heatmap,
+                          target=(target or label) if heatmap is not None else None)
+
     def predict(self, source: "Source | Image.Image", explain: bool = False, target: "str | None" = None) -> Prediction:
         """Probabilities for one image (path, bytes, file or PIL image); with `explain`, a Grad-CAM for `target`
         (a class key; default: the predicted class). Raises ValueError for unreadable images or unknown targets."""
@@ -140,19 +179,8 @@ class Classifier:
         x = self.model_input(image)
         heatmap = None
         if explain:
-            if target is not None and target not in self.classes:
-                raise ValueError(f"unknown target class {target!r}; this model knows {', '.join(self.classes)}")
-            t = None if target is None else self.classes.index(target)
-            maps, logits = self.gradcam(x, t)
+            maps, logits = self.gradcam(x, self.target_index(target))
             heatmap = maps[0]
         else:
             logits = self.logits(x)
-        probs = logits.float().softmax(1)[0].cpu().tolist()
-        label = self.classes[int(np.argmax(probs))]
-        return Prediction(
-            label=label,
-            probabilities=dict(zip(self.classes, probs)),
-            image=image,
-            heatmap=heatmap,
-            target=(target or label) if explain else None,
-        )
+        return self.prediction(image, logits.float().softmax(1)[0].cpu().tolist(), heatmap, target)

@@ -3,7 +3,8 @@
 A browser tab is not the owner of a training run: a refresh, a second student or the teacher's other laptop must
 all see the same curves and be able to press Stop. So the run lives here, in one object per server; handlers read
 `snapshot()` (a consistent copy taken under a lock) and never touch the thread. The library stays thread-free:
-this is the only place a thread is started.
+this thread and the inference worker (demo/inference.py) are the app's own. The app's job drives
+`demo.train_process.fit_in_process`, so the run itself trains in a process of its own, beside the server's.
 """
 
 from __future__ import annotations
@@ -73,6 +74,12 @@ class TrainingJob:
                                    started_at=time.time())
             self._thread = threading.Thread(target=self._run, args=(cfg,), name="cxr-train", daemon=True)
             self._thread.start()
+
+    @property
+    def active(self) -> bool:
+        """Whether a run is going (cheaper than `snapshot().active`: asked before every batch of classifications)."""
+        with self._lock:
+            return self._state.active
 
     def stop(self) -> bool:
         """Ask the run to stop; it ends before its next optimisation step. False if nothing was running."""

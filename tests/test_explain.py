@@ -183,7 +183,9 @@ def test_black_pixels_get_no_credit_from_methods_with_a_black_baseline(method):
     images[:, :, :, :32] = 0  # the left half is black
     maps, _ = explain(_model(seed=1), to_model_input(images), method)
     black = maps[0, :, :16] if method == "occlusion" else maps[0, :, :32]  # occlusion: patches wholly in black
-    assert (black == 0).all() and maps.max() == 1
+    # Exactly zero up to float rounding: on an AVX2 CPU the occluded batch and the plain forward pass run different
+    # convolution kernels, whose sums differ in the last bits.
+    assert np.abs(black).max() < 1e-4 and maps.max() == 1
 
 
 def test_timed_explain_reports_seconds_and_estimates_scale_with_the_forward_time():

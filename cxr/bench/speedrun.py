@@ -30,6 +30,10 @@ from cxr.train.presets import PRESETS, apply_preset
 LEGACY = {"fast-cpu-v1": dict(image_size=128, batch_size=16, lr=3e-4, eval_every=20, epochs=30)}
 
 
+# Each library's own switch down to AVX2: torch's kernels (ATen's dispatch), oneDNN's convolutions, MKL's BLAS.
+AVX2_ONLY = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+
+
 def settings_for(name: str):
     """The TrainConfig a run name stands for (a preset, or a legacy setting)."""
     if name in LEGACY:
@@ -139,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", help=f"dataset folder (default {SAMPLE_DATA})")
     p.add_argument("--device", default="cpu")
     p.add_argument("--float32", action="store_true", help="no bfloat16 on the CPU, as on one without AMX/AVX512-BF16")
+    p.add_argument("--as-avx2", action="store_true",
+                   help="run as an AVX2-only CPU would: float32, and torch, oneDNN and MKL kept to AVX2 instructions")
     p.add_argument("--out", default="bench-results")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -163,12 +169,15 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"data": data, "device": args.device, "float32": args.float32, "budget_s": args.budget,
                               "thresholds": thresholds, "seeds": seeds, "runs": {}, "settings": {}, "load": []}
     env = worker_env()
+    if args.as_avx2:  # what a free Space or a school laptop often is: no AVX-512, no AMX, no bfloat16
+        env.update(AVX2_ONLY)
+        result["float32"], result["as_avx2"] = True, AVX2_ONLY
     for name in names:
         runs = []
         for seed in seeds:
             print(f"training: {name}, seed {seed} (budget {args.budget:.0f} s) ...", file=sys.stderr, flush=True)
             spec = {"name": name, "data": data, "seed": seed, "budget": args.budget, "device": args.device,
-                    "float32": args.float32}
+                    "float32": result["float32"]}
             load = os.getloadavg()[0]
             proc = subprocess.run([sys.executable, "-m", "cxr.bench.speedrun", "--time-to", "1", "--worker", json.dumps(spec)],
                                   capture_output=True, text=True, env=env)

@@ -36,7 +36,9 @@ from torch import nn
 from cxr.data.lungs import lung_outline
 from cxr.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-Target = Union[int, list[int], None]  # one class for every image, one per image, or None: the predicted class
+# One class for every image, one per image (None in the list: that image's predicted class), or None: each image's
+# predicted class.
+Target = Union[int, list[Union[int, None]], None]
 IG_STEPS = 16  # points on the path from black to the image: 16 keeps a 224 px map near 2 s on two cores
 OCCLUSION_STRIDE = 8  # patch positions per side (stride = side / 8); each patch is two strides wide (side / 4)
 
@@ -64,13 +66,18 @@ def _trunk(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _targets(logits: torch.Tensor, target: Target) -> list[int]:
     """One class index per image: `target` (one, or one per image), by default the predicted class."""
-    return logits.argmax(1).tolist() if target is None else _given_targets(*logits.shape, target)
+    top = logits.argmax(1).tolist()
+    return top if target is None else [t if p < 0 else p for p, t in zip(_given_targets(*logits.shape, target), top)]
 
 
 def _given_targets(n: int, k: int, target: Target) -> list[int]:
-    """`target` (one class index, or one per image) as one index per image of `n`, checked against `k` classes."""
-    targets = [int(target)] * n if np.ndim(target) == 0 else [int(t) for t in target]  # type: ignore[union-attr, arg-type]
-    if len(targets) != n or any(not 0 <= t < k for t in targets):
+    """`target` (one class index, or one per image, where None stands for the predicted class and is kept as -1) as
+    one index per image of `n`, checked against `k` classes."""
+    if np.ndim(target) == 0:
+        targets = [int(target)] * n  # type: ignore[arg-type]
+    else:
+        targets = [-1 if t is None else int(t) for t in target]  # type: ignore[union-attr]
+    if len(targets) != n or any(not -1 <= t < k for t in targets) or (np.ndim(target) == 0 and targets[0] < 0):
         raise ValueError(f"target must be a class index in 0..{k - 1} (one per image), got {target!r}")
     return targets
 
@@ -98,7 +105,9 @@ def _gradcam_raw(model: nn.Module, x: torch.Tensor, target: Target) -> tuple[tor
             return logits.amax(1)
         if np.ndim(target) == 0:
             return logits[:, picks[0]]
-        return logits.gather(1, torch.tensor(picks, device=logits.device).view(-1, 1))[:, 0]
+        index = torch.tensor(picks, device=logits.device)
+        index = torch.where(index < 0, logits.argmax(1), index)  # None in the list: that image's own top class
+        return logits.gather(1, index.view(-1, 1))[:, 0]
 
     features.requires_grad_(True)  # so the head records gradients even if the weights are frozen
     # Captum: gradient of the target score w.r.t. the block's feature maps, averaged per map, times the maps.

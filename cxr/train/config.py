@@ -46,6 +46,7 @@ class TrainConfig:
     keep: str = "best"  # the weights tested and kept: best validation, or "last" (a schedule that anneals ends best)
     label_smoothing: float = 0.0  # aim for 0.9 instead of 1.0 on the true class: less over-confidence
     image_size: int = 224  # ResNet18's native resolution
+    auto_size: bool = False  # under a time budget, image_size is a ceiling: a slow machine trains smaller (plan.py)
     eval_every: int = 20  # steps between validation checks (the recipe's interval; a time budget adds some: see fit)
     target_accuracy: float = 0.95  # stop once validation accuracy reaches this; 0: no target (benchmarks)
     tta_flip: bool = False  # evaluate on each image and its mirror image, averaging the two predictions

@@ -39,6 +39,9 @@ class Started(Event):
     total_steps: int
     start_step: int
     checkpoint: str  # where the best weights will be saved
+    image_size: int = 0  # what the run trains at (a planned run may choose below the preset's size)
+    plan: str = ""  # why that size, in words ("this CPU trains 35 images/s at 112 px ...": cxr.train.plan)
+    settings: dict[str, Any] | None = None  # the run's TrainConfig as a dict, so a consumer of the stream has it all
 
 
 @dataclass(kw_only=True)

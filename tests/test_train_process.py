@@ -1,0 +1,36 @@
+"""fit in its own process: the same events as in-process, Stop crosses over, failures become sentences."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from cxr.train.events import Done, Started, Step
+from demo.train_process import fit_in_process
+from tests.conftest import tiny_config
+
+
+def test_the_child_process_streams_the_same_kinds_of_event(synthetic_root, tmp_path):
+    events = list(fit_in_process(tiny_config(synthetic_root, tmp_path / "p.pt", max_steps=3)))
+    assert isinstance(events[0], Started) and isinstance(events[-1], Done)
+    assert [e.step for e in events if isinstance(e, Step)] == [1, 2, 3]
+    assert (tmp_path / "p.pt").exists()
+
+
+def test_stop_reaches_the_child(synthetic_root, tmp_path):
+    stop = threading.Event()
+    steps = 0
+    for ev in fit_in_process(tiny_config(synthetic_root, tmp_path / "s.pt", max_steps=10_000), stop=stop):
+        if isinstance(ev, Step):
+            steps += 1
+            stop.set()
+        if isinstance(ev, Done):
+            assert ev.reason == "stopped"
+    assert 1 <= steps < 50
+
+
+def test_bad_settings_come_back_as_the_librarys_sentence(tmp_path):
+    cfg = tiny_config(tmp_path / "no-such-folder", tmp_path / "x.pt")
+    with pytest.raises(ValueError, match="no-such-folder"):
+        list(fit_in_process(cfg))
