@@ -3,15 +3,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from cxr.train.checkpoint import load_checkpoint, read_checkpoint_file, save_checkpoint
 from cxr.data.index import index_dataset
 from cxr.train.evaluate import classification_report
 from cxr.explain.figures import attention_figure, confusion_figure
-from cxr.explain.report import FIGURES, NOTICE, to_yaml, write_report
-
-yaml = pytest.importorskip("yaml")
+from cxr.explain.card import NOTICE, card_metadata, front_matter
+from cxr.explain.report import FIGURES, write_report
 
 
 def copy_checkpoint(src: Path, dst: Path, **metrics) -> Path:
@@ -22,7 +22,7 @@ def copy_checkpoint(src: Path, dst: Path, **metrics) -> Path:
                            step=payload["step"], synthetic=payload["synthetic"])
 
 
-def front_matter(readme: Path) -> dict:
+def readme_meta(readme: Path) -> dict:
     text = readme.read_text()
     assert text.startswith("---\n")
     return yaml.safe_load(text.split("---\n")[1])
@@ -55,7 +55,7 @@ def report_dir(full_checkpoint, synthetic_root, tmp_path_factory) -> Path:
 
 
 def test_card_front_matter_parses_and_its_accuracy_is_the_checkpoints(report_dir, full_checkpoint):
-    meta = front_matter(report_dir / "README.md")
+    meta = readme_meta(report_dir / "README.md")
     metrics = load_checkpoint(full_checkpoint).metrics
     assert meta["library_name"] == "pytorch" and meta["license"] == "other" and meta["license_link"].startswith("https://")
     assert {"image-classification", "medical-imaging", "chest-x-ray", "grad-cam", "education", "not-for-clinical-use"} <= set(meta["tags"])
@@ -106,7 +106,7 @@ def test_report_publishes_no_local_paths(report_dir, synthetic_root):
 
 def test_card_of_synthetic_data_says_synthetic(report_dir):
     text = (report_dir / "README.md").read_text()
-    assert "**Synthetic.**" in text and "synthetic" in front_matter(report_dir / "README.md")["tags"]
+    assert "**Synthetic.**" in text and "synthetic" in readme_meta(report_dir / "README.md")["tags"]
 
 
 def test_card_without_history_or_attention_says_what_is_missing(trained_checkpoint, synthetic_root, tmp_path):
@@ -132,7 +132,7 @@ def odd_report(trained_checkpoint, synthetic_root, tmp_path_factory) -> Path:
 
 
 def test_card_keeps_the_saved_numbers_when_the_data_has_changed(odd_report):
-    [result] = front_matter(odd_report / "README.md")["model-index"][0]["results"]
+    [result] = readme_meta(odd_report / "README.md")["model-index"][0]["results"]
     assert [m["value"] for m in result["metrics"] if m["type"] == "accuracy"] == [1.0]
     assert "roc_auc" not in {m["type"] for m in result["metrics"]}  # not measured on the saved test set
     assert "the data has probably changed" in (odd_report / "README.md").read_text()
@@ -162,7 +162,27 @@ def test_confusion_figure_has_true_rows_predicted_columns_and_the_counts():
     assert cells[(1, 1)] == "0" and len(cells) == 9
 
 
-def test_to_yaml_round_trips_through_yaml_safe_load():
+def parse_front_matter(text: str) -> dict:
+    assert text.startswith("---\n") and text.endswith("\n---\n")
+    return yaml.safe_load(text.removeprefix("---\n").removesuffix("---\n"))
+
+
+def test_front_matter_round_trips_values_yaml_would_misread():
     data = {"a": "plain", "b": "needs: quoting", "c": "yes", "d": "0.5", "e": ["x", {"f": 1.5, "g": None, "h": True}],
-            "i": [], "j": {}, "k": "Pneumonie virale – enfant", "l": [[1, 2], [3]], "m": 'quote " inside'}
-    assert yaml.safe_load("\n".join(to_yaml(data))) == data
+            "i": [], "j": {}, "k": "Pneumonie virale – enfant", "l": [[1, 2], [3]], "m": 'quote " inside',
+            "n": "# not a comment", "o": "- not a list", "p": "it's", "q": 0.8666666666666667, "r": "a\nb"}
+    assert parse_front_matter(front_matter(data)) == data
+
+
+def test_card_metadata_survives_a_class_named_with_a_colon_and_quotes_and_numpy_floats():
+    classes = ("covid", 'odd: "quoted" class', "it's #3")
+    # numpy floats, as a report computed for the card (not loaded from the checkpoint) holds
+    per_class = {k: {"f1": np.float64(0.5 + i / 10)} for i, k in enumerate(classes)}
+    report = {"accuracy": np.float64(0.75), "macro": {"f1": np.float32(0.5)}, "per_class": per_class}
+    meta = card_metadata(classes, report, {"covid": np.float64(0.9), classes[1]: None, classes[2]: 0.25}, False)
+    text = front_matter(meta)
+    assert text.splitlines()[1].startswith("# license:")  # the licence comment stays a YAML comment
+    parsed = parse_front_matter(text)
+    assert parsed == meta
+    names = {m["name"] for m in parsed["model-index"][0]["results"][0]["metrics"]}
+    assert 'Test F1 (odd: "quoted" class)' in names and "Test ROC AUC (it's #3, one-vs-rest)" in names
