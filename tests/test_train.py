@@ -9,6 +9,7 @@ import torch
 
 from cxr.train.checkpoint import load_checkpoint
 from cxr.train.events import Attention, Done, Evaluated, Note, Started, Step
+from cxr.data.lungs import DEFAULT_BOX
 from cxr.train.run import Window
 from cxr.train.loop import TrainConfig, evaluation_due, fit, learning_rate, seconds_to_evaluation
 from tests.conftest import tiny_config
@@ -347,7 +348,7 @@ def test_hidden_lungs_are_black_in_every_batch_fit_trains_and_evaluates_on(synth
     assert done.test_accuracy is not None and seen["train"] and seen["eval"]
     black = lambda x: (x.float() == 0).float().mean()  # noqa: E731
     if mode == "box":  # evaluation: exactly the box; training: the box moved with the augmented image, as big
-        inside = box_region((0.15, 0.85, 0.10, 0.90), (64, 64))
+        inside = box_region(DEFAULT_BOX, (64, 64))
         assert all((x[:, inside] == 0).all() for x in seen["eval"])
         assert all(black(x) > 0.45 for x in seen["train"])  # the box is 56 % of the image
     else:  # black where the masks are: a large share of each image, in training and in evaluation alike

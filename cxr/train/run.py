@@ -18,7 +18,7 @@ import torch
 
 from cxr.train.checkpoint import checkpoint_paths, load_checkpoint
 from cxr.train.config import TrainConfig
-from cxr.data.index import DatasetIndex, Split, index_dataset, split_dataset, split_for_checkpoint, split_names
+from cxr.data.index import DatasetIndex, Split, index_dataset, split_for, split_names
 from cxr.data.cache import ImageCache
 from cxr.errors import UserError
 from cxr.train.evaluate import EvalResult
@@ -181,12 +181,11 @@ def setup(cfg: TrainConfig) -> Run:
     best_path, last_path = checkpoint_paths(cfg.out)
     check_writable(best_path)
     index = index_dataset(cfg.data, cfg.classes)
-    split = split_dataset(index, cfg.test_per_class, cfg.test_fraction, cfg.val_per_class, cfg.seed)
     resume = load_checkpoint(cfg.resume) if cfg.resume else None
     if resume is not None and resume.classes != index.classes:
         raise UserError(f"cannot resume: the checkpoint's classes {resume.classes} differ from {index.classes}")
-    if resume is not None and resume.split:  # the same held-out images as before, even if the folder changed
-        split = split_for_checkpoint(index, asdict(cfg), resume.split)
+    # A resumed run holds out the images its first part held out, even if the folder has changed since.
+    split = split_for(index, resume if resume is not None else cfg)
     # The new head's random initialisation comes from the seed, without touching the caller's global RNG.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
