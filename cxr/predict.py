@@ -99,7 +99,7 @@ class Classifier:
         self.model = self.checkpoint.model.to(self.device).eval()
         self.classes = self.checkpoint.classes
         config = self.checkpoint.config
-        self.hide = HideLungs(config.get("hide_lungs", "none"), tuple(config.get("hide_box", HideLungs().box)))
+        self.hide = HideLungs.from_config(config)
         self._graphs: dict[tuple, CudaGraphCall | None] = {}  # None: capture failed, that call runs eagerly
         self._graphs_lock = threading.Lock()
 

@@ -22,9 +22,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
-from cxr.train.checkpoint import (CheckpointInfo, list_checkpoints, prune_checkpoints, read_checkpoint_info,
-                            remove_orphans)
-from cxr.data.index import SYNTHETIC_MARKER, DatasetIndex, Split, index_dataset, split_dataset, split_for_checkpoint
+from cxr.train.checkpoint import (CheckpointInfo, checkpoint_version, list_checkpoints, prune_checkpoints,
+                                  read_checkpoint_info, remove_orphans)
+from cxr.data.index import SYNTHETIC_MARKER, DatasetIndex, Split, index_dataset, split_dataset, split_for
 from cxr.data.cache import ImageCache
 from cxr.data.lungs import has_masks
 from cxr.data.download import DATASET_FOLDER, DownloadUnavailable, download_dataset, manual_instructions
@@ -199,7 +199,7 @@ class AppContext:
                tuple(saved.get("val", ())), tuple(saved.get("test", ())))
         with self._lock:
             if key not in self._splits:
-                self._splits[key] = split_for_checkpoint(self.index, config, saved)
+                self._splits[key] = split_for(self.index, ckpt)
             return self._splits[key]
 
     @cached_property
@@ -219,8 +219,7 @@ class AppContext:
     # ------------------------------------------------------------------------------------------------ models
     def _info(self, path: Path) -> CheckpointInfo | None:
         """A checkpoint's facts, read once per version of the file (None for a file that is not a checkpoint)."""
-        stat = path.stat()
-        stamp = (stat.st_mtime, stat.st_size)
+        stamp = checkpoint_version(path)
         cached = self._infos.get(path.name)
         if cached is None or cached[0] != stamp:
             try:
@@ -324,7 +323,7 @@ class AppContext:
     def classifier(self, name: str) -> Classifier:
         """A loaded model, kept for the next request (a few at most; reloaded when the file changes)."""
         path = self.checkpoint_path(name)
-        key = (name, path.stat().st_mtime)
+        key = (name, checkpoint_version(path))
         with self._lock:
             if key in self._models:
                 self._models.move_to_end(key)

@@ -25,8 +25,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cxr.data.index import DatasetIndex, Split, display_name, index_dataset, split_for_checkpoint
+from cxr.data.index import DatasetIndex, Split, display_name, index_dataset, split_for
 from cxr.data.cache import ImageCache
+from cxr.train.checkpoint import checkpoint_version
 from cxr.explain.figures import cam_overlays
 from cxr.explain.interpret import Interpretation, Record, cache_for, interpret_as_trained
 from cxr.explain.report import write_report
@@ -67,7 +68,7 @@ class Analysis:
     image_size: int
     app_ids: list[int | None]  # per interpretation row: the image's id in ctx.index (what Classify opens)
     synthetic: bool
-    notes: tuple[str, ...]  # where its test set here differs from the one it was tested on (see split_for_checkpoint)
+    notes: tuple[str, ...]  # where its test set here differs from the one it was tested on (see split_for)
     tiles: dict[int, np.ndarray] = field(default_factory=dict)  # row -> overlay, THUMB px, drawn once
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -105,7 +106,7 @@ def _test_set(ctx: AppContext, name: str, checkpoint) -> tuple[DatasetIndex, Spl
         return ctx.index, ctx.split_for(name), list(range(len(ctx.index.files)))
     index = index_dataset(ctx.settings.data_dir, checkpoint.classes)  # a model of other classes: its own listing
     where = {f: i for i, f in enumerate(ctx.index.files)}
-    split = split_for_checkpoint(index, checkpoint.config, checkpoint.split)
+    split = split_for(index, checkpoint)
     return index, split, [where.get(f) for f in index.files]
 
 
@@ -124,7 +125,7 @@ def _compute(ctx: AppContext, name: str) -> Analysis:
 def analyse(ctx: AppContext, name: str) -> Analysis:
     """The analysis of model `name`, computed by the first visitor who asks for this version of the file."""
     path = ctx.checkpoint_path(name)  # ValueError for a name that is not a model in the folder
-    return ctx.cached(("interpret", name, path.stat().st_mtime), lambda: _compute(ctx, name))
+    return ctx.cached(("interpret", name, checkpoint_version(path)), lambda: _compute(ctx, name))
 
 
 def _analysis(ctx: AppContext, name: str | None) -> Analysis:
@@ -271,7 +272,7 @@ def report_zip(ctx: AppContext, name: str | None) -> str:
         raise not_yet(ctx.no_model_yet(markdown=False, countdown=False))
     try:
         path = ctx.checkpoint_path(name)
-        key = ("report", name, path.stat().st_mtime)
+        key = ("report", name, checkpoint_version(path))
         def write() -> str:
             return _write_zip(path, ctx.settings.data_dir, ctx.scratch / "reports")
         zip_path = ctx.cached(key, write)

@@ -17,7 +17,7 @@ from typing import Any
 import gradio as gr
 
 from cxr.train.config import TrainConfig
-from cxr.train.loop import seconds_to_evaluation
+from cxr.train.budget import seconds_to_evaluation
 
 from .job import Snapshot
 

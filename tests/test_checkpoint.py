@@ -123,3 +123,15 @@ def test_list_checkpoints_newest_first(tmp_path):
     os.utime(tmp_path / "old.pt", (1, 1))
     assert [p.name for p in list_checkpoints(tmp_path)] == ["new.pt", "old.pt"]
     assert list_checkpoints(tmp_path / "none") == []
+
+
+def test_a_new_save_is_a_new_version_even_with_the_same_time_and_size(tmp_path):
+    from cxr.train.checkpoint import checkpoint_version
+
+    _, path = _save(tmp_path / "v.pt")
+    first = checkpoint_version(path)
+    assert checkpoint_version(path) == first  # reading it changes nothing
+    stat = path.stat()
+    _save(tmp_path / "v.pt")  # the same weights' size, saved again
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # even back at the same modification time
+    assert checkpoint_version(path) != first

@@ -1,10 +1,11 @@
 import os
 import shutil
+from types import SimpleNamespace
 
 import pytest
 
 from cxr.data.index import (DEFAULT_CLASSES, index_dataset, parse_classes, patient_key, relative_name, split_dataset,
-                      split_for_checkpoint, split_for_config, split_names)
+                            split_for, split_names)
 from tests.imagefiles import write_images
 
 
@@ -90,6 +91,11 @@ def test_split_is_stratified_disjoint_and_seeded(synthetic_root):
 SPLIT_CONFIG = {"seed": 0, "test_per_class": 3, "val_per_class": 3}
 
 
+def _model(saved, config=SPLIT_CONFIG):
+    """A stand-in for a checkpoint: the settings its run had and the files it held out by name."""
+    return SimpleNamespace(config=config, split=saved)
+
+
 def _copy_without(root, tmp_path, names):
     copy = tmp_path / "copy"
     shutil.copytree(root, copy)
@@ -100,23 +106,23 @@ def _copy_without(root, tmp_path, names):
 
 def test_a_saved_split_keeps_its_test_images_when_the_folder_changes(synthetic_root, tmp_path):
     index = index_dataset(synthetic_root)
-    split = split_for_config(index, SPLIT_CONFIG)
+    split = split_for(index, SPLIT_CONFIG)
     saved = split_names(index, split)
     assert saved["test"][0].count("/") == 2 and len(saved["test"]) == 9  # "COVID/images/COVID-3.png"
     changed = _copy_without(synthetic_root, tmp_path, [relative_name(index, split.train[0])])  # one training image gone
-    kept = split_for_checkpoint(changed, SPLIT_CONFIG, saved)
+    kept = split_for(changed, _model(saved))
     assert split_names(changed, kept) == saved and kept.notes == ()
     assert not set(kept.train) & (set(kept.val) | set(kept.test)) and len(kept.train) == len(changed.files) - 18
     # Rebuilt from the seed alone, the changed folder's "test" images would be others, some of them trained on.
-    assert split_names(changed, split_for_config(changed, SPLIT_CONFIG))["test"] != saved["test"]
+    assert split_names(changed, split_for(changed, SPLIT_CONFIG))["test"] != saved["test"]
 
 
 def test_a_saved_test_image_missing_from_the_folder_is_named_in_a_note(synthetic_root, tmp_path):
     index = index_dataset(synthetic_root)
-    saved = split_names(index, split_for_config(index, SPLIT_CONFIG))
-    kept = split_for_checkpoint(_copy_without(synthetic_root, tmp_path, saved["test"][:2]), SPLIT_CONFIG, saved)
-    assert split_for_checkpoint(index, SPLIT_CONFIG, {**saved, "test": saved["test"] + saved["test"][:1]}).test == \
-        split_for_checkpoint(index, SPLIT_CONFIG, saved).test  # a name listed twice is one image, scored once
+    saved = split_names(index, split_for(index, SPLIT_CONFIG))
+    kept = split_for(_copy_without(synthetic_root, tmp_path, saved["test"][:2]), _model(saved))
+    assert split_for(index, _model({**saved, "test": saved["test"] + saved["test"][:1]})).test == \
+        split_for(index, _model(saved)).test  # a name listed twice is one image, scored once
     assert len(kept.test) == 7 and kept.notes == ("2 of this model's 9 test images are not in this folder: the other 7 "
                                                   "are used",)
 
@@ -124,9 +130,21 @@ def test_a_saved_test_image_missing_from_the_folder_is_named_in_a_note(synthetic
 def test_a_model_of_other_data_gets_the_seeds_split_and_a_note_saying_so(synthetic_root):
     index = index_dataset(synthetic_root)
     other = {"val": ["elsewhere/a.png"], "test": ["elsewhere/b.png", "elsewhere/c.png"]}
-    split = split_for_checkpoint(index, SPLIT_CONFIG, other)
-    assert split.test == split_for_config(index, SPLIT_CONFIG).test
+    split = split_for(index, _model(other))
+    assert split.test == split_for(index, SPLIT_CONFIG).test
     assert "none of this model's 2 test images are in this folder" in split.notes[-1]
+
+
+def test_a_runs_settings_draw_the_same_split_as_a_dataclass_or_as_the_dict_its_checkpoint_keeps(synthetic_root):
+    from dataclasses import asdict
+
+    from cxr.train.config import TrainConfig
+
+    index = index_dataset(synthetic_root)
+    cfg = TrainConfig(test_per_class=3, val_per_class=2, seed=4)
+    drawn = split_dataset(index, test_per_class=3, val_per_class=2, seed=4)
+    assert split_for(index, cfg) == split_for(index, asdict(cfg)) == drawn
+    assert split_for(index, {}) == split_dataset(index)  # settings left out: the recipe's defaults
 
 
 def test_split_by_fraction(synthetic_root):
@@ -175,7 +193,7 @@ def test_a_checkpoint_without_saved_names_gets_the_per_file_split_it_was_trained
     index = _children(tmp_path, 12, [2] * 6)
     per_file = split_dataset(index, test_per_class=3, val_per_class=3, seed=0, by_patient=False)
     assert per_file != split_dataset(index, test_per_class=3, val_per_class=3, seed=0)  # the grouping matters here
-    assert split_for_checkpoint(index, SPLIT_CONFIG, {}) == per_file  # its test images are ones it never trained on
+    assert split_for(index, _model({})) == per_file  # its test images are ones it never trained on
 
 
 def test_a_class_of_too_few_patients_is_refused_clearly(tmp_path):

@@ -1,14 +1,14 @@
 import shutil
 
 from cxr.train.checkpoint import load_checkpoint
-from cxr.data.index import index_dataset, split_for_config
+from cxr.data.index import index_dataset, split_for
 from cxr.explain.focus import lung_focus_report, lung_focus_words, shortcut_sentence
 
 
 def test_lung_focus_is_reported_per_class_beside_the_lungs_area_and_absent_without_masks(trained_checkpoint, synthetic_root, tmp_path):
     ckpt = load_checkpoint(trained_checkpoint)
     index = index_dataset(synthetic_root, ckpt.classes)
-    test = split_for_config(index, ckpt.config).test
+    test = split_for(index, ckpt).test
     report = lung_focus_report(ckpt, index, test)
     assert report["available"] and set(report["per_class"]) == set(ckpt.classes)
     for v in report["per_class"].values():
@@ -20,7 +20,7 @@ def test_lung_focus_is_reported_per_class_beside_the_lungs_area_and_absent_witho
     for masks in bare.glob("*/masks"):
         shutil.rmtree(masks)
     index = index_dataset(bare, ckpt.classes)
-    none = lung_focus_report(ckpt, index, split_for_config(index, ckpt.config).test)
+    none = lung_focus_report(ckpt, index, split_for(index, ckpt).test)
     assert none["available"] is False and "no lung masks" in none["reason"]
     assert lung_focus_words(none).startswith("lung focus: not measured")
 

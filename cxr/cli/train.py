@@ -77,6 +77,7 @@ def train_config(args: argparse.Namespace) -> "TrainConfig":
 
     from cxr.train.config import TrainConfig
     from cxr.train.presets import apply_preset, default_preset
+    from cxr.data.lungs import box_text
     from cxr.data.transforms import AugmentConfig
 
     # No --preset: the preset for this machine, as the app does (Fast on a CPU, GPU on CUDA).
@@ -89,7 +90,7 @@ def train_config(args: argparse.Namespace) -> "TrainConfig":
         try:
             overrides["hide_box"] = tuple(float(v) for v in args.hide_box.split(","))
         except ValueError:
-            raise UserError(f"--hide-box takes four fractions such as 0.15,0.85,0.10,0.90, got {args.hide_box!r}") from None
+            raise UserError(f"--hide-box takes four fractions such as {box_text()}, got {args.hide_box!r}") from None
     if args.augment is not None:
         names = [] if args.augment == "none" else list(AugmentConfig.names()) if args.augment == "all" else args.augment.split(",")
         overrides["augment"] = cfg.augment.only([n.strip() for n in names if n.strip()])  # the preset's strengths
@@ -169,6 +170,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def add_train_parser(sub: "argparse._SubParsersAction") -> None:
     """The `train` sub-command and its flags."""
+    from cxr.data.lungs import box_text
     from cxr.train.presets import PRESETS
 
     t = sub.add_parser("train", help="fine-tune ResNet18 on a dataset folder")
@@ -177,7 +179,7 @@ def add_train_parser(sub: "argparse._SubParsersAction") -> None:
                    "this machine, fast-cpu on a CPU, gpu on CUDA; flags still override)")
     t.add_argument("--classes", help=f"comma-separated class keys (default {','.join(DEFAULT_CLASSES)})")
     t.add_argument("--augment", help="'all', 'none', or a comma list of: hflip,rotate,scale,translate,brightness,contrast")
-    t.add_argument("--hide-box", help="with --hide-lungs box: x0,x1,y0,y1 fractions (default 0.15,0.85,0.10,0.90)")
+    t.add_argument("--hide-box", help=f"with --hide-lungs box: x0,x1,y0,y1 fractions (default {box_text()})")
     add_config_flags(t)
     t.add_argument("--json", action="store_true", help="print one JSON object per event")
     t.add_argument("--json-attention", action="store_true", help="with --json, include the attention maps")

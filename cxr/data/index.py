@@ -2,7 +2,8 @@
 
 `index_dataset` reads the COVID-19 Radiography Database in the layouts people actually have: the current Kaggle
 release (`COVID/images/*.png`, masks beside), the first release (flat `COVID-19/`, `NORMAL/`, ...), or any
-class-folder tree. It only lists files, so it is quick even on the 21,000-image database. `split_dataset` makes a
+class-folder tree. It only lists files, so it is quick even on the 21,000-image database. `split_for` gives the
+split of a model or a run (its saved test files, else drawn from its settings), and `split_dataset` draws a
 deterministic, stratified train / validation / test split from a seed. Decoding the pixels and serving batches is
 `cxr.data.cache`'s.
 """
@@ -14,7 +15,7 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 from cxr.data.images import IMAGE_SUFFIXES
 
@@ -236,26 +237,41 @@ def relative_name(index: DatasetIndex, i: int) -> str:
 
 
 def split_names(index: DatasetIndex, split: Split) -> dict[str, list[str]]:
-    """The validation and test files of a split by name, as a checkpoint keeps them (`split_for_checkpoint`)."""
+    """The validation and test files of a split by name, as a checkpoint keeps them (`split_for` reads them)."""
     return {part: [relative_name(index, i) for i in getattr(split, part)] for part in ("val", "test")}
 
 
-def split_for_checkpoint(index: DatasetIndex, config: dict, saved: "dict[str, list[str]] | None") -> Split:
-    """The split a run used. From the file names its checkpoint saved (`split_names`) when it has them: the same
-    test images even after files were added to or removed from the folder, where rebuilding from the seed would
-    shuffle images the model trained on into the test set. Else (a checkpoint from before names were saved)
-    rebuilt from its settings, file by file as such checkpoints were split. Notes say when saved test images are
-    missing here, and when none are (a model trained on another folder: its test split here can only be drawn from
-    its seed)."""
+@runtime_checkable
+class TrainedModel(Protocol):
+    """What a model's split is read from: its run's settings and the files it held out by name (a `Checkpoint`)."""
+
+    config: Mapping[str, Any]
+    split: Mapping[str, list[str]]
+
+
+def split_for(index: DatasetIndex, model: "TrainedModel | Mapping[str, Any] | object") -> Split:
+    """The split of a model, or of a run about to train: the one way to get one (`split_dataset` draws it).
+
+    - A checkpoint (`config` and `split`): the validation and test files it saved by name (`split_names`), so its
+      test images stay the same after files were added to or removed from the folder, where redrawing from the
+      seed would shuffle images it trained on into its test set. Notes say when saved test images are missing
+      here, and when none are (a model of other data: its test split here can only be drawn from its seed). A
+      checkpoint from before names were saved gets its seed's split drawn file by file, as it was trained.
+    - A run's settings (a `TrainConfig`, or the dict a checkpoint stores): drawn from its seed and sizes."""
+    if isinstance(model, Mapping):
+        return _draw(index, model)
+    if not isinstance(model, TrainedModel):
+        return _draw(index, vars(model))
+    saved = model.split
     if not saved or not saved.get("test"):
-        return split_for_config(index, config, by_patient=False)
-    rebuilt = split_for_config(index, config)
+        return _draw(index, model.config, by_patient=False)
     where = {relative_name(index, i): i for i in range(len(index.files))}
     val = tuple(sorted({where[n] for n in saved.get("val", []) if n in where}))
     test = tuple(sorted({where[n] for n in saved["test"] if n in where}))
     n_saved = len(set(saved["test"]))
     if not test:
-        return Split(rebuilt.train, rebuilt.val, rebuilt.test, rebuilt.notes + (
+        drawn = _draw(index, model.config)
+        return Split(drawn.train, drawn.val, drawn.test, drawn.notes + (
             f"none of this model's {n_saved} test images are in this folder (it was trained on other data): its test "
             "images here are drawn from its seed, and may include images like the ones it trained on",))
     notes = () if len(test) == n_saved else (
@@ -265,9 +281,8 @@ def split_for_checkpoint(index: DatasetIndex, config: dict, saved: "dict[str, li
     return Split(tuple(i for i in range(len(index.files)) if i not in held), val, test, notes)
 
 
-def split_for_config(index: DatasetIndex, config: dict, by_patient: bool = True) -> Split:
-    """The split a training run used, rebuilt from the settings saved in its checkpoint (`Checkpoint.config`), so
-    its "test" images are the ones it never trained on, whatever seed or test size it was trained with."""
+def _draw(index: DatasetIndex, config: Mapping[str, Any], by_patient: bool = True) -> Split:
+    """`split_dataset` with a run's settings (defaults for any it lacks)."""
     return split_dataset(
         index,
         int(config.get("test_per_class", TEST_PER_CLASS)),

@@ -36,6 +36,11 @@ HIDE_MODES = {
 DEFAULT_BOX = (0.15, 0.85, 0.10, 0.90)  # x from, x to, y from, y to: both lung fields of a centred frontal X-ray
 
 
+def box_text(box: Sequence[float] = DEFAULT_BOX) -> str:
+    """A box as the CLI takes it: "0.15,0.85,0.10,0.90"."""
+    return ",".join(f"{v:.2f}" for v in box)
+
+
 @dataclass(frozen=True)
 class HideLungs:
     """What to black out of every image the model sees (training, validation and test alike)."""
@@ -73,10 +78,15 @@ class HideLungs:
         try:
             box = tuple(float(v) for v in rest.split(",")) if rest else DEFAULT_BOX
         except ValueError:
-            raise ValueError(f"hide box must be four fractions such as 0.15,0.85,0.10,0.90, got {rest!r}") from None
+            raise ValueError(f"hide box must be four fractions such as {box_text()}, got {rest!r}") from None
         hide = cls(mode, box)  # type: ignore[arg-type]
         hide.validate()
         return hide
+
+    @classmethod
+    def from_config(cls, config: dict) -> "HideLungs":
+        """How a run hid the lungs, from its settings as a checkpoint keeps them (`asdict(TrainConfig)`)."""
+        return cls(config.get("hide_lungs", "none"), tuple(config.get("hide_box", DEFAULT_BOX)))
 
 
 def box_region(

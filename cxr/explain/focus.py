@@ -15,8 +15,7 @@ import numpy as np
 
 from cxr.data.index import DatasetIndex, display_name
 from cxr.data.cache import ImageCache
-from cxr.explain.interpret import hide_of
-from cxr.data.lungs import area_share, has_masks, hide_pixels, lung_focus
+from cxr.data.lungs import HideLungs, area_share, has_masks, hide_pixels, lung_focus
 from cxr.data.transforms import to_model_input
 
 if TYPE_CHECKING:
@@ -37,7 +36,7 @@ def lung_focus_report(checkpoint: "Checkpoint", index: DatasetIndex, ids: Sequen
         return {"available": False, "reason": "these images have no lung masks (the Kaggle v4 release keeps them in "
                 "masks/ beside images/), so lung focus cannot be measured"}
     cache = ImageCache(index.files, checkpoint.image_size, masks=True)
-    hide = hide_of(checkpoint)
+    hide = HideLungs.from_config(checkpoint.config)
     per_image, by_class = [], {c: ([], []) for c in checkpoint.classes}
     for start in range(0, len(ids), batch_size):
         images, ok = cache.get(list(ids[start : start + batch_size]))

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cxr.data.index import DatasetIndex, Split, display_name, index_dataset, split_for_checkpoint
+from cxr.data.index import DatasetIndex, Split, display_name, index_dataset, split_for
 from cxr.data.cache import ImageCache
 from cxr.train.evaluate import classification_report
 from cxr.data.lungs import HideLungs, hide_pixels
@@ -229,17 +229,9 @@ class Interpretation:
         }
 
 
-def interpret(
-    model: nn.Module,
-    cache: ImageCache,
-    ids: Sequence[int],
-    labels: Sequence[int],
-    classes: Sequence[str],
-    batch_size: int = 32,
-    device: "str | torch.device" = "cpu",
-    tta_flip: bool = False,
-    hide: "HideLungs | None" = None,
-) -> Interpretation:
+def interpret(model: nn.Module, cache: ImageCache, ids: Sequence[int], labels: Sequence[int], classes: Sequence[str],
+              batch_size: int = 32, device: "str | torch.device" = "cpu", tta_flip: bool = False,
+              hide: "HideLungs | None" = None) -> Interpretation:
     """Run `model` once over the images `ids` of `cache` (labels[i] is image i's class, as in `iterate_batches`)
     and keep each one's probabilities and loss. With `tta_flip` each image's probabilities are averaged with its
     mirror image's, as `evaluate` does for a run trained with that setting; with `hide`, the lungs are hidden as
@@ -282,28 +274,23 @@ def interpret(
     )
 
 
-def hide_of(checkpoint: "Checkpoint") -> HideLungs:
-    """How the checkpoint's run hid the lungs (none for most), from its saved settings."""
-    config = checkpoint.config
-    return HideLungs(config.get("hide_lungs", "none"), tuple(config.get("hide_box", HideLungs().box)))
-
-
 def cache_for(checkpoint: "Checkpoint", index: DatasetIndex) -> ImageCache:
     """Decoded images at the checkpoint's own size (with lung masks when its run hid them by mask)."""
-    return ImageCache(index.files, checkpoint.image_size, masks=hide_of(checkpoint).needs_masks)
+    return ImageCache(index.files, checkpoint.image_size, masks=HideLungs.from_config(checkpoint.config).needs_masks)
 
 
 def interpret_as_trained(checkpoint: "Checkpoint", cache: ImageCache, ids: Sequence[int], labels: Sequence[int],
                          batch_size: int = 32, device: "str | torch.device" = "cpu") -> Interpretation:
     """`interpret` the way the checkpoint's run evaluated: its test-time flip, its hidden lungs."""
+    config = checkpoint.config
     return interpret(checkpoint.model, cache, ids, labels, checkpoint.classes, batch_size, device,
-                     tta_flip=bool(checkpoint.config.get("tta_flip", False)), hide=hide_of(checkpoint))
+                     tta_flip=bool(config.get("tta_flip", False)), hide=HideLungs.from_config(config))
 
 
 def rebuild_test_set(checkpoint: "Checkpoint", data_dir: "str | Path") -> tuple[DatasetIndex, Split, ImageCache]:
-    """A checkpoint's own split (its saved test files, or rebuilt from its settings) and a cache at its size."""
+    """The listing of `data_dir` in the checkpoint's classes, its split there (`split_for`), a cache at its size."""
     index = index_dataset(data_dir, checkpoint.classes)
-    return index, split_for_checkpoint(index, checkpoint.config, checkpoint.split), cache_for(checkpoint, index)
+    return index, split_for(index, checkpoint), cache_for(checkpoint, index)
 
 
 def interpret_checkpoint(

@@ -3,6 +3,8 @@
 - `config`: `TrainConfig`, its bounds and words; `presets`: named settings (Fast (CPU), Recipe, GPU).
 - `model`: ResNet18 with a new head, starting weights; `checkpoint`: self-describing checkpoint files;
   `writer`: checkpoints written aside by a thread.
-- `events`: the typed events `fit` yields; `run`: a run's set-up (data, model, optimiser, device);
-  `loop`: `fit`, `train_one_epoch`-style steps and the evaluation cadence; `evaluate`: accuracy and the report.
+- `events`: the typed events `fit` yields; `run`: a run's fixed set-up (data, model, optimiser, device);
+  `state`: what changes as it trains (step, best so far, curves) and the keep policies; `budget`: steps and
+  seconds (progress, ETA, the stop, when to evaluate); `loop`: `fit`, one step, one evaluation (validate, record,
+  save) and the final test; `evaluate`: accuracy and the report.
 """

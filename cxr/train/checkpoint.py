@@ -188,6 +188,14 @@ def load_checkpoint(path: "str | Path", device: "str | torch.device" = "cpu") ->
     )
 
 
+def checkpoint_version(path: "str | Path") -> tuple[int, int, int]:
+    """What tells one version of a checkpoint file from the next: whatever is read from it (a loaded model, an
+    analysis, a label) is reused while this is unchanged. Every save replaces the file (`os.replace`: a new inode),
+    so a save within the file system's time resolution is noticed too."""
+    stat = Path(path).stat()
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
 def list_checkpoints(folder: "str | Path") -> list[Path]:
     """Best-checkpoint files in `folder` (not their -last twins), newest first."""
     folder = Path(folder)

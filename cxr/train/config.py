@@ -16,7 +16,7 @@ from typing import Any
 
 from cxr.data.index import DEFAULT_CLASSES, TEST_PER_CLASS, VAL_PER_CLASS, parse_classes
 from cxr.errors import UserError
-from cxr.data.lungs import HIDE_MODES, HideLungs
+from cxr.data.lungs import DEFAULT_BOX, HIDE_MODES, HideLungs
 from cxr.train.model import FREEZE_LEVELS
 from cxr.data.transforms import AugmentConfig
 
@@ -57,7 +57,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     freeze: str = "none"  # freeze the stem and stages up to this (only with pretrained weights)
     hide_lungs: str = "none"  # "box": black out a central box; "mask": the dataset's lung masks (train, val and test)
-    hide_box: tuple[float, float, float, float] = (0.15, 0.85, 0.10, 0.90)  # x from, x to, y from, y to (fractions)
+    hide_box: tuple[float, float, float, float] = DEFAULT_BOX  # x from, x to, y from, y to (fractions)
     attention: bool = True  # re-explain one validation X-ray per class at every evaluation (the attention strip)
     channels_last: bool = False  # memory layout; faster on GPUs with AMP, not on this CPU at 224
     amp: bool = True  # bfloat16 autocast on CUDA

@@ -1,30 +1,29 @@
-"""What a training run is made of: `setup` (data, model, optimiser and where to save, made once from a
-TrainConfig) and the small state objects the loop in train.py keeps (the clock, the window since the last
-evaluation, the best result so far, and the `Run` holding it all). Named, so `fit` reads as a short sequence of
-steps and not a dozen loose loop variables.
+"""What a training run is made of: `setup` makes a `Run` once from a TrainConfig (the data and its split, the model
+and optimiser, the device and precision, where to save, and what a resumed run brings), and `start_state` the
+`RunState` the loop (loop.py) updates from there. The Run is fixed (frozen); what changes lives in the state.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import time
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
 from cxr.train.checkpoint import checkpoint_paths, load_checkpoint
 from cxr.train.config import TrainConfig
-from cxr.data.index import DatasetIndex, Split, index_dataset, split_dataset, split_for_checkpoint, split_names
+from cxr.data.index import DatasetIndex, Split, index_dataset, split_for, split_names
 from cxr.data.cache import ImageCache
 from cxr.errors import UserError
-from cxr.train.evaluate import EvalResult
 from cxr.data.lungs import HideLungs, require_masks
+from cxr.train.budget import Budget
 from cxr.train.model import build_model, freeze_layers, is_random_fallback
-from cxr.train.writer import CheckpointWriter, snapshot
+from cxr.train.state import KEEP_POLICIES, Best, KeepBest, KeepPolicy, RunState
+from cxr.train.writer import CheckpointWriter
 
 
 def resolve_device(name: str) -> torch.device:
@@ -67,65 +66,9 @@ def check_writable(path: Path) -> None:
         raise UserError(f"cannot write the checkpoint into {path.parent}: the folder is read-only")
 
 
-# ------------------------------------------------------------------------------------------------- the state
-@dataclass
-class Clock:
-    """Where the run's time went (seconds) and how many images it trained on."""
-
-    start: float = field(default_factory=time.perf_counter)
-    data: float = 0.0
-    train: float = 0.0
-    eval: float = 0.0
-    attention: float = 0.0
-    save: float = 0.0
-    images: int = 0
-    last_eval: float = 0.0  # duration of the latest validation, to keep time for the final test in a budget
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start
-
-
-@dataclass
-class Window:
-    """Training loss and accuracy since the previous evaluation (the training curve's next point)."""
-
-    loss: float = 0.0
-    steps: int = 0
-    correct: float = 0.0
-    images: int = 0
-    started: float = field(default_factory=time.perf_counter)  # when the previous evaluation began (or the loop)
-    paused: float = 0.0  # how long that evaluation took (see `train.evaluation_due`)
-
-    def add(self, loss: float, correct: float, images: int) -> None:
-        self.loss, self.steps, self.correct, self.images = self.loss + loss, self.steps + 1, self.correct + correct, self.images + images
-
-    def seconds(self) -> float:
-        return time.perf_counter() - self.started
-
-    def point(self) -> tuple[float, float]:
-        return self.loss / max(self.steps, 1), self.correct / max(self.images, 1)
-
-
-@dataclass
-class Best:
-    """The best validation result so far and a copy of its weights (by accuracy, then by loss)."""
-
-    accuracy: float = -1.0
-    loss: float = math.inf
-    step: int = 0
-    state: dict[str, torch.Tensor] | None = None
-
-    def update(self, val: EvalResult, model: torch.nn.Module, step: int) -> bool:
-        if val.accuracy > self.accuracy or (val.accuracy == self.accuracy and val.loss < self.loss):
-            self.accuracy, self.loss, self.step = val.accuracy, val.loss, step
-            self.state = snapshot(model)[0]
-            return True
-        return False
-
-
-@dataclass
+@dataclass(frozen=True)
 class Run:
-    """What `setup` prepares once and every step uses."""
+    """What `setup` prepares once and every step uses: fixed for the run (what changes is a `RunState`)."""
 
     cfg: TrainConfig
     device: torch.device
@@ -147,9 +90,10 @@ class Run:
     gen: torch.Generator
     attention_ids: list[int]
     hide: HideLungs
-    history: list[dict[str, float]] = field(default_factory=list)
-    prior_seconds: float = 0.0  # time a resumed run had already trained: its schedule and budget go on from there
-    attention: dict[str, Any] = field(default_factory=dict)
+    keep: KeepPolicy  # which weights are kept and tested (`TrainConfig.keep`)
+    # What a resumed run brings: its curve so far and the seconds it trained (its schedule and budget go on).
+    prior_history: tuple[dict[str, float], ...] = ()
+    prior_seconds: float = 0.0
     writer: CheckpointWriter = field(default_factory=CheckpointWriter)  # checkpoints during the loop, written aside
 
     @cached_property
@@ -173,6 +117,22 @@ class Run:
     def memory_format(self) -> torch.memory_format:
         return torch.channels_last if self.cfg.channels_last else torch.contiguous_format
 
+    def training_batches(self) -> Iterator[list[int]]:
+        """Batches of training ids, epoch after epoch, each epoch in a new random order (drawn from `gen`)."""
+        ids = self.split.train
+        while True:
+            perm = torch.randperm(len(ids), generator=self.gen).tolist()
+            for b in range(0, len(perm), self.cfg.batch_size):
+                yield [ids[i] for i in perm[b : b + self.cfg.batch_size]]
+
+    def decode_order(self) -> list[int]:
+        """The order images are first needed in: validation (the first evaluation, the attention strip), the first
+        epoch's training batches exactly as `training_batches` will draw them, then the test set."""
+        gen = torch.Generator()
+        gen.set_state(self.gen.get_state())  # a copy: the training order itself is left untouched
+        first_epoch = [self.split.train[i] for i in torch.randperm(len(self.split.train), generator=gen).tolist()]
+        return list(self.split.val) + first_epoch + list(self.split.test)
+
 
 def setup(cfg: TrainConfig) -> Run:
     """Index and split the data, build (or resume) the model and optimiser, and decide where to save."""
@@ -181,12 +141,11 @@ def setup(cfg: TrainConfig) -> Run:
     best_path, last_path = checkpoint_paths(cfg.out)
     check_writable(best_path)
     index = index_dataset(cfg.data, cfg.classes)
-    split = split_dataset(index, cfg.test_per_class, cfg.test_fraction, cfg.val_per_class, cfg.seed)
     resume = load_checkpoint(cfg.resume) if cfg.resume else None
     if resume is not None and resume.classes != index.classes:
         raise UserError(f"cannot resume: the checkpoint's classes {resume.classes} differ from {index.classes}")
-    if resume is not None and resume.split:  # the same held-out images as before, even if the folder changed
-        split = split_for_checkpoint(index, asdict(cfg), resume.split)
+    # A resumed run holds out the images its first part held out, even if the folder has changed since.
+    split = split_for(index, resume if resume is not None else cfg)
     # The new head's random initialisation comes from the seed, without touching the caller's global RNG.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
@@ -228,8 +187,9 @@ def setup(cfg: TrainConfig) -> Run:
         steps_per_epoch=steps_per_epoch, total_steps=total_steps, start_step=start_step, best_path=best_path,
         last_path=last_path, weights=weights, pretrained=pretrained, notes=notes,
         gen=torch.Generator().manual_seed(cfg.seed + start_step), attention_ids=attention_ids, hide=hide,
+        keep=KEEP_POLICIES[cfg.keep],
         # A resumed run goes on where it stopped: its curves, its learning-rate schedule, what is left of its budget.
-        history=list(resume.metrics.get("history", [])) if resume is not None else [],
+        prior_history=tuple(resume.metrics.get("history", [])) if resume is not None else (),
         prior_seconds=prior_seconds,
     )
 
@@ -245,11 +205,20 @@ def _check_resumable(cfg: TrainConfig, start_step: int, total_steps: int, prior_
                         f"{cfg.time_budget_s:g}, which counts the time already trained; give a larger one, or 0 for none")
 
 
+def start_state(run: Run, started: float) -> RunState:
+    """The state a run begins in (`started`: when it began, before its set-up, which the budget counts too)."""
+    budget = Budget(total_steps=run.total_steps, eval_every=run.cfg.eval_every, time_budget_s=run.cfg.time_budget_s,
+                    start_step=run.start_step, prior_seconds=run.prior_seconds,
+                    test_per_val=len(run.split.test) / max(len(run.split.val), 1),
+                    end_reason="max_steps" if run.cfg.max_steps == run.total_steps else "epochs", started=started)
+    return RunState(step=run.start_step, budget=budget, best=best_so_far(run), history=list(run.prior_history))
+
+
 def best_so_far(run: Run) -> Best:
     """What a run has to beat. A resumed keep=best run starts from the best model its first part saved at --out, so
     a worse one does not replace it (and the card's best validation accuracy is the run's, not this part's)."""
     best = Best()
-    if not (run.start_step and run.cfg.keep == "best" and run.best_path.is_file()):
+    if not (run.start_step and isinstance(run.keep, KeepBest) and run.best_path.is_file()):
         return best
     try:
         saved = load_checkpoint(run.best_path)
