@@ -86,6 +86,8 @@ def train_config(args: argparse.Namespace) -> "TrainConfig":
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
     if "classes" in overrides:
         overrides["classes"] = parse_classes(overrides["classes"])
+    if "image_size" in overrides and "auto_size" not in overrides:
+        overrides["auto_size"] = False  # a size given by hand is the size trained at, on any machine
     if args.hide_box:
         try:
             overrides["hide_box"] = tuple(float(v) for v in args.hide_box.split(","))
@@ -123,6 +125,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                 # A fallback to random weights is explained once, by the warning that follows.
                 weights = "random (no ImageNet weights: see the warning)" if is_random_fallback(ev.weights) else ev.weights
                 print(f"split: {sizes}  |  device: {ev.device}  |  preset: {cfg.preset or 'none'}  |  weights: {weights}")
+                if ev.plan:  # a budgeted run chose its image size for this machine: say what and why
+                    print(f"image size: {ev.plan}")
                 # With a time budget the run ends by the clock: a step total would only mislead.
                 bar = tqdm(total=None if cfg.time_budget_s else ev.total_steps, initial=ev.start_step, unit="step",
                            dynamic_ncols=True)

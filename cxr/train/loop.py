@@ -16,6 +16,7 @@ alone decides progress, ETA, the stop and when to evaluate.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import asdict
 import math
 import time
 from pathlib import Path
@@ -262,7 +263,8 @@ def fit(cfg: TrainConfig, stop: StopFlag | None = None) -> Iterator[Event]:
         classes=list(run.index.classes), counts=run.index.counts(), split=run.split.sizes(), layout=run.index.layout,
         synthetic=run.index.synthetic, device=str(run.device), weights=run.weights, pretrained=run.pretrained,
         trainable_params=count_parameters(run.model)[0], total_steps=run.total_steps, start_step=run.start_step,
-        checkpoint=str(run.best_path),
+        checkpoint=str(run.best_path), image_size=run.cfg.image_size, plan=run.plan.reason if run.plan else "",
+        settings=asdict(run.cfg),
     )
     for message in run.notes:
         yield Note(message=message)

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 
-from cxr.train.checkpoint import checkpoint_paths, load_checkpoint
+from cxr.train.checkpoint import Checkpoint, checkpoint_paths, load_checkpoint
+from cxr.train.plan import Plan, cache_file, plan_size
 from cxr.train.config import TrainConfig
 from cxr.data.index import DatasetIndex, Split, index_dataset, split_for, split_names
 from cxr.data.cache import ImageCache
@@ -94,14 +95,16 @@ class Run:
     # What a resumed run brings: its curve so far and the seconds it trained (its schedule and budget go on).
     prior_history: tuple[dict[str, float], ...] = ()
     prior_seconds: float = 0.0
+    plan: Plan | None = None  # the image size a budgeted run chose for this machine, and why (`TrainConfig.auto_size`)
     writer: CheckpointWriter = field(default_factory=CheckpointWriter)  # checkpoints during the loop, written aside
 
     @cached_property
     def meta(self) -> dict[str, Any]:
         """What every checkpoint of this run carries besides weights and metrics: fixed for the run, so made once
         (its split names are thousands of paths on the full database, and a GPU run saves every few seconds)."""
-        return dict(classes=self.index.classes, image_size=self.cfg.image_size, config=asdict(self.cfg),
+        meta = dict(classes=self.index.classes, image_size=self.cfg.image_size, config=asdict(self.cfg),
                     synthetic=self.index.synthetic, split=split_names(self.index, self.split))
+        return meta | ({"plan": self.plan.to_dict()} if self.plan is not None else {})
 
     @property
     def precision(self) -> str:
@@ -173,6 +176,7 @@ def setup(cfg: TrainConfig) -> Run:
     prior_seconds = float(resume.metrics.get("elapsed_s", 0.0)) if resume is not None else 0.0
     if resume is not None:
         _check_resumable(cfg, start_step, total_steps, prior_seconds)
+    cfg, plan = plan_for(cfg, device, resume, len(index.classes))
     # The shortcut experiment: the same region is black in every image the model sees, in training and testing.
     hide = HideLungs(cfg.hide_lungs, tuple(cfg.hide_box))
     if hide.needs_masks:
@@ -190,8 +194,22 @@ def setup(cfg: TrainConfig) -> Run:
         keep=KEEP_POLICIES[cfg.keep],
         # A resumed run goes on where it stopped: its curves, its learning-rate schedule, what is left of its budget.
         prior_history=tuple(resume.metrics.get("history", [])) if resume is not None else (),
-        prior_seconds=prior_seconds,
+        prior_seconds=prior_seconds, plan=plan,
     )
+
+
+def plan_for(cfg: TrainConfig, device: torch.device, resume: Checkpoint | None, classes: int
+             ) -> tuple[TrainConfig, Plan | None]:
+    """The settings with the image size this machine should train at (`cxr.train.plan`), and the plan; unchanged
+    without `auto_size` or a time budget. A resumed run keeps the size its first part trained at."""
+    if resume is not None:
+        return (replace(cfg, image_size=resume.image_size), None) if cfg.auto_size else (cfg, None)
+    if not (cfg.auto_size and cfg.time_budget_s):
+        return cfg, None
+    plan = plan_size(ceiling=cfg.image_size, budget_s=cfg.time_budget_s, batch=cfg.batch_size, classes=classes,
+                     device=device, dtype=autocast_dtype(cfg, device), channels_last=cfg.channels_last,
+                     cache=cache_file())
+    return replace(cfg, image_size=plan.image_size), plan
 
 
 def _check_resumable(cfg: TrainConfig, start_step: int, total_steps: int, prior_seconds: float) -> None:
