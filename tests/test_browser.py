@@ -34,15 +34,56 @@ SHORT_RUN = dict(preset="fast-cpu", image_size=64, batch_size=8, lr=1e-3, max_st
                  teacher_key="")
 TAB_KEY = "cxr_open_tab"  # where the page keeps the open tab (demo.ui)
 LABEL = re.compile(r"^Fast \(CPU\) · (\d\d [A-Z][a-z]{2} )?\d\d:\d\d · test \d+\.\d %$")  # synthetic: said by the banner
+# Every event a page sends to the server, read off its own fetch calls: {fn, sent, done} (fn is the gradio dependency
+# id, times from performance.now()), in window.cxrEvents. A test that asserts nothing changed waits on these answers
+# (see _answered), not on a fixed time that a loaded machine may overrun.
+EVENTS_JS = """(() => {
+  const events = window.cxrEvents = [], byId = {}, early = {}, realFetch = window.fetch.bind(window);
+  window.fetch = async (input, init) => {
+    const url = typeof input === "string" ? input : String(input.url || input);
+    if (url.includes("/queue/join")) {  // an event sent: its answer comes later on the data stream, by event_id
+      const event = {fn: null, sent: performance.now(), done: null};
+      try { event.fn = JSON.parse(init.body).fn_index; } catch (e) {}
+      events.push(event);
+      const response = await realFetch(input, init);
+      response.clone().json().then(j => {  // a quick event's answer may come before this does
+        byId[j.event_id] = event;
+        if (j.event_id in early) event.done = early[j.event_id];
+      }, () => {});
+      return response;
+    }
+    const response = await realFetch(input, init);
+    if (!url.includes("/queue/data") || !response.body) return response;
+    const [mine, page] = response.body.tee();  // read a copy of the stream; the page reads the other
+    (async () => {
+      const reader = mine.pipeThrough(new TextDecoderStream()).getReader();
+      for (let rest = "";;) {
+        const {value, done} = await reader.read();
+        if (done) return;
+        const lines = (rest + value).split("\\n");
+        rest = lines.pop();
+        for (const line of lines.filter(l => l.startsWith("data:"))) {
+          const msg = JSON.parse(line.slice(5));
+          if (msg.msg !== "process_completed") continue;
+          if (byId[msg.event_id]) byId[msg.event_id].done = performance.now();
+          else early[msg.event_id] = performance.now();
+        }
+      }
+    })().catch(() => {});  // the page aborts the stream when it is done with it
+    return new Response(page, {status: response.status, statusText: response.statusText, headers: response.headers});
+  };
+})();"""
 
 try:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import expect, sync_playwright
 except ImportError:  # pragma: no cover
     sync_playwright = None
 available = sync_playwright is not None and shutil.which(CHROMIUM) is not None
 if not available and os.environ.get("CXR_REQUIRE_BROWSER"):
     raise RuntimeError(f"browser tests required but Playwright or {CHROMIUM} is missing")
-pytestmark = pytest.mark.skipif(not available, reason=f"Playwright or {CHROMIUM} not installed")
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not available, reason=f"Playwright or {CHROMIUM} not installed")]
 if available:
     expect.set_options(timeout=30_000)  # two busy cores: the page's timer and the queue answer in seconds, not ms
 
@@ -98,6 +139,7 @@ def visit(browser):
 
     def open_page(url: str, tab: str = "Data", size: tuple[int, int] = DESK):
         context = browser.new_context(viewport={"width": size[0], "height": size[1]}, accept_downloads=True)
+        context.add_init_script(EVENTS_JS)
         contexts.append(context)
         pg = context.new_page()
         pg.set_default_timeout(60_000)
@@ -170,6 +212,36 @@ def _loaded(pg, images: str) -> None:
     """Wait until every image matching `images` has been fetched and decoded (a gallery loads lazily)."""
     pg.wait_for_function("s => [...document.querySelectorAll(s)].every(i => i.complete && i.naturalWidth > 0)",
                          arg=images)
+
+
+def _sent(pg) -> int:
+    """How many events the page has sent so far: the mark `_answered` counts from."""
+    return pg.evaluate("() => window.cxrEvents.length")
+
+
+def _answered(pg, mark: int, own: bool = True) -> None:
+    """Wait until every event the page sent since `mark` is answered, then a tick of the page's timer sent after those
+    answers is answered too: by then the handlers an action started have run, their .then steps included, and a timer
+    tick has had its say. `own`: the action must have sent an event of its own (not only ticks)."""
+    try:
+        _wait_answered(pg, mark, own)
+    except PlaywrightTimeout:
+        events = pg.evaluate("m => window.cxrEvents.slice(m)", mark)
+        names = {d["id"]: d["targets"] for d in pg.evaluate("() => window.gradio_config.dependencies")}
+        raise AssertionError("events unanswered or no timer tick after them: " + "; ".join(
+            f"{names.get(e['fn'])} sent {e['sent']:.0f} ms, answered {e['done']}" for e in events[-12:])) from None
+
+
+def _wait_answered(pg, mark: int, own: bool) -> None:
+    pg.wait_for_function("""([mark, own]) => {
+        const ticks = new Set(window.gradio_config.dependencies
+                                .filter(d => d.targets.some(t => t[1] === "tick")).map(d => d.id));
+        const since = window.cxrEvents.slice(mark), mine = since.filter(e => !ticks.has(e.fn));
+        if ((own && !mine.length) || mine.some(e => e.done === null)) return false;
+        const last = Math.max(-Infinity, ...mine.map(e => e.done));
+        return since.some(t => ticks.has(t.fn) && t.sent > last && t.done !== null
+                               && since.every(e => e.sent > t.sent || e.done !== null));
+    }""", arg=[mark, own])
 
 
 def _changed(locator, before: bytes, timeout: float = 60.0) -> bytes:
@@ -247,7 +319,7 @@ def test_classify_lists_a_model_saved_after_the_page_opened_whichever_tab_is_ope
 
     page.get_by_role("tab", name="Data").click()
     _add_model(folder, trained_checkpoint, 0.322, "resnet18-20250102-100000.pt")
-    page.wait_for_timeout(2_000)
+    _answered(page, _sent(page), own=False)  # a tick of the page's timer since the model landed
     page.get_by_role("tab", name="Classify").click()
     assert _label(ctx, "resnet18-20250102-100000.pt") in _options(page, "#checkpoint")
 
@@ -271,7 +343,7 @@ def test_models_are_labelled_apart_and_a_new_visitor_starts_on_the_best(visit, m
     deadline = time.monotonic() + 10
     while newest not in _options(page, "#checkpoint") and time.monotonic() < deadline:
         page.wait_for_timeout(500)
-    page.wait_for_timeout(1_500)  # another tick of the page's timer
+    _answered(page, _sent(page), own=False)  # another tick of the page's timer
     expect(page.locator("#checkpoint input")).to_have_value(worse)
     expect(visit(url, "Classify").locator("#checkpoint input")).to_have_value(newest)  # a new visitor: the best
 
@@ -284,7 +356,7 @@ def test_an_added_model_file_joins_the_list_and_a_fake_one_is_refused_in_a_sente
     mine = write_model(trained_checkpoint, tmp_path / "trained-at-home.pt", 0.777)
     page.locator("#add_model input[type=file]").set_input_files(mine)
     expect(page.locator("#add_model_status")).to_contain_text("Added the model as", timeout=60_000)
-    page.wait_for_timeout(2_000)  # a tick of the page's timer
+    _answered(page, _sent(page), own=False)  # a tick of the page's timer
     assert any("test 77.7 %" in label for label in _options(page, "#checkpoint"))
 
     fake = tmp_path / "notes.pt"
@@ -302,9 +374,10 @@ def test_opening_the_dropdowns_before_an_image_shows_no_error(visit, models_serv
     url, _ = models_server
     page = visit(url, "Classify")
     labels = _options(page, "#checkpoint")
+    mark = _sent(page)
     _pick(page, "#checkpoint", labels[-1])
     _pick(page, "#target", "predicted class")
-    page.wait_for_timeout(3_000)  # time for any handler to answer
+    _answered(page, mark)  # every handler the two picks started has answered
     expect(page.locator(".toast-body")).to_have_count(0)
     expect(page.get_by_text("Error", exact=True)).to_have_count(0)
 
@@ -319,9 +392,10 @@ def test_only_the_teacher_key_unlocks_start_and_the_key_never_reaches_the_page(v
     expect(page.locator("#train_status")).to_contain_text("when the teacher starts a run")
     key = page.locator("#teacher_key input")
     key.fill("guess")
+    mark = _sent(page)
     key.press("Enter")
     expect(page.locator("#who_may_train")).to_contain_text("That is not the teacher key")
-    page.wait_for_timeout(1_500)
+    _answered(page, mark)  # the key's handler and a timer tick after it: neither unlocked Start
     expect(page.locator("#start_btn")).to_be_disabled()
     _screenshots(page, "train-student")
     key.fill("k3y")
@@ -339,7 +413,7 @@ def test_only_the_teacher_key_unlocks_start_and_the_key_never_reaches_the_page(v
     stored = page.evaluate("() => JSON.stringify(sessionStorage)")
     assert "k3y" not in stored and "k3y" not in page.content()  # the tab keeps a token that expires, not the key
     other = visit(url, "Train")
-    other.wait_for_timeout(2_000)
+    _answered(other, 0)  # the new page's load events (the key's recall among them) and a timer tick after them
     expect(other.locator("#start_btn")).to_be_disabled()
     expect(other.locator("#who_may_train")).to_contain_text("Only the teacher can start or stop a run")
 
@@ -610,7 +684,7 @@ def test_a_run_from_chosen_random_weights_shows_no_fallback_warning(visit, serve
     _train(url)  # weights "none": random on purpose, nothing to fix
     page = visit(url, "Train")
     expect(page.locator("#train_status")).to_contain_text("random weights")
-    page.wait_for_timeout(2_000)  # a tick of the page's timer
+    _answered(page, 0)  # the page's load events and a timer tick after them
     expect(page.locator("#weights_warning")).to_be_hidden()
 
 
