@@ -51,7 +51,7 @@ def run_one(name: str, data: str, seed: int, budget: float, device: str, float32
     `float32` turns a preset's CPU bfloat16 off, to see what a CPU without it (no AMX or AVX512-BF16) would get."""
     import torch
 
-    from cxr.train.events import Done, Evaluated
+    from cxr.train.events import Done, Evaluated, Started
 
     if name == "plain":
         from cxr.bench.baseline import run_plain_recipe
@@ -68,14 +68,16 @@ def run_one(name: str, data: str, seed: int, budget: float, device: str, float32
         cfg = replace(cfg, data=data, weights="none", seed=seed, device=device, epochs=10_000, max_steps=0,
                       time_budget_s=budget, out=str(Path(tmp) / "run.pt"), save_last_every_s=1e9,
                       cpu_bf16=cfg.cpu_bf16 and not float32)
-        curve, done = [], None
+        curve, done, started = [], None, None
         for ev in fit(cfg):
-            if isinstance(ev, Evaluated):
+            if isinstance(ev, Started):
+                started = ev
+            elif isinstance(ev, Evaluated):
                 curve.append((time.perf_counter() - t0, ev.val_accuracy))
             elif isinstance(ev, Done):
                 done = ev
     return {"curve": curve, "test_accuracy": done.test_accuracy, "seconds": time.perf_counter() - t0,
-            "steps": done.steps, "reason": done.reason}
+            "steps": done.steps, "reason": done.reason, "image_size": started.image_size, "plan": started.plan}
 
 
 def summarise(runs: list[dict], thresholds: list[float]) -> dict[str, Any]:

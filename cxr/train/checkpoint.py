@@ -59,6 +59,7 @@ class Checkpoint:
     path: Path | None = None
     synthetic: bool = False
     split: dict[str, list[str]] = field(default_factory=dict)  # its validation and test files by name (`data.split_names`)
+    plan: dict[str, Any] = field(default_factory=dict)  # the size a budgeted run chose, and why (`cxr.train.plan.Plan`)
 
     @property
     def class_names(self) -> list[str]:
@@ -76,6 +77,7 @@ def save_checkpoint(
     optimizer: "torch.optim.Optimizer | dict[str, Any] | None" = None,
     synthetic: bool = False,
     split: "dict[str, list[str]] | None" = None,
+    plan: "dict[str, Any] | None" = None,
 ) -> Path:
     """Write a checkpoint to `path` atomically and return the path. `model` and `optimizer` may be given as their
     state dicts (a snapshot taken earlier, as `cxr.train.writer` does)."""
@@ -95,6 +97,7 @@ def save_checkpoint(
         "step": int(step),
         "synthetic": bool(synthetic),
         "split": split or {},
+        "plan": plan or {},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "torch_version": str(torch.__version__),
         "torchvision_version": str(torchvision.__version__),
@@ -185,6 +188,7 @@ def load_checkpoint(path: "str | Path", device: "str | torch.device" = "cpu") ->
         path=Path(path),
         synthetic=bool(payload.get("synthetic", False)),
         split=_split_names(payload.get("split")),
+        plan=payload.get("plan") if isinstance(payload.get("plan"), dict) else {},
     )
 
 
