@@ -23,6 +23,7 @@ from cxr.data.lungs import area_share, lung_focus, mask_path
 from cxr.data.images import IMAGE_SUFFIXES
 
 from . import explain_panel, model_files
+from .inference import CLASSIFY_AT_ONCE, predict_batched
 from .context import AppContext
 from .labels import percent
 from .limits import forget_upload
@@ -129,8 +130,8 @@ def classify(ctx: AppContext, file: str | None, checkpoint: str | None, target: 
             raise ValueError("this model cannot explain that class; choose one of its classes")
         if source is None:
             _size_check(file)
-        pred = clf.predict(source if source is not None else file, explain=True,
-                           target=None if target in (None, PREDICTED) else target)
+        pred = predict_batched(ctx.inference, clf, source if source is not None else file,
+                               None if target in (None, PREDICTED) else target)
     except ValueError as e:
         raise user_error(str(e)) from None
     except Exception:  # a bug, not the user's file: log it here, tell them plainly, keep serving
@@ -327,7 +328,7 @@ def build(ctx: AppContext) -> dict[str, gr.components.Component]:
     # After a refusal the toast says why; the panels empty instead of each showing "Error" (see `cleared`). After a
     # classification the upload box empties for the next drop.
     dropped = upload.upload(ctx.bind(classify), [upload, checkpoint, target, alpha], outputs, api_name="classify",
-                            concurrency_limit=2, concurrency_id="classify")
+                            concurrency_limit=CLASSIFY_AT_ONCE, concurrency_id="classify")
     dropped.success(ready_for_next, None, [upload, waiting], api_name=False)
     # Refused for want of a model: wait for one, or take the one that landed meanwhile.
     waiting_in, waiting_out = [waiting, upload, checkpoint, target, alpha], [*outputs, waiting, upload]
@@ -341,10 +342,10 @@ def build(ctx: AppContext) -> dict[str, gr.components.Component]:
                       show_progress="hidden").failure(cleared_not_waiting, None, [*outputs, waiting], api_name=False)
     for trigger in (target.input, checkpoint.input):
         trigger(ctx.bind(reexplain), [state, checkpoint, target, alpha], outputs, api_name=False,
-                concurrency_limit=2, concurrency_id="classify").failure(unexplained, None, outputs, api_name=False)
+                concurrency_limit=CLASSIFY_AT_ONCE, concurrency_id="classify").failure(unexplained, None, outputs, api_name=False)
     checkpoint.change(ctx.bind(examples_for), [checkpoint], [examples], api_name=False)
     picked = examples.select(ctx.bind(classify_example), [checkpoint, target, alpha], outputs, api_name=False,
-                             concurrency_limit=2, concurrency_id="classify")
+                             concurrency_limit=CLASSIFY_AT_ONCE, concurrency_id="classify")
     picked.success(ready_for_next, None, [upload, waiting], api_name=False)
     picked.failure(cleared, None, outputs, api_name=False)
     alpha.change(reblend, [state, alpha], [shown], api_name=False, show_progress="hidden")

@@ -28,10 +28,13 @@ from cxr.data.index import SYNTHETIC_MARKER, DatasetIndex, Split, index_dataset,
 from cxr.data.cache import ImageCache
 from cxr.data.lungs import has_masks
 from cxr.data.download import DATASET_FOLDER, DownloadUnavailable, download_dataset, manual_instructions
-from cxr.predict import Classifier
+from cxr.predict import Classifier, inference_device
 from cxr.data.synthetic import make_synthetic
+from cxr.train.presets import CORES
 
+from .inference import InferenceQueue
 from .job import TrainingJob
+from .train_process import fit_in_process
 from .labels import model_label
 from .messages import no_model_yet
 from .teacher import token_is_valid
@@ -159,7 +162,10 @@ class Memo:
 class AppContext:
     def __init__(self, settings: AppSettings, job: TrainingJob | None = None, max_models: int = 2):
         self.settings = settings
-        self.job = job or TrainingJob(on_end=self.tidy_checkpoints)
+        # The run trains in a process of its own (demo/train_process.py); Classify's model work runs batched in one
+        # thread, on one core while a run trains (the run keeps the other) and on every core otherwise.
+        self.job = job or TrainingJob(train=fit_in_process, on_end=self.tidy_checkpoints)
+        self.inference = InferenceQueue(threads=lambda: 1 if self.job.active else CORES)
         self._models: OrderedDict[tuple[str, float], Classifier] = OrderedDict()
         self._max_models = max_models
         self._lock = threading.Lock()
@@ -328,7 +334,7 @@ class AppContext:
             if key in self._models:
                 self._models.move_to_end(key)
                 return self._models[key]
-        clf = Classifier(path)  # outside the lock: loading takes a moment and other requests go on
+        clf = Classifier(path, inference_device())  # the GPU when there is one; outside the lock: loading takes a moment and other requests go on
         with self._lock:
             self._models[key] = clf
             while len(self._models) > self._max_models:

@@ -21,9 +21,16 @@ from typing import Callable
 import numpy as np
 import torch
 
-from cxr.predict import Classifier
+from PIL import Image
+
+from cxr.data.images import Source, read_xray
+from cxr.predict import DISPLAY_SIDE, Classifier, Prediction
 
 log = logging.getLogger(__name__)
+
+# Classify requests handled at once: their files are read and their overlays drawn in parallel threads, and their
+# model work meets in the worker's batches. More than the two cores, so that what arrives together batches.
+CLASSIFY_AT_ONCE = 8
 
 
 @dataclass(eq=False)  # each request is itself: compared by identity
@@ -91,6 +98,16 @@ class InferenceQueue:
             return
         for r, result in zip(batch, results):
             r.done.set_result(result)
+
+
+def predict_batched(worker: InferenceQueue, classifier: Classifier, source: "Source | Image.Image",
+                    target: str | None = None) -> Prediction:
+    """`classifier.predict(source, explain=True, target=target)`, with the model work done by `worker`: the file is
+    read and prepared in the calling thread, the pass over the model runs batched with whatever else is waiting."""
+    image = source.convert("L") if isinstance(source, Image.Image) else read_xray(source, max_side=DISPLAY_SIDE)
+    index = classifier.target_index(target)
+    probs, heatmap = worker.explain(classifier, classifier.model_input(image), index)
+    return classifier.prediction(image, probs, heatmap, target)
 
 
 def _batches(requests: list[_Request], size: int) -> list[list[_Request]]:

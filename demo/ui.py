@@ -8,6 +8,7 @@ import gradio as gr
 
 from gradio.utils import get_upload_folder
 
+from .inference import CLASSIFY_AT_ONCE
 from . import classify_tab, data_tab, evaluate_tab, model_files, teacher, train_tab
 from .context import AppContext
 from .limits import UploadJanitor, limit_files_per_request, refuse_links
@@ -117,7 +118,8 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             opened = clicked.then(show_classify, None, [tabs], api_name=False).then(
                 ctx.bind(classify_tab.open_from_evaluate), [evaluate["open_id"], evaluate["model"], classify["target"],
                                                            classify["alpha"]],
-                [classify["checkpoint"], *classify["outputs"]], api_name=False, concurrency_id="classify")
+                [classify["checkpoint"], *classify["outputs"]], api_name=False, concurrency_id="classify",
+                concurrency_limit=CLASSIFY_AT_ONCE)  # a group takes its members' lowest limit
             opened.success(classify_tab.ready_for_next, None, [classify["upload"], classify["waiting"]],
                            api_name=False)
             opened.failure(classify_tab.cleared, None, classify["outputs"], api_name=False)

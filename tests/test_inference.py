@@ -84,3 +84,17 @@ def test_a_server_classifies_on_the_gpu_when_it_has_one(monkeypatch):
     assert inference_device().type == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert inference_device().type == "cuda"
+
+
+def test_predict_batched_equals_predict(trained_checkpoint, synthetic_root):
+    from demo.inference import predict_batched
+
+    clf = Classifier(trained_checkpoint)
+    image = synthetic_root / "Normal" / "images" / "Normal-2.png"
+    worker = InferenceQueue(threads=lambda: 1)
+    for target in (None, "covid"):
+        alone, batched = clf.predict(image, explain=True, target=target), predict_batched(worker, clf, image, target)
+        assert batched.label == alone.label and batched.target == alone.target
+        assert batched.probabilities == pytest.approx(alone.probabilities, abs=1e-5)
+        assert np.allclose(batched.heatmap, alone.heatmap, atol=1e-4)
+        assert batched.image.size == alone.image.size

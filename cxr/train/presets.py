@@ -14,8 +14,8 @@ from cxr.train.config import TrainConfig
 from cxr.errors import UserError
 from cxr.data.transforms import AugmentConfig
 
-_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-DECODERS = max(1, min(64, _CORES - 1))  # every core but the training loop's
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+DECODERS = max(1, min(64, CORES - 1))  # every core but the training loop's
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Two CPU cores, chosen by time to accuracy (`python -m cxr bench --time-to`, README Speed): 112 px (a quarter of
