@@ -1,4 +1,4 @@
-"""`python -m cxr ...`: see cxr/cli.py."""
+"""`python -m cxr ...`: see cxr/cli/main.py."""
 
 from cxr.cli.main import main
 

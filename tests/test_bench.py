@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from cxr.bench import throughput as bench
+from cxr.bench import compute, speedrun, throughput as bench
 from cxr.train.presets import apply_preset
 from cxr.data.synthetic import make_synthetic
 from cxr.data.transforms import AugmentConfig
@@ -26,18 +26,18 @@ def bench_data(tmp_path_factory):
 
 def test_training_flops_match_resnet18s_published_cost():
     # 1.82 GMAC forward at 224 px; a training step costs about three forwards (backward is two).
-    flops = bench.train_flops_per_image(224)
+    flops = compute.train_flops_per_image(224)
     assert flops == pytest.approx(3 * 2 * 1.82e9, rel=0.05)
-    assert bench.train_flops_per_image(128) == pytest.approx(flops * (128 / 224) ** 2, rel=0.05)
-    assert bench.train_flops_per_image(224, "layer1") < 0.9 * flops  # frozen layers need no weight gradients
+    assert compute.train_flops_per_image(128) == pytest.approx(flops * (128 / 224) ** 2, rel=0.05)
+    assert compute.train_flops_per_image(224, "layer1") < 0.9 * flops  # frozen layers need no weight gradients
 
 
 def test_matmul_peak_is_the_flops_of_the_fastest_repeat_and_restores_tf32(monkeypatch):
     ticks = iter([0.0, 0.5, 10.0, 10.25, 20.0, 20.4])  # three repeats: 0.5 s, 0.25 s, 0.4 s
-    monkeypatch.setattr(bench.time, "perf_counter", lambda: next(ticks))
+    monkeypatch.setattr(compute.time, "perf_counter", lambda: next(ticks))
     torch.backends.cuda.matmul.allow_tf32 = True
     try:
-        assert bench.matmul_peak(CPU, n=64, reps=3) == pytest.approx(2 * 64**3 / 0.25 / 1e9)
+        assert compute.matmul_peak(CPU, n=64, reps=3) == pytest.approx(2 * 64**3 / 0.25 / 1e9)
         assert torch.backends.cuda.matmul.allow_tf32 is True  # the caller's setting is given back
     finally:
         torch.backends.cuda.matmul.allow_tf32 = False
@@ -68,7 +68,7 @@ def test_one_short_run_reports_what_the_table_needs(bench_data, kind, images):
 
 
 def test_latency_times_every_path(bench_data):
-    lat = bench.latency(bench_data, CPU, 64, count=2, reps=1)
+    lat = compute.latency(bench_data, CPU, 64, count=2, reps=1)
     for name in ("forward", "gradcam", "predict", "predict_gradcam"):
         assert 0 < lat[name]["p50_ms"] <= lat[name]["p95_ms"]
     assert lat["gradcam_over_forward"] > 0
@@ -82,11 +82,11 @@ def test_summary_and_table(bench_data):
     assert row["test_accuracy"] == pytest.approx(0.6) and row["test_accuracy_per_seed"] == [0.5, 0.7]
     assert row["peak_memory_mb"] == 1000 and row["eval_share"] == 0.25 and row["images_per_sec"] == 3.0
     assert row["attention_share"] == 0.0  # no strip recorded (the plain recipe has none)
-    assert row["train_gflops"] == pytest.approx(3.0 * bench.train_flops_per_image(128) / 1e9)
+    assert row["train_gflops"] == pytest.approx(3.0 * compute.train_flops_per_image(128) / 1e9)
     result = {"device": "cpu (2 threads)", "data": bench_data, "images": 12, "weights": "none", "seeds": [0, 1],
               "matmul_peak_gflops": 100.0, "runs": {"plain recipe": row, "fast-cpu": {**row, "images_per_sec": 9.0}},
-              "compute_only": [bench.compute_only(CPU, 64, 2, False, 1, False)],
-              "latency": [bench.latency(bench_data, CPU, 64, count=1, reps=1)]}
+              "compute_only": [compute.compute_only(CPU, 64, 2, False, 1, False)],
+              "latency": [compute.latency(bench_data, CPU, 64, count=1, reps=1)]}
     text = bench.report(json.loads(json.dumps(result)))
     lines = text.splitlines()
     assert any(line.startswith("plain recipe") and "1.00 (1.00)" in line for line in lines)
@@ -103,6 +103,14 @@ def test_bad_arguments_end_with_one_sentence(tmp_path, capsys):
     assert e.value.code == 2 and "does not exist" in capsys.readouterr().err
 
 
+def test_an_out_folder_that_is_a_file_is_refused_before_any_run(tmp_path, capsys):
+    taken = tmp_path / "results"
+    taken.write_text("")
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--out", str(taken), "--data", str(tmp_path / "missing")])
+    assert e.value.code == 2 and "is a file" in capsys.readouterr().err
+
+
 def test_zero_images_is_refused_not_an_endless_run(capsys):
     with pytest.raises(SystemExit) as e:
         bench.main(["--images", "0"])
@@ -111,16 +119,12 @@ def test_zero_images_is_refused_not_an_endless_run(capsys):
 
 # ------------------------------------------------------------------------------------------ time to accuracy
 def test_time_to_accuracy_is_the_first_evaluation_at_or_above_the_threshold():
-    from cxr.bench import speedrun
-
     curve = [(10.0, 0.5), (20.0, 0.86), (30.0, 0.84), (40.0, 0.91)]
     assert speedrun.first_reach(curve, 0.85) == 20.0 and speedrun.first_reach(curve, 0.9) == 40.0
     assert speedrun.first_reach(curve, 0.95) is None
 
 
 def test_time_to_accuracy_summary_table_and_plot(tmp_path):
-    from cxr.bench import speedrun
-
     runs = [{"curve": [(5.0, 0.6), (12.0, 0.9)], "test_accuracy": 0.9, "seconds": 20.0},
             {"curve": [(6.0, 0.86), (14.0, 0.88)], "test_accuracy": 0.8, "seconds": 22.0}]
     s = speedrun.summarise(runs, [0.85, 0.9])
@@ -135,16 +139,12 @@ def test_time_to_accuracy_summary_table_and_plot(tmp_path):
 
 
 def test_a_time_budgeted_run_reports_its_curve_and_test_score(bench_data):
-    from cxr.bench import speedrun
-
     r = speedrun.run_one("fast-cpu", bench_data, 0, 4.0, "cpu")
     assert r["reason"] in ("time_budget", "target") and r["curve"] and 0 <= r["test_accuracy"] <= 1
     assert all(0 < t for t, _ in r["curve"]) and r["seconds"] >= r["curve"][-1][0]
 
 
 def test_float32_turns_the_presets_cpu_bfloat16_off(monkeypatch, tmp_path):
-    from cxr.bench import speedrun
-
     class Captured(Exception):
         pass
 
@@ -163,8 +163,6 @@ def test_float32_turns_the_presets_cpu_bfloat16_off(monkeypatch, tmp_path):
 
 
 def test_the_old_fast_preset_is_kept_for_the_comparison():
-    from cxr.bench import speedrun
-
     old = speedrun.settings_for("fast-cpu-v1")
     assert (old.image_size, old.batch_size, old.lr, old.optimizer, old.schedule) == (128, 16, 3e-4, "adam", "constant")
     # the whole first-round preset, not today's with a few settings changed

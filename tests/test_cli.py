@@ -66,6 +66,11 @@ def test_evaluate_json_reports_every_image(trained_checkpoint, synthetic_root):
     assert 0 <= report["accuracy"] <= 1
 
 
+# The shared data has all four classes, the shared model three: evaluate says which folder it left out.
+LEFT_OUT = ("this model has no class for the folder Lung_Opacity, so its images were left out (it knows COVID, Normal, "
+            "Viral Pneumonia)")
+
+
 def evaluate_json(capsys, *args) -> dict:
     assert main(["evaluate", *map(str, args), "--json"]) == 0
     return json.loads(capsys.readouterr().out)
@@ -102,7 +107,8 @@ def test_evaluate_split_test_scores_only_the_checkpoints_own_test_images(trained
 
     saved = load_checkpoint(trained_checkpoint).metrics["test"]
     report = evaluate_json(capsys, "--checkpoint", trained_checkpoint, "--data", synthetic_root)  # test by default
-    assert report["count"] == saved["count"] == 9 and report["split"] == "test" and report["notes"] == []
+    assert report["count"] == saved["count"] == 9 and report["split"] == "test"
+    assert report["notes"] == [LEFT_OUT]  # nothing about the split: only the class folder the model lacks
     assert report["confusion_matrix"] == saved["confusion_matrix"]
     assert len(report["top_losses"]) == 9  # fewer images than ten: all of them, largest loss first
 
@@ -119,7 +125,7 @@ def test_evaluate_scores_the_saved_test_images_of_a_changed_folder_and_says_whic
     (copy / saved[0]).unlink()
     report = evaluate_json(capsys, "--checkpoint", trained_checkpoint, "--data", copy)
     assert report["count"] == 8 and report["notes"] == [
-        "1 of this model's 9 test images are not in this folder: the other 8 are used"]
+        "1 of this model's 9 test images are not in this folder: the other 8 are used", LEFT_OUT]
     assert {Path(r["file"]).relative_to(copy).as_posix() for r in report["top_losses"]} == set(saved[1:])
 
 
@@ -196,6 +202,85 @@ def test_bad_inputs_exit_non_zero_with_one_sentence(args, words, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert words in err and len(err.strip().splitlines()) == 1
+
+
+def one_sentence(capsys) -> str:
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and "not a problem with your input" not in err
+    return err
+
+
+@pytest.mark.parametrize("inside", [False, True], ids=["the-file", "below-a-file"])
+def test_predict_cam_dir_that_is_a_file_is_bad_input_not_a_bug(trained_checkpoint, synthetic_root, tmp_path, capsys,
+                                                                inside):
+    taken = tmp_path / "taken"
+    taken.write_text("")
+    image = str(sorted((synthetic_root / "COVID" / "images").glob("*.png"))[0])
+    cam_dir = taken / "cams" if inside else taken
+    assert main(["predict", "--checkpoint", str(trained_checkpoint), image, "--cam-dir", str(cam_dir)]) == 2
+    assert "is a file; give a folder to write the Grad-CAM overlays into" in one_sentence(capsys)
+
+
+def test_make_synthetic_into_a_file_is_bad_input_and_writes_nothing(tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("notes")
+    assert main(["make-synthetic", str(taken), "--per-class", "1", "--size", "32"]) == 2
+    assert f"{taken} is a file; give a folder to write the dataset into" in one_sentence(capsys)
+    assert taken.read_text() == "notes"
+
+
+@pytest.mark.parametrize("flag, value", [("--epochs", "1000000000"), ("--seed", "3000000000")])
+def test_an_integer_setting_out_of_range_is_printed_as_an_integer(flag, value, capsys):
+    assert main(["train", "--data", "/tmp", flag, value]) == 2
+    err = one_sentence(capsys)
+    assert err.rstrip().endswith(f"got {value}") and "e+" not in err
+
+
+def test_predict_of_a_multiframe_dicom_says_which_frame_of_how_many(trained_checkpoint, tmp_path, capsys):
+    dicom = str(imagefiles.dicom_multiframe(tmp_path / "frames.dcm", rgb=True))
+    note = "frames.dcm holds 3 frames; only the first is shown and classified"
+    assert main(["predict", "--checkpoint", str(trained_checkpoint), dicom]) == 0
+    out, err = capsys.readouterr()
+    assert f"note: {note}" in err.splitlines() and "Warning" not in err and out.startswith(dicom)
+    assert main(["predict", "--checkpoint", str(trained_checkpoint), dicom, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["note"] == note
+
+
+def test_predict_of_a_one_frame_image_carries_no_note(trained_checkpoint, synthetic_root, capsys):
+    image = str(sorted((synthetic_root / "COVID" / "images").glob("*.png"))[0])
+    assert main(["predict", "--checkpoint", str(trained_checkpoint), image, "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert "note" not in json.loads(out) and "note:" not in err
+
+
+@pytest.mark.parametrize("split", ["test", "all"])
+def test_evaluate_names_the_class_folder_the_model_has_no_class_for(trained_checkpoint, synthetic_root, capsys, split):
+    assert (synthetic_root / "Lung_Opacity").is_dir()  # four class folders, a model of three
+    args = ["evaluate", "--checkpoint", str(trained_checkpoint), "--data", str(synthetic_root), "--split", split]
+    report = evaluate_json(capsys, *args[1:])
+    assert report["ignored_folders"] == ["Lung_Opacity"] and report["notes"] == [LEFT_OUT]
+    assert report["count"] == (9 if split == "test" else 36)
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert f"note: {LEFT_OUT}" in printed.splitlines()
+    assert "--split all scores every image" not in printed  # that hint is for missing test images only
+
+
+def test_docs_cli_md_is_what_the_parsers_say_now():
+    from cxr.cli import reference
+
+    assert reference.DOC.read_text() == reference.render(), "docs/cli.md is stale: run python -m cxr.cli.reference"
+
+
+def test_the_command_modules_sit_below_main_with_no_circle():
+    import ast
+
+    for path in sorted((ROOT / "cxr" / "cli").glob("*.py")):
+        if path.name in ("main.py", "reference.py"):
+            continue
+        tree = ast.parse(path.read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert "cxr.cli.main" not in imported, f"{path.name} imports cxr.cli.main: a circle"
 
 
 def test_bad_input_as_a_user_sees_it_has_no_traceback():

@@ -1,2 +1,3 @@
-"""Benchmarks about the library, behind `python -m cxr bench`: `throughput` (images/s, FLOP/s, latency per preset),
-`speedrun` (time to accuracy), `baseline` (the plain recipe as a reference) and `measure` (timing helpers)."""
+"""Benchmarks about the library, behind `python -m cxr bench`: `throughput` (images/s and FLOP/s per preset against
+the plain recipe), `compute` (the matmul peak, FLOPs, compute-only steps and latency per image), `speedrun` (time to
+accuracy), `baseline` (the plain recipe as a reference) and `measure` (timing helpers)."""

@@ -136,19 +136,26 @@ def plot(result: dict, path: Path) -> Path:
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """`python -m cxr bench --time-to`'s flags (docs/cli.md is written from them)."""
     p = argparse.ArgumentParser(prog="python -m cxr bench --time-to", description=__doc__.split("\n\n")[0])
     p.add_argument("--time-to", required=True, help="validation accuracies to time, e.g. 0.85,0.90")
     p.add_argument("--runs", default="plain,fast-cpu-v1,fast-cpu", help=f"comma list of plain, {', '.join(LEGACY)} and presets")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--budget", type=float, default=180.0, help="seconds each run may take (default 180)")
-    p.add_argument("--data", help=f"dataset folder (default {SAMPLE_DATA})")
+    p.add_argument("--data", help="dataset folder (default: the real-image sample, $CXR_SAMPLE or ../shared/cxr-sample "
+                   "beside the project)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--float32", action="store_true", help="no bfloat16 on the CPU, as on one without AMX/AVX512-BF16")
     p.add_argument("--as-avx2", action="store_true",
                    help="run as an AVX2-only CPU would: float32, and torch, oneDNN and MKL kept to AVX2 instructions")
     p.add_argument("--out", default="bench-results")
     p.add_argument("--worker", help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     if args.worker:
         spec = json.loads(args.worker)
@@ -168,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     data = args.data or str(SAMPLE_DATA)
     if not Path(data).is_dir():
         p.error(f"dataset folder {data} does not exist")
+    if Path(args.out).exists() and not Path(args.out).is_dir():  # found now, not after the runs
+        p.error(f"--out {args.out} is a file; give a folder for the results")
     result: dict[str, Any] = {"data": data, "device": args.device, "float32": args.float32, "budget_s": args.budget,
                               "thresholds": thresholds, "seeds": seeds, "runs": {}, "settings": {}, "load": []}
     env = worker_env()

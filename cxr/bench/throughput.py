@@ -6,7 +6,8 @@ preset on the same split for the same number of images, each in its own process 
 reports images/s (wall clock, evaluation included, and training alone), the ratio to the recipe, test accuracy
 after those images, the share of wall time in evaluation and in data loading, FLOP/s against a large matmul timed in
 the same run, peak memory, and predict / Grad-CAM latency against a bare forward pass. It prints a table and
-writes JSON. The machine is shared and noisy: compare the ratios within one run, not numbers across runs.
+writes JSON. The machine is shared and noisy: compare the ratios within one run, not numbers across runs. The
+measurements without a training run (matmul peak, FLOPs, compute only, latency) live in `cxr.bench.compute`.
 """
 
 from __future__ import annotations
@@ -24,90 +25,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from PIL import Image
-from torch.utils.flop_counter import FlopCounterMode
 
 from cxr.bench.baseline import run_plain_recipe
+from cxr.bench.compute import compute_only, latency, matmul_peak, train_flops_per_image
+from cxr.bench.measure import worker_env
+from cxr.data.index import index_dataset
 from cxr.train.config import SAMPLE_DATA
-from cxr.bench.measure import p50_p95, worker_env
-from cxr.data.index import index_dataset, split_dataset
-from cxr.train.model import build_model, freeze_layers, set_train_mode
-from cxr.train.presets import PRESETS, apply_preset
 from cxr.train.events import Done, Step
-from cxr.train.run import autocast_dtype, resolve_device
 from cxr.train.loop import fit
-
-SAMPLE = SAMPLE_DATA
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 4096, reps: int = 5) -> float:
-    """GFLOP/s of a large square matmul: the ceiling convolutions are measured against (best of `reps`)."""
-    tf32 = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 here
-    try:
-        a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-        a @ b
-        _sync(device)
-        best = math.inf
-        for _ in range(reps):
-            t = time.perf_counter()
-            a @ b
-            _sync(device)
-            best = min(best, time.perf_counter() - t)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = tf32  # the caller's setting back
-    return 2 * n**3 / best / 1e9
-
-
-def train_flops_per_image(image_size: int, freeze: str = "none", batch: int = 2) -> float:
-    """FLOPs of one training step per image (forward + backward), counted by PyTorch's FlopCounterMode."""
-    model, _ = build_model(3, "none")
-    if freeze != "none":
-        freeze_layers(model, freeze)
-    set_train_mode(model)
-    x, y = torch.randn(batch, 3, image_size, image_size, device="meta"), torch.zeros(batch, dtype=torch.long, device="meta")
-    model.to("meta")
-    with FlopCounterMode(display=False) as counter:
-        F.cross_entropy(model(x), y).backward()
-    return counter.get_total_flops() / batch
-
-
-def compute_only(device: torch.device, image_size: int, batch: int, channels_last: bool, steps: int, amp: bool) -> dict:
-    """Training steps on random tensors (no data, no evaluation): how close the convolutions get to the peak."""
-    model, _ = build_model(3, "none")
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model.to(device, memory_format=fmt).train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    x = torch.randn(batch, 3, image_size, image_size, device=device).contiguous(memory_format=fmt)
-    y = torch.randint(0, 3, (batch,), device=device)
-
-    def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss = F.cross_entropy(model(x).float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    for _ in range(2):
-        step()
-    times = []
-    for _ in range(steps):
-        _sync(device)
-        t = time.perf_counter()
-        step()
-        _sync(device)
-        times.append(time.perf_counter() - t)
-    per_step = statistics.median(times)
-    flops = train_flops_per_image(image_size)
-    return {"image_size": image_size, "batch": batch, "channels_last": channels_last, "amp": amp,
-            "images_per_sec": batch / per_step, "gflops": flops * batch / per_step / 1e9}
-
+from cxr.train.presets import PRESETS, apply_preset
+from cxr.train.run import autocast_dtype, resolve_device
 
 def _steady(marks: list[tuple[float, int]]) -> float:
     """Images/s over the second half of a run (evaluations included): what a long run settles at, once one-time
@@ -152,49 +79,6 @@ def summarise(per_seed: list[dict]) -> dict:
     r["gflop_per_image"] = train_flops_per_image(r["image_size"], r["freeze"]) / 1e9
     r["train_gflops"] = r["steady_images_per_sec"] * r["gflop_per_image"]  # conservative: evaluations included
     return r
-
-
-def latency(data: str, device: torch.device, image_size: int, count: int, reps: int) -> dict:
-    """Per-image milliseconds (p50, p95) of a bare forward, predict, Grad-CAM and predict + Grad-CAM."""
-    from cxr.train.checkpoint import save_checkpoint
-    from cxr.predict import Classifier
-
-    index = index_dataset(data)
-    files = [index.files[i] for i in split_dataset(index).test[:count]]
-    with tempfile.TemporaryDirectory() as tmp:
-        model, _ = build_model(3, "none")
-        path = save_checkpoint(Path(tmp) / "lat.pt", model, index.classes, image_size, {}, {})
-        clf = Classifier(path, device)
-    x = clf.model_input(Image.open(files[0]).convert("L"))
-    timings: dict[str, list[float]] = {"forward": [], "gradcam": [], "predict": [], "predict_gradcam": []}
-    jobs = {
-        "forward": lambda f: clf.model(x),
-        "gradcam": lambda f: clf.gradcam(x),
-        "predict": lambda f: clf.predict(f),
-        "predict_gradcam": lambda f: clf.predict(f, explain=True),
-    }
-    with torch.inference_mode():
-        clf.model(x)
-    for rep in range(reps + 1):
-        for f in files:
-            for name, job in jobs.items():  # interleaved, so load spikes hit every measurement alike
-                _sync(device)
-                t = time.perf_counter()
-                if name == "forward":
-                    with torch.inference_mode():
-                        job(f)
-                else:
-                    job(f)
-                _sync(device)
-                if rep:  # the first pass warms caches and is not counted
-                    timings[name].append((time.perf_counter() - t) * 1000)
-    out = {"image_size": image_size}
-    for name, ts in timings.items():
-        out[name] = p50_p95(ts)
-    out["gradcam_over_forward"] = out["gradcam"]["p50_ms"] / out["forward"]["p50_ms"]
-    out["predict_gradcam_over_predict"] = out["predict_gradcam"]["p50_ms"] / out["predict"]["p50_ms"]
-    out["predict_gradcam_over_forward"] = out["predict_gradcam"]["p50_ms"] / out["forward"]["p50_ms"]
-    return out
 
 
 def _worker(spec: dict) -> dict:
@@ -262,18 +146,15 @@ def report(result: dict) -> str:
     return "\n".join(out)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if any(a == "--time-to" or a.startswith("--time-to=") for a in argv):  # the time-to-accuracy benchmark
-        from cxr.bench.speedrun import main as speedrun_main
-
-        return speedrun_main(argv)
+def build_parser() -> argparse.ArgumentParser:
+    """`python -m cxr bench`'s flags (docs/cli.md is written from them)."""
     p = argparse.ArgumentParser(
         prog="python -m cxr bench", description=__doc__.split("\n\n")[0],
         epilog="With --time-to 0.85,0.90 it measures time to accuracy instead: seconds until each validation accuracy, "
                "per setting and seed, with --runs, --seeds, --budget and --float32 (python -m cxr bench --time-to 0.85 "
                "--help lists them; the README's Speed section has the table it makes).")
-    p.add_argument("--data", help=f"dataset folder (default: {SAMPLE} if present, else synthetic)")
+    p.add_argument("--data", help="dataset folder (default: the real-image sample, $CXR_SAMPLE or ../shared/cxr-sample "
+                   "beside the project, if present, else a synthetic one)")
     p.add_argument("--images", type=int, default=1800, help="training images per run (default 1800, ~3 epochs)")
     p.add_argument("--runs", default="plain,auto", help="comma list of plain and preset names; auto: the presets for this device")
     p.add_argument("--weights", default="auto")
@@ -284,15 +165,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latency-reps", type=int, default=3)
     p.add_argument("--out", default="bench-results", help="folder for the JSON result")
     p.add_argument("--worker", help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a == "--time-to" or a.startswith("--time-to=") for a in argv):  # the time-to-accuracy benchmark
+        from cxr.bench.speedrun import main as speedrun_main
+
+        return speedrun_main(argv)
+    p = build_parser()
     args = p.parse_args(argv)
     if args.images < 1:
         p.error(f"--images must be at least 1, got {args.images}")
     if args.worker:
         print("RESULT " + json.dumps(_worker(json.loads(args.worker))), flush=True)
         return 0
+    if Path(args.out).exists() and not Path(args.out).is_dir():  # found now, not after an hour of training
+        p.error(f"--out {args.out} is a file; give a folder for the JSON result")
 
     device = resolve_device(args.device)
-    data = args.data or (str(SAMPLE) if SAMPLE.is_dir() else "")
+    data = args.data or (str(SAMPLE_DATA) if SAMPLE_DATA.is_dir() else "")
     if not data:
         from cxr.data.synthetic import make_synthetic
 

@@ -11,6 +11,7 @@ from dataclasses import MISSING, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cxr.cli.common import existing_folder, print_json
 from cxr.data.index import DEFAULT_CLASSES, display_name, parse_classes
 from cxr.errors import UserError
 from cxr.train.evaluate import format_report
@@ -34,13 +35,15 @@ _ZERO_IS_NONE = ("max_steps", "time_budget_s")  # settings where 0 means no limi
 def preset_defaults(name: str) -> str:
     """A setting's default as `train` picks it: one value when every preset agrees, else each preset's ("adamw
     (fast-cpu), adam (gpu, recipe)"), since without --preset the machine's preset sets it."""
-    from cxr.train.presets import PRESETS, apply_preset
+    from cxr.train.presets import DECODERS, PRESETS, apply_preset
 
     by_value: dict[str, list[str]] = {}
     for preset in PRESETS:
         v = getattr(apply_preset(preset), name)
         if name in _ZERO_IS_NONE and not v:
             shown = "0 (no limit)"
+        elif name == "workers" and "workers" in PRESETS[preset] and v == DECODERS:
+            shown = "one per core but one"  # in words: the help, and docs/cli.md made from it, read the same anywhere
         else:
             shown = "none" if v in (None, "") else f"{v:g}" if isinstance(v, float) else str(v)
         by_value.setdefault(shown, []).append(preset)
@@ -103,8 +106,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     from cxr.train.events import REASONS, Attention, Done, Evaluated, Note, Started, Step
     from cxr.train.model import is_random_fallback
     from cxr.train.loop import fit
-
-    from cxr.cli.main import existing_folder, print_json
 
     cfg = train_config(args)
     existing_folder(cfg.data, "--data")

@@ -90,7 +90,8 @@ class TrainConfig:
             if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
                 raise UserError(f"{LABELS[name]} must be a number, got {value!r}")
             if not lo <= value <= hi:
-                raise UserError(f"{LABELS[name]} must be between {lo:g} and {hi:g}, got {value:g}")
+                spec = "d" if kind is int else "g"  # a whole number prints as one: 1000000000, not 1e+09
+                raise UserError(f"{LABELS[name]} must be between {lo:{spec}} and {hi:{spec}}, got {value:{spec}}")
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise UserError(f"{LABELS[name]} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
