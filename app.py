@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
-    from demo.context import AppContext, resolve_settings
+    from demo.context import AppContext
+    from demo.settings import resolve_settings
     from demo.ui import build_app, launch_kwargs
 
     try:

@@ -32,6 +32,7 @@ KEY = "class-load-teacher-key-0123456789"
 def _status(base: str) -> dict:
     """/training_status through the HTTP API."""
     r = httpx.post(f"{base}/gradio_api/call/training_status", json={"data": []}, timeout=30)
+    r.raise_for_status()
     event_id = r.json()["event_id"]
     with httpx.stream("GET", f"{base}/gradio_api/call/training_status/{event_id}", timeout=30) as s:
         kind = ""
@@ -118,12 +119,13 @@ def main(args) -> int:
         raise SystemExit(f"no X-rays under {data}")
     tmp = Path(tempfile.mkdtemp(prefix="cxr-class-"))
     ckpts = tmp / "checkpoints"
-    server, base = start_app(["--data", str(data), "--teacher-key", KEY],
-                             {"CXR_CHECKPOINTS": str(ckpts), "CXR_CACHE_DIR": str(tmp / "cache")})
+    server, url = start_app(["--data", str(data), "--teacher-key", KEY],
+                            {"CXR_CHECKPOINTS": str(ckpts), "CXR_CACHE_DIR": str(tmp / "cache")})
+    base = url.rstrip("/")
     marks: list[tuple[float, int]] = []
     stop_polling = threading.Event()
     try:
-        wait_http(base, server)
+        wait_http(url, server)
 
         def poll() -> None:
             while not stop_polling.is_set():

@@ -37,7 +37,7 @@ def first_classify(url: str, image: str, timeout: float = 1200) -> None:
 
 def measure(extra: list[str]) -> tuple[float, float, float]:
     from cxr.data.index import index_dataset
-    from demo.context import resolve_settings
+    from demo.settings import resolve_settings
 
     t0 = time.perf_counter()
     proc, url = start_app(extra, {"CXR_CHECKPOINTS": tempfile.mkdtemp(prefix="cxr-startup-")})

@@ -8,6 +8,7 @@ import pandas as pd
 import torch
 
 from cxr.data.index import display_name
+from cxr.explain.report import BIASES as REPORT_BIASES
 from cxr.data.lungs import HideLungs
 from cxr.train.presets import apply_preset, default_preset
 from cxr.data.transforms import AugmentConfig, to_display, to_model_input
@@ -26,14 +27,11 @@ and off and compare with the original.
 A mirrored chest puts the heart on the wrong side: a reminder that every augmentation is a claim about which
 changes should not alter the diagnosis.
 """
-BIASES = """
-**Know the data's biases before trusting a score.** The three classes were collected from different hospitals,
-countries and public sources, so each class has its own look (scanner, text markers, borders, cropping, contrast).
-**All Viral Pneumonia images are of children**, most COVID images of adults: a model can tell them apart by body
-size or by the source's style without looking at the disease. The images are PNGs re-saved from many sources, not
-the scanner's own files. A high accuracy here shows that the model found *something* that separates the folders;
-the **Classify** overlay and the "hide the lungs" experiment in **Train** show whether that something is in the lungs.
-"""
+# The bias notes are the model card's (cxr.explain.report), so the page and every report say the same.
+BIASES = "\n".join(["**Know the data's biases before trusting a score.**", "", *(f"- {b}" for b in REPORT_BIASES), "",
+                    "A high accuracy shows that the model found *something* that separates the folders; the "
+                    "**Classify** overlay and the \"hide the lungs\" experiment in **Train** show whether that "
+                    "something is in the lungs."])
 BATCH = 12
 VARIANTS = 5
 UNCHANGED = "no augmentation: same as the original"  # every switch off: the copies are the original again

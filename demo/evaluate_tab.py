@@ -3,36 +3,30 @@
 For the chosen model it shows its top losses: the wrong calls that gave the true class the lowest probability (or
 the right calls that gave it the highest), each under the Grad-CAM of the class it chose; a confusion matrix whose
 numbers open the X-rays of that cell; its most confused pairs in words; and per-class precision, recall, F1 and ROC
-AUC with a sentence each. Everything comes from one `Interpretation` (`cxr.explain.interpret`): the model runs once over its
-test split per model file, for the whole server (`AppContext.cached`), and each overlay is drawn once and kept.
-Clicking an X-ray puts its dataset id into `open_id`, which the page hands to the Classify tab. A report
-(`cxr.explain.report`) can be downloaded as a zip. `CSS` is this tab's share of the page's style sheet.
+AUC with a sentence each. All of it comes from one `Analysis` per model file (`demo.evaluate_analysis`). The tab's
+components live in `EvaluateTab`; each handler returns a dict keyed by them. Clicking an X-ray puts its dataset id
+into `open_id`, which the page hands to the Classify tab. A report (`cxr.explain.report`) can be downloaded as a
+zip. `CSS` is this tab's share of the page's style sheet.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import shutil
 import tempfile
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
 
 import gradio as gr
-import numpy as np
 import pandas as pd
-import torch
 
-from cxr.data.index import DatasetIndex, Split, display_name, index_dataset, split_for
-from cxr.data.cache import ImageCache
-from cxr.train.checkpoint import checkpoint_version
-from cxr.explain.figures import cam_overlays
-from cxr.explain.interpret import Interpretation, Record, cache_for, interpret_as_trained
+from cxr.data.index import display_name
+from cxr.explain.interpret import Record
 from cxr.explain.report import write_report
 
 from .context import AppContext
+from .evaluate_analysis import (RIGHT, WRONG, Analysis, analyse, caption, confused_words, confusion_frame,
+                                metrics_frame, metrics_words, shade, shown_records, summary)
 from .messages import not_yet, user_error
 
 log = logging.getLogger(__name__)
@@ -43,12 +37,8 @@ which it never saw while training. The colour on each picture (Grad-CAM) shows w
 class it chose: on the lungs, or on a label, a shoulder or the border? **Click a picture** to open it in
 **Classify**; **click a number** in the confusion matrix to see those X-rays.
 """
-# The loss is -log(probability of the true class): the order of the top losses is the order of that probability.
-WRONG, RIGHT = "wrong: lowest probability on the true class", "right: highest probability on the true class"
-SHOWN = 12  # pictures in the top-losses gallery: three rows of four
 CELL_SHOWN = 24  # pictures of one confusion-matrix cell, largest loss first
 COLUMNS = 4  # pictures per row: large enough on a projector for the caption to fit in two lines
-THUMB = 224  # px: an overlay costs 150 KB at this size, and stays sharp four to a row
 CELL_HINT = "Click a number in the matrix to see those X-rays here."
 FAILED = "Something went wrong while evaluating this model. Please try another one."
 REPORT_FAILED = "Something went wrong while writing the report. Please try again."
@@ -59,73 +49,31 @@ CSS = """
 
 
 @dataclass
-class Analysis:
-    """One model file's interpretation and the overlays drawn so far, shared by every visitor."""
+class EvaluateTab:
+    """The tab's components, by role."""
 
-    name: str
-    interp: Interpretation
-    files: Sequence[Path]  # the listing `interp.ids` index into
-    image_size: int
-    app_ids: list[int | None]  # per interpretation row: the image's id in ctx.index (what Classify opens)
-    synthetic: bool
-    notes: tuple[str, ...]  # where its test set here differs from the one it was tested on (see split_for)
-    tiles: dict[int, np.ndarray] = field(default_factory=dict)  # row -> overlay, THUMB px, drawn once
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    model: gr.Dropdown
+    summary: gr.Markdown
+    body: gr.Column  # everything under the summary, hidden while there is no model
+    which: gr.Radio  # wrong or right calls
+    losses: gr.Gallery
+    loss_ids: gr.State  # the dataset id of each picture in `losses`
+    confusion: gr.Dataframe
+    confused: gr.Markdown
+    cell_text: gr.Markdown
+    cell: gr.Gallery
+    cell_ids: gr.State
+    metrics: gr.Dataframe
+    words: gr.Markdown
+    report_btn: gr.Button
+    download_btn: gr.DownloadButton
+    open_id: gr.State  # the dataset id of a clicked picture, for Classify
+    open_events: list  # the clicks that fill `open_id` (demo.ui opens Classify after them)
 
-    def draw(self, model: torch.nn.Module, records: Sequence[Record], cache: ImageCache | None = None) -> None:
-        """Grad-CAM overlays for the records not drawn yet, in one batch."""
-        with self.lock:
-            todo = [r for r in dict.fromkeys(records) if r.row not in self.tiles]
-            if todo:
-                cache = cache or ImageCache(self.files, self.image_size)  # decodes only these images
-                for r, tile in zip(todo, cam_overlays(model, cache, self.interp, todo, THUMB)):
-                    self.tiles[r.row] = tile
-
-
-def _share(p: float) -> str:
-    """A probability as a whole percent, never rounded to a certainty it is not ("<1 %", ">99 %")."""
-    return "<1 %" if p < 0.005 else ">99 %" if p >= 0.995 else f"{100 * p:.0f} %"
-
-
-def caption(r: Record) -> str:
-    """'true COVID (2 %) · called Normal': the probability beside the true class is the one the list is sorted by
-    (the loss is its -log), not the called class's; as long as the old caption, to fit a thumbnail at 1024 px."""
-    return f"true {display_name(r.true)} ({_share(math.exp(-r.loss))}) · called {display_name(r.predicted)}"
-
-
-def shown_records(interp: Interpretation, which: str) -> list[Record]:
-    """The wrong calls with the largest losses (lowest probability on the true class first), or the right ones with
-    the smallest (highest first)."""
-    wrong = which != RIGHT
-    return [r for r in interp.top_losses(None, largest=wrong) if (r.true != r.predicted) == wrong][:SHOWN]
-
-
-def _test_set(ctx: AppContext, name: str, checkpoint) -> tuple[DatasetIndex, Split, list[int | None]]:
-    """The model's own split, and where each image sits in the app's listing (Classify opens by that id)."""
-    if tuple(checkpoint.classes) == ctx.index.classes:
-        return ctx.index, ctx.split_for(name), list(range(len(ctx.index.files)))
-    index = index_dataset(ctx.settings.data_dir, checkpoint.classes)  # a model of other classes: its own listing
-    where = {f: i for i, f in enumerate(ctx.index.files)}
-    split = split_for(index, checkpoint)
-    return index, split, [where.get(f) for f in index.files]
-
-
-def _compute(ctx: AppContext, name: str) -> Analysis:
-    clf = ctx.classifier(name)
-    ckpt = clf.checkpoint
-    index, split, app_ids = _test_set(ctx, name, ckpt)
-    cache = cache_for(ckpt, index)  # at the model's own resolution
-    interp = interpret_as_trained(ckpt, cache, split.test, index.labels, device=clf.device)
-    analysis = Analysis(name, interp, index.files, ckpt.image_size, [app_ids[i] for i in interp.ids],
-                        ckpt.synthetic or index.synthetic, split.notes)
-    analysis.draw(clf.model, shown_records(interp, WRONG) + shown_records(interp, RIGHT), cache)
-    return analysis
-
-
-def analyse(ctx: AppContext, name: str) -> Analysis:
-    """The analysis of model `name`, computed by the first visitor who asks for this version of the file."""
-    path = ctx.checkpoint_path(name)  # ValueError for a name that is not a model in the folder
-    return ctx.cached(("interpret", name, checkpoint_version(path)), lambda: _compute(ctx, name))
+    @property
+    def model_outputs(self) -> list[gr.components.Component]:
+        return [self.summary, self.losses, self.loss_ids, self.confusion, self.confused, self.metrics, self.words,
+                self.which, self.cell, self.cell_text, self.cell_ids, self.download_btn, self.body]
 
 
 def _analysis(ctx: AppContext, name: str | None) -> Analysis:
@@ -146,104 +94,55 @@ def _gallery(ctx: AppContext, analysis: Analysis, records: list[Record]) -> tupl
     return gr.update(value=pictures, visible=bool(pictures)), [analysis.app_ids[r.row] for r in records]
 
 
-# ------------------------------------------------------------------------------------------------ views
-def confusion_frame(interp: Interpretation) -> pd.DataFrame:
-    """Rows: the true class; columns: what the model called it; counts."""
-    names = [display_name(k) for k in interp.classes]
-    df = pd.DataFrame(interp.confusion_matrix(), columns=[f"called {n}" for n in names])
-    df.insert(0, "true class", names)
-    return df
-
-
-def _shade(df: pd.DataFrame) -> np.ndarray:
-    """Right calls (the diagonal) green, mix-ups red, zeros left plain: the mistakes stand out on a projector."""
-    right, wrong = "background-color: #c7ecc9", "background-color: #f8c4c0"
-    return np.array([["" if c == 0 or not df.iat[r, c] else right if r == c - 1 else wrong for c in range(df.shape[1])]
-                     for r in range(len(df))])
-
-
-def metrics_frame(interp: Interpretation) -> pd.DataFrame:
-    """One row per class: precision, recall, F1, one-vs-rest ROC AUC and the number of test images."""
-    def fmt(v: float | None) -> str:  # two decimals always: a column of 1, 0.5 and 0.67 reads as a mistake
-        return "n/a" if v is None else f"{v:.2f}"
-
-    rows = [{"class": display_name(k), "precision": fmt(m["precision"]), "recall": fmt(m["recall"]),
-             "F1": fmt(m["f1"]), "ROC AUC": fmt(m["roc_auc"]), "test images": m["support"]}
-            for k, m in interp.per_class().items()]
-    return pd.DataFrame(rows, columns=["class", "precision", "recall", "F1", "ROC AUC", "test images"])
-
-
-def metrics_words(interp: Interpretation) -> str:
-    words = interp.explanations()
-    return "\n\n".join(f"**{display_name(k)}**\n" + "\n".join(f"- {s}." for s in words[k].values())
-                       for k in interp.classes)
-
-
-def confused_words(interp: Interpretation) -> str:
-    lines = interp.confused_sentences()
-    if not lines:
-        return "**Most confused:** none. Every test X-ray was called right."
-    return "**Most confused** (true class called another):\n" + "\n".join(f"- {s}" for s in lines)
-
-
-def summary(analysis: Analysis) -> str:
-    interp = analysis.interp
-    wrong = int((interp.y_true != interp.y_pred).sum())
-    text = f"On its {len(interp)} test X-rays this model is **{interp.accuracy:.1%} right** ({wrong} wrong)."
-    if interp.skipped:
-        text += f" {len(interp.skipped)} test images could not be read and are left out."
-    for note in analysis.notes:
-        text += f" *Note: {note}.*"
-    if analysis.synthetic:
-        text += " *Synthetic data: these are not real X-rays.*"
-    return text
-
-
 # ------------------------------------------------------------------------------------------------ handlers
-def show_model(ctx: AppContext, name: str | None):
+def show_model(ctx: AppContext, tab: EvaluateTab, name: str | None) -> dict:
     """Everything the tab shows for one model, starting from the top losses of its wrong calls (the switch set back
     to "wrong", the cell gallery cleared, the download button hidden until a report is made); with no model, only
     the sentence saying when there will be one."""
-    reset = (WRONG, gr.update(value=[], visible=False), CELL_HINT, [], gr.update(value=None, visible=False))
+    out = {tab.which: WRONG, tab.cell: gr.update(value=[], visible=False), tab.cell_text: CELL_HINT, tab.cell_ids: [],
+           tab.download_btn: gr.update(value=None, visible=False)}
     if not name:
-        return (ctx.no_model_yet(countdown=False), gr.update(value=[], visible=False), [],
-                pd.DataFrame(), "", pd.DataFrame(), "", *reset, gr.update(visible=False))
+        return {**out, tab.summary: ctx.no_model_yet(countdown=False), tab.losses: gr.update(value=[], visible=False),
+                tab.loss_ids: [], tab.confusion: pd.DataFrame(), tab.confused: "", tab.metrics: pd.DataFrame(),
+                tab.words: "", tab.body: gr.update(visible=False)}
     analysis = _analysis(ctx, name)
     interp = analysis.interp
-    gallery, ids = _gallery(ctx, analysis, shown_records(interp, WRONG))
-    cm = confusion_frame(interp)
+    out[tab.losses], out[tab.loss_ids] = _gallery(ctx, analysis, shown_records(interp, WRONG))
     text = summary(analysis)
     if name == ctx.running_checkpoint():
         text += (" *This model is still training: these are its best weights so far. Nothing here feeds back into "
                  "training (it never sees the test set); the run's own test score comes when it ends.*")
-    return (text, gallery, ids, cm.style.apply(_shade, axis=None), confused_words(interp),
-            metrics_frame(interp), metrics_words(interp), *reset, gr.update(visible=True))
+    return {**out, tab.summary: text, tab.confusion: confusion_frame(interp).style.apply(shade, axis=None),
+            tab.confused: confused_words(interp), tab.metrics: metrics_frame(interp), tab.words: metrics_words(interp),
+            tab.body: gr.update(visible=True)}
 
 
-def show_losses(ctx: AppContext, name: str | None, which: str):
+def show_losses(ctx: AppContext, tab: EvaluateTab, name: str | None, which: str) -> dict:
     """The top-losses gallery only, for the wrong / right switch."""
     if not name:
-        return gr.update(value=[], visible=False), []
+        return {tab.losses: gr.update(value=[], visible=False), tab.loss_ids: []}
     analysis = _analysis(ctx, name)
-    return _gallery(ctx, analysis, shown_records(analysis.interp, which))
+    gallery, ids = _gallery(ctx, analysis, shown_records(analysis.interp, which))
+    return {tab.losses: gallery, tab.loss_ids: ids}
 
 
-def select_cell(ctx: AppContext, name: str | None, evt: gr.SelectData):
+def select_cell(ctx: AppContext, tab: EvaluateTab, name: str | None, evt: gr.SelectData) -> dict:
     """A click on the confusion matrix: the X-rays of that cell, largest loss first."""
     row, col = evt.index
     if not name or col == 0:
-        return gr.skip(), "Click a number, not a class name, to see those X-rays.", gr.skip()
+        return {tab.cell: gr.skip(), tab.cell_text: "Click a number, not a class name, to see those X-rays.",
+                tab.cell_ids: gr.skip()}
     analysis = _analysis(ctx, name)
     interp = analysis.interp
     if not (0 <= row < len(interp.classes) and 1 <= col <= len(interp.classes)):
-        return gr.skip(), CELL_HINT, gr.skip()
+        return {tab.cell: gr.skip(), tab.cell_text: CELL_HINT, tab.cell_ids: gr.skip()}
     records = interp.cell(row, col - 1)
     true, called = display_name(interp.classes[row]), display_name(interp.classes[col - 1])
     what = f"**{true} X-rays the model called {called}: {len(records)}**"
     more = (f" (the {CELL_SHOWN} with the lowest probability on {true} shown)" if len(records) > CELL_SHOWN else "") + (
         ". Click one to open it in Classify." if records else ". Nothing to show.")
     gallery, ids = _gallery(ctx, analysis, records[:CELL_SHOWN])
-    return gallery, what + more, ids
+    return {tab.cell: gallery, tab.cell_text: what + more, tab.cell_ids: ids}
 
 
 def open_image(ids: list, evt: gr.SelectData) -> int:
@@ -272,7 +171,7 @@ def report_zip(ctx: AppContext, name: str | None) -> str:
         raise not_yet(ctx.no_model_yet(markdown=False, countdown=False))
     try:
         path = ctx.checkpoint_path(name)
-        key = ("report", name, checkpoint_version(path))
+        key = ("report", name, path.stat().st_mtime)
         def write() -> str:
             return _write_zip(path, ctx.settings.data_dir, ctx.scratch / "reports")
         zip_path = ctx.cached(key, write)
@@ -303,7 +202,7 @@ def evaluate_model(ctx: AppContext, name: str) -> dict:
     return {"model": name, **out}
 
 
-def build(ctx: AppContext) -> dict[str, Any]:
+def build(ctx: AppContext) -> EvaluateTab:
     gr.Markdown(INTRO)
     models = ctx.models()
     with gr.Row(equal_height=True):
@@ -312,8 +211,7 @@ def build(ctx: AppContext) -> dict[str, Any]:
         report_btn = gr.Button("Make a report (zip)", elem_id="eval_report", scale=1)
         download_btn = gr.DownloadButton("Download the report", visible=False, variant="primary",
                                          elem_id="eval_download", scale=1)
-    waiting = ctx.no_model_yet(countdown=False)
-    summary_text = gr.Markdown(waiting if not models else "", elem_id="eval_summary")
+    summary_text = gr.Markdown(ctx.no_model_yet(countdown=False) if not models else "", elem_id="eval_summary")
 
     with gr.Column(visible=bool(models)) as body:  # with no model yet, only the sentence above: no empty tables
         gr.Markdown("### Top losses: the X-rays whose true class got the lowest probability\n"
@@ -337,18 +235,18 @@ def build(ctx: AppContext) -> dict[str, Any]:
         gr.Markdown("### How good is it for each class?")
         metrics = gr.Dataframe(label="Per class, on the test X-rays", interactive=False, elem_id="eval_metrics")
         words = gr.Markdown(elem_id="eval_words")
-    loss_ids, cell_ids = gr.State([]), gr.State([])
-    open_id = gr.State(None)
+    tab = EvaluateTab(model=model, summary=summary_text, body=body, which=which, losses=losses, loss_ids=gr.State([]),
+                      confusion=confusion, confused=confused, cell_text=cell_text, cell=cell, cell_ids=gr.State([]),
+                      metrics=metrics, words=words, report_btn=report_btn, download_btn=download_btn,
+                      open_id=gr.State(None), open_events=[])
 
     heavy = {"concurrency_limit": 2, "concurrency_id": "evaluate", "api_name": False}
     # No trigger named: on page load, and whenever the model changes (a visitor's choice, or the list refresh).
-    gr.on(None, ctx.bind(show_model), [model], [summary_text, losses, loss_ids, confusion, confused, metrics, words,
-                                                which, cell, cell_text, cell_ids, download_btn, body], **heavy)
-    which.input(ctx.bind(show_losses), [model, which], [losses, loss_ids], **heavy)
-    confusion.select(ctx.bind(select_cell), [model], [cell, cell_text, cell_ids], **heavy)
-    open_events = [losses.select(open_image, [loss_ids], [open_id], api_name=False),
-                   cell.select(open_image, [cell_ids], [open_id], api_name=False)]
+    gr.on(None, ctx.bind(show_model, tab), [model], tab.model_outputs, **heavy)
+    which.input(ctx.bind(show_losses, tab), [model, which], [losses, tab.loss_ids], **heavy)
+    confusion.select(ctx.bind(select_cell, tab), [model], [cell, cell_text, tab.cell_ids], **heavy)
+    tab.open_events += [losses.select(open_image, [tab.loss_ids], [tab.open_id], api_name=False),
+                        cell.select(open_image, [tab.cell_ids], [tab.open_id], api_name=False)]
     report_btn.click(ctx.bind(prepare_report), [model], [download_btn], **heavy)
     gr.api(ctx.bind(evaluate_model), api_name="evaluate_model", concurrency_limit=2, concurrency_id="evaluate")
-    return {"model": model, "open_id": open_id, "open_events": open_events, "report_btn": report_btn,
-            "download_btn": download_btn, "which": which}
+    return tab

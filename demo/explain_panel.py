@@ -13,13 +13,13 @@ import logging
 import time
 
 import gradio as gr
-import numpy as np
 import torch
 
 from cxr.data.index import display_name
 from cxr.explain.maps import METHODS, compare_maps, estimate_seconds, overlay, randomized_copy, timed_explain
 from cxr.bench.measure import format_duration
 
+from .classify_image import Session
 from .context import AppContext
 from .messages import SOMETHING_WRONG, user_error
 
@@ -68,15 +68,15 @@ def button_label(ctx: AppContext, name: str | None) -> gr.Button:
     return gr.Button(f"Compare the explanation methods for this X-ray{about}")
 
 
-def compare(ctx: AppContext, state, name: str | None, alpha: float):
+def compare(ctx: AppContext, session: Session | None, name: str | None, alpha: float) -> tuple[list, str]:
     """Six overlays (three methods x trained / random weights) with captions, and a summary of the sanity check."""
-    if not state or not name:
+    if session is None or not name:
         raise user_error("Drop an X-ray (or click an example) first, then compare the methods.")
     try:
         clf = ctx.classifier(name)
         from PIL import Image
 
-        image = np.asarray(state[0], dtype=np.uint8)
+        image = session.image
         x = clf.model_input(Image.fromarray(image))
         random_model = ctx.cached(("randomized", name), lambda: randomized_copy(clf.model, seed=0))
         with torch.inference_mode():  # both models explain the trained model's predicted class
@@ -111,7 +111,7 @@ def _verdict(rho: float) -> str:
     return "(different: this map depends on what the model learned)."
 
 
-def build(ctx: AppContext, state: gr.State, checkpoint: gr.Dropdown, alpha: gr.Slider) -> None:
+def build(ctx: AppContext, session: gr.State, checkpoint: gr.Dropdown, alpha: gr.Slider) -> None:
     with gr.Accordion("Compare explanation methods, and check them against a random model", open=False,
                       elem_id="explain_panel"):
         gr.Markdown(INTRO)
@@ -122,5 +122,5 @@ def build(ctx: AppContext, state: gr.State, checkpoint: gr.Dropdown, alpha: gr.S
         verdict = gr.Markdown(elem_id="methods_verdict")
     checkpoint.change(ctx.bind(button_label), [checkpoint], [compare_btn], api_name=False, show_progress="hidden")
     # Its own queue of one: a slow comparison never delays anyone's Classify request (concurrency_id "classify").
-    compare_btn.click(ctx.bind(compare), [state, checkpoint, alpha], [gallery, verdict], api_name=False,
+    compare_btn.click(ctx.bind(compare), [session, checkpoint, alpha], [gallery, verdict], api_name=False,
                       concurrency_limit=1, concurrency_id="explain_methods")

@@ -115,6 +115,7 @@ class TrainingJob:
                 return  # steps update the progress line, not the curves: no new version
             if isinstance(ev, Started):
                 s.started = ev.to_dict()
+                s.config = dict(ev.settings or s.config)  # as the run trains: a planned run's size, for instance
             elif isinstance(ev, Evaluated):
                 s.evaluations.append(ev.to_dict())
             elif isinstance(ev, Attention):

@@ -1,40 +1,37 @@
 """Train tab: settings, Start and Stop, live curves and attention, and the test results when the run ends.
 
 The run belongs to the server (`demo.job`), not to this page: the page-level timer polls its snapshot once a second,
-so a refresh or a second visitor sees the same curves. Settings travel by name (`demo.train_settings`), and the
-public `/start_training` API takes the same names as keywords. Who may press Start and Stop: `demo.teacher`.
+so a refresh or a second visitor sees the same curves; the run in words is `demo.train_status`. Settings travel by
+name (`demo.train_settings`), and the public `/start_training` API takes the same names as keywords, each left out
+keeping the chosen preset's value. Who may press Start and Stop: `demo.teacher`.
 """
 
 from __future__ import annotations
 
 import inspect
-import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
 import gradio as gr
 import numpy as np
-import pandas as pd
 import torch
 from gradio.components.plot import PlotData
 
-from cxr.train.config import TrainConfig
-from cxr.data.index import display_name
-from cxr.train.events import REASONS
-from cxr.explain.maps import overlay
 from cxr.explain.figures import confusion_figure, curves_figure
-from cxr.explain.focus import shortcut_sentence
-from cxr.bench.measure import format_duration
-from cxr.train.model import is_random_fallback
+from cxr.explain.maps import overlay
+from cxr.train.config import TrainConfig
 from cxr.train.presets import apply_preset, default_preset, presets_for
 
-from .context import AppContext
-from .job import JobBusy, Snapshot
-from .labels import percent, preset_title
 from . import teacher
-from .messages import hide_paths, public_record, user_error
-from .train_settings import SETTING_NAMES, SETTINGS, build_config, preset_values
+from .context import SAMPLE_SIZE, AppContext
+from .job import JobBusy, Snapshot
+from .labels import preset_title
+from .messages import public_record, user_error
+from .train_settings import SETTING_NAMES, SETTINGS, api_type, build_config, preset_values
+from .train_status import (attention_caption, expected_steps, report_frame, status_text,  # noqa: F401 (tests)
+                           weights_warning)
 
 INTRO = """
 **Reading the curves.** *Training loss* is how wrong the model is on the images it is learning from; it should
@@ -51,13 +48,9 @@ SCROLL_TO_RUN = """() => {
     const el = document.getElementById('start_btn');
     if (el) window.scrollTo({top: el.getBoundingClientRect().top + window.scrollY - 12});
 }"""
-RANDOM_WEIGHTS = ("**Training from random weights.** The ImageNet starting weights could not be loaded ({why}), so "
-                  "this model learns vision from a few hundred X-rays: expect lower accuracy and slower progress, and "
-                  "the 95 % target is unlikely. *(Teachers: the README's \"ImageNet weights offline\" section says "
-                  "how to fix this.)*")
 
 
-def start_run(ctx: AppContext, teacher_key: Any, preset: str, values: dict[str, Any]) -> str:
+def start_run(ctx: AppContext, teacher_key: Any, preset: str | None, values: dict[str, Any]) -> str:
     """Start a run if the caller may (the teacher key, when set) and the settings are sound."""
     if not ctx.is_teacher(teacher_key):
         raise user_error(teacher.ONLY_TEACHER.split(":")[0] + ".")  # never echoes what was typed
@@ -69,18 +62,21 @@ def start_run(ctx: AppContext, teacher_key: Any, preset: str, values: dict[str, 
 
 
 def start_handler(ctx: AppContext) -> Callable[..., str]:
-    """`start_run` as a function of named parameters (teacher_key, preset, then SETTINGS' names): Gradio names
-    the public API's parameters after them, so API callers pass settings by keyword, and leave out the ones that
-    should keep the preset's value."""
+    """`start_run` as a function of named parameters (teacher_key, preset, then SETTINGS' names), each None when
+    left out: the public API is made from this signature (`gr.api`), so an API caller passes settings by keyword
+    and a setting left out keeps the preset's value, and a preset left out is this machine's (`default_preset`).
+    (An API made from the page's widgets would fill each left-out setting with the widget's value on the page.)"""
     names = ["teacher_key", "preset", *SETTING_NAMES]
 
-    def start_training(*args: Any) -> str:
-        values = dict(zip(names, args))
+    def start_training(*args: Any, **kwargs: Any) -> str:
+        values = {**dict.fromkeys(names), **dict(zip(names, args)), **kwargs}
         return start_run(ctx, values.pop("teacher_key"), values.pop("preset"), values)
 
     start_training.__signature__ = inspect.Signature(
-        [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None if n != "preset" else "fast-cpu")
-         for n in names])
+        [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None) for n in names],
+        return_annotation=str)
+    start_training.__annotations__ = {"teacher_key": str | None, "preset": str | None, "return": str,
+                                      **{s.field: api_type(s) for s in SETTINGS}}
     return start_training
 
 
@@ -93,14 +89,6 @@ def stop_training(ctx: AppContext, teacher_key: Any = None) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- the view
-def attention_caption(true: str, called: str) -> str:
-    """'Viral Pneumonia: right' or 'Normal, called COVID': a third of a 1024 px page wide, where the old
-    'Viral Pneumonia · called Viral Pneumonia · step 10' lost the model's answer under an ellipsis."""
-    if true == called:
-        return f"{display_name(true)}: right"
-    return f"{display_name(true)}, called {display_name(called)}"
-
-
 def attention_gallery(ctx: AppContext, snap: Snapshot, k: int = -1):
     """Evaluation k's attention strip (default: the latest) as captioned overlays on the three X-rays, under a
     label that names its step."""
@@ -122,54 +110,7 @@ def _attention_image(ctx: AppContext, relative: str) -> np.ndarray:
             return images[0, 0].numpy()
     except ValueError:
         pass
-    return np.full((224, 224), 64, dtype=np.uint8)  # the run used other data: show the map on grey
-
-
-def weights_warning(snap: Snapshot) -> str:
-    started = snap.started
-    if started and is_random_fallback(started.get("weights", "")):  # "auto" fell back; "none" was a choice
-        # The reason only (e.g. "could not download ImageNet weights (URLError)"): the server's folders are the
-        # teacher's business (README), not every visitor's.
-        return RANDOM_WEIGHTS.format(why=started.get("weights", "").split(": ", 1)[-1].split(";")[0].split(". Accuracy")[0])
-    return ""
-
-
-def status_text(snap: Snapshot, saved_as: str | None = None, may_start: bool = True) -> str:
-    """The run's state in a line or two. `saved_as`: the finished model's label as Classify's list shows it (the
-    file name otherwise); `may_start`: whether this page may press Start (a student's page waits for the teacher)."""
-    started = snap.started
-    where = (f" · {preset_title(snap.config.get('preset', ''))} on {started['device']}, "
-             f"{'pretrained' if started.get('pretrained') else 'random'} weights") if started else ""
-    if snap.status == "idle":
-        return ("No training yet. Choose settings and press **Start**." if may_start else
-                "No training yet: the curves appear here when the teacher starts a run.")
-    if snap.status == "failed":
-        return f"**Training failed:** {hide_paths(snap.error)}. The best checkpoint so far is kept."
-    if snap.status == "done" and snap.done:
-        d = snap.done
-        head = f"**Finished** after {d['steps']} steps ({d['epochs']:g} epochs, {format_duration(d['seconds'])}): " \
-               f"{REASONS.get(d['reason'], d['reason'])}{where}."
-        if not d["checkpoint"]:
-            return head + " It ended before its first evaluation, so nothing was saved."
-        saved = f"*{saved_as}*" if saved_as else f"`{d['checkpoint'].rsplit('/', 1)[-1]}`"
-        kept = "Last" if snap.config.get("keep") == "last" else "Best"  # the weights kept and tested
-        return (f"{head} {kept} validation accuracy {percent(d['best_val_accuracy'])} (step {d['best_step']}); "
-                f"**test accuracy {percent(d['test_accuracy'])}** on {d['test_report']['count']} held-out images. "
-                f"Saved: pick {saved} in **Classify**.{hidden_lungs_sentence(snap)}")
-    step = snap.last_step
-    if not step:
-        return ("Starting: reading the dataset and building the model ..." if snap.status == "running" else "Stopping ...")
-    head = "**Stopping** after this step" if snap.status == "stopping" else "**Training**"
-    budget = snap.config.get("time_budget_s") or 0
-    if budget:  # a time budget: progress is time, the step count has no end to show
-        elapsed = min(time.time() - snap.started_at, budget)
-        bar = f"<progress value='{elapsed:.0f}' max='{budget:.0f}' style='width:100%'></progress>"
-        where_in_run = f"step {step['step']} (epoch {step['epoch'] + 1}) · {format_duration(elapsed)} of {format_duration(budget)}"
-    else:
-        bar = f"<progress value='{step['step']}' max='{step['total_steps']}' style='width:100%'></progress>"
-        where_in_run = f"step {step['step']} of {step['total_steps']} (epoch {step['epoch'] + 1})"
-    return (f"{head}{where} · {where_in_run} · {step['train_images_per_sec']:.1f} images/s · "
-            f"about {format_duration(step['eta_s'])} left{bar}")
+    return np.full((SAMPLE_SIZE, SAMPLE_SIZE), 64, dtype=np.uint8)  # the run used other data: show the map on grey
 
 
 def saved_label(ctx: AppContext, snap: Snapshot) -> str | None:
@@ -178,41 +119,13 @@ def saved_label(ctx: AppContext, snap: Snapshot) -> str | None:
     return ctx.label_of(name) if snap.status == "done" and name else None
 
 
-def expected_steps(snap: Snapshot) -> int:
-    """The x range of the curves: the run's step count, or, under a time budget (whose step count is only an upper
-    bound), the steps it will reach at its pace so far; a finished run ends at its last step."""
-    step = snap.last_step
-    if not step:
-        return 0
-    if not snap.config.get("time_budget_s"):
-        return step["total_steps"]
-    if not snap.active:
-        return step["step"]
-    return min(step["total_steps"], round(step["step"] + step["eta_s"] * snap.steps_per_second))
-
-
-def hidden_lungs_sentence(snap: Snapshot) -> str:
-    """The shortcut lesson in one sentence, against chance, when the lungs were hidden."""
-    mode = snap.config.get("hide_lungs", "none")
-    if mode == "none" or not snap.done.get("test_report"):
-        return ""
-    return "\n\n**" + shortcut_sentence(snap.done["test_accuracy"], len(snap.done["test_report"]["classes"]), mode) + "**"
-
-
-def report_frame(report: dict) -> pd.DataFrame:
-    """The test set's per-class metrics, named as the Evaluate tab names them."""
-    def row(name: str, m: dict, count: int) -> dict:
-        return {"class": name, "precision": round(m["precision"], 3), "recall": round(m["recall"], 3),
-                "F1": round(m["f1"], 3), "test images": count}
-    rows = [row(display_name(k), r, r["support"]) for k, r in report["per_class"].items()]
-    rows.append(row("macro average", report["macro"], report["count"]))
-    return pd.DataFrame(rows, columns=["class", "precision", "recall", "F1", "test images"])
-
-
 @dataclass
-class TrainView:
-    """The components the page-level timer updates, by name (so `poll` returns a dict, not a long tuple)."""
+class TrainTab:
+    """The tab's components, by name: the settings, the buttons, and what the page-level timer updates."""
 
+    preset: gr.Radio
+    preset_info: gr.Markdown
+    widgets: dict[str, gr.components.Component]  # TrainConfig field -> its widget (demo.train_settings)
     status: gr.Markdown
     warning: gr.Markdown
     curves: gr.Plot
@@ -222,16 +135,17 @@ class TrainView:
     cm_plot: gr.Plot
     start_btn: gr.Button
     stop_btn: gr.Button
-    seen: gr.State
-    teacher: gr.State
+    seen: gr.State  # the snapshot version this page shows
     compare: gr.Dropdown
-    key_box: gr.Textbox
-    who: gr.Markdown
+    keys: teacher.TeacherBox
 
-    def outputs(self) -> list[gr.components.Component]:
+    def poll_outputs(self) -> list[gr.components.Component]:
         return [self.status, self.warning, self.curves, self.attention, self.attention_step, self.metrics,
                 self.cm_plot, self.start_btn, self.stop_btn, self.seen]
 
+    @property
+    def editable(self) -> list[gr.components.Component]:
+        return [self.preset, *self.widgets.values()]
 
 def _compare_history(ctx: AppContext, name: str | None) -> tuple[str, list[dict]] | None:
     if not name:
@@ -243,7 +157,7 @@ def _compare_history(ctx: AppContext, name: str | None) -> tuple[str, list[dict]
     return next((m.label for m in ctx.models() if m.name == name), name), clf.checkpoint.metrics.get("history", [])
 
 
-def poll(ctx: AppContext, view: TrainView, seen: int, teacher: bool, compare: str | None = None) -> dict:
+def poll(ctx: AppContext, view: TrainTab, seen: int, teacher: bool, compare: str | None = None) -> dict:
     """One tick of the page's timer: the progress line always, curves and results only when they changed."""
     snap = ctx.job.snapshot()
     out = {view.status: status_text(snap, saved_label(ctx, snap), teacher),
@@ -294,39 +208,52 @@ def redraw_curves(ctx: AppContext, compare: str | None) -> PlotData:
     return rendered_curves(ctx, ctx.job.snapshot(), compare)
 
 
-def settings_editable(n: int):
-    """The handler that greys out (or unlocks) the preset and the `n` settings as this page's teacher mode turns
-    off (or on): the server decides who may Start, the page only shows it."""
-    def editable(teacher: bool) -> list:
-        return [gr.update(interactive=bool(teacher))] * n
-    return editable
+def show_preset(ctx: AppContext, tab: TrainTab, name: str) -> dict:
+    """The chosen preset's description, and its value (and choices) in every setting's widget."""
+    values, cfg = preset_values(name), apply_preset(name)
+    out = {tab.preset_info: values["description"]}
+    for s in SETTINGS:
+        out[tab.widgets[s.field]] = (gr.update(value=values[s.field], choices=s.choices(cfg, ctx)) if s.choices
+                                     else values[s.field])
+    return out
 
 
-def build(ctx: AppContext) -> TrainView:
+def settings_editable(tab: TrainTab, teacher_mode: bool) -> dict:
+    """The preset and the settings greyed out (or unlocked) as this page's teacher mode turns off (or on): the
+    server decides who may Start, the page only shows it."""
+    return {w: gr.update(interactive=bool(teacher_mode)) for w in tab.editable}
+
+
+def _settings(ctx: AppContext, preset0: str) -> dict[str, gr.components.Component]:
+    """Every setting's widget, showing `preset0`'s values, in rows by the table's row names."""
+    values, cfg, widgets = preset_values(preset0), apply_preset(preset0), {}
+    for row in dict.fromkeys(s.row for s in SETTINGS):
+        with gr.Row():
+            for s in (s for s in SETTINGS if s.row == row):
+                extra = [s.choices(cfg, ctx)] if s.choices else []
+                widgets[s.field] = s.widget(values[s.field], *extra)
+    return widgets
+
+
+def build(ctx: AppContext) -> TrainTab:
     cuda = torch.cuda.is_available()
     preset0 = default_preset(cuda)
-    values = preset_values(preset0)
     teacher_only = ctx.settings.teacher_only
-    key_box, who, teacher_state = teacher.build(ctx)
+    keys = teacher.build(ctx)
     with gr.Row():
         choices = [(preset_title(n), n) for n in presets_for(cuda)]
         # Why there is no GPU choice, under the choices rather than as a paragraph that pushes the curves down.
         preset = gr.Radio(choices, value=preset0, label="Preset", elem_id="preset", scale=1,
                           info=None if cuda else "No GPU preset: this server has no CUDA GPU.")
-        preset_info = gr.Markdown(values["description"], elem_id="preset_info")
-    widgets: dict[str, gr.components.Component] = {}
+        preset_info = gr.Markdown(preset_values(preset0)["description"], elem_id="preset_info")
     with gr.Accordion("Settings", open=False, elem_id="settings_acc"):
-        for row in (SETTINGS[0:5], SETTINGS[5:10], SETTINGS[10:14], SETTINGS[14:]):
-            with gr.Row():
-                for s in row:
-                    extra = [s.choices(apply_preset(preset0), ctx)] if s.choices else []
-                    widgets[s.field] = s.widget(values[s.field], *extra)
+        widgets = _settings(ctx, preset0)
     with gr.Row():
         start_btn = gr.Button("Start", variant="primary", elem_id="start_btn", interactive=not teacher_only)
         stop_btn = gr.Button("Stop", variant="stop", elem_id="stop_btn", interactive=False)
     status = gr.Markdown(status_text(ctx.job.snapshot(), may_start=not teacher_only), elem_id="train_status")
     warning = gr.Markdown(visible=False, elem_id="weights_warning")
-    curves = gr.Plot(curves_figure([], 0, values["target_accuracy"]), label="Curves", show_label=False,
+    curves = gr.Plot(curves_figure([], 0, apply_preset(preset0).target_accuracy), label="Curves", show_label=False,
                      elem_id="curves", format="png")  # the figure titles its own axes; a badge would cover one
     gr.Markdown(INTRO)  # right under what it explains, so the curves come first on a projector
     compare = gr.Dropdown([], value=None, label="Compare with a saved run (its validation accuracy in green)",
@@ -337,36 +264,36 @@ def build(ctx: AppContext) -> TrainView:
     attention = gr.Gallery(label=ATTENTION_LABEL, columns=3, height="auto", allow_preview=False,
                            elem_id="attention_strip")
     attention_step = gr.Slider(0, 1, 0, step=1, label="Scrub through the run's evaluations (the strip names the step)",
-                               visible=False,
-                               elem_id="attention_step")
+                               visible=False, elem_id="attention_step")
     with gr.Row():
         metrics = gr.DataFrame(label="Test set: per-class metrics", visible=False, elem_id="test_metrics",
                                wrap=True)  # "test images" fits at 1024 px
         cm_plot = gr.Plot(label="Confusion matrix", visible=False, elem_id="cm_plot", format="png")
-    view = TrainView(status=status, warning=warning, curves=curves, attention=attention, attention_step=attention_step,
-                     metrics=metrics, cm_plot=cm_plot, start_btn=start_btn, stop_btn=stop_btn, seen=gr.State(-1),
-                     teacher=teacher_state, compare=compare, key_box=key_box, who=who)
+    tab = TrainTab(preset=preset, preset_info=preset_info, widgets=widgets, status=status, warning=warning,
+                   curves=curves, attention=attention, attention_step=attention_step, metrics=metrics,
+                   cm_plot=cm_plot, start_btn=start_btn, stop_btn=stop_btn, seen=gr.State(-1), compare=compare,
+                   keys=keys)
+    _wire(ctx, tab)
+    return tab
 
-    def show_preset(name: str) -> list:
-        v, cfg = preset_values(name), apply_preset(name)
-        return [v["description"]] + [gr.update(value=v[s.field], choices=s.choices(cfg, ctx)) if s.choices
-                                              else v[s.field] for s in SETTINGS]
 
-    preset.change(show_preset, [preset], [preset_info, *widgets.values()], api_name=False)
+def _wire(ctx: AppContext, tab: TrainTab) -> None:
+    tab.preset.change(ctx.bind(show_preset, tab), [tab.preset], [tab.preset_info, *tab.widgets.values()],
+                      api_name=False)
     # With a teacher key, a student's settings are the teacher's to choose: shown greyed, editable in teacher mode.
-    editable = [preset, *widgets.values()]
-    for w in editable:
-        w.interactive = not teacher_only
-    teacher_state.change(settings_editable(len(editable)), [teacher_state], editable, api_name=False,
-                         show_progress="hidden")
-    start_btn.click(start_handler(ctx), [key_box, preset, *[widgets[n] for n in SETTING_NAMES]], [status],
-                    api_name="start_training", concurrency_limit=None, show_progress="hidden").success(
+    for w in tab.editable:
+        w.interactive = not ctx.settings.teacher_only
+    tab.keys.teacher.change(partial(settings_editable, tab), [tab.keys.teacher], tab.editable, api_name=False,
+                            show_progress="hidden")
+    start = start_handler(ctx)
+    tab.start_btn.click(start, [tab.keys.key_box, tab.preset, *[tab.widgets[n] for n in SETTING_NAMES]], [tab.status],
+                        api_name=False, concurrency_limit=None, show_progress="hidden").success(
         None, None, None, js=SCROLL_TO_RUN, api_name=False)
-    stop_btn.click(ctx.bind(stop_training), [key_box], [status], api_name="stop_training", concurrency_limit=None,
-                   show_progress="hidden")
+    gr.api(start, api_name="start_training", concurrency_limit=None)  # by keyword, see start_handler
+    tab.stop_btn.click(ctx.bind(stop_training), [tab.keys.key_box], [tab.status], api_name="stop_training",
+                       concurrency_limit=None, show_progress="hidden")
     status_api = ctx.bind(training_status)
     status_api.__annotations__ = {"return": dict}
     gr.api(status_api, api_name="training_status", concurrency_limit=None)
-    attention_step.input(ctx.bind(scrub_attention), [attention_step], [attention], api_name=False)
-    compare.input(ctx.bind(redraw_curves), [compare], [curves], api_name=False)
-    return view
+    tab.attention_step.input(ctx.bind(scrub_attention), [tab.attention_step], [tab.attention], api_name=False)
+    tab.compare.input(ctx.bind(redraw_curves), [tab.compare], [tab.curves], api_name=False)

@@ -4,21 +4,21 @@ The tab a visitor had open is remembered in their browser, so a reload returns t
 
 from __future__ import annotations
 
-import gradio as gr
+from functools import partial
 
+import gradio as gr
 from gradio.utils import get_upload_folder
 
-from .inference import CLASSIFY_AT_ONCE
+from cxr.explain.report import BIASES, NOTICE
+
 from . import classify_tab, data_tab, evaluate_tab, model_files, teacher, train_tab
 from .context import AppContext
 from .limits import UploadJanitor, limit_files_per_request, refuse_links
+from .inference import CLASSIFY_AT_ONCE
 
 TITLE = "Chest X-ray classifier: train it, then ask it why"
-NOTICE = (
-    "**A teaching and research tool, not a medical device.** Its answers must never be used to diagnose, treat "
-    "or triage anyone. The COVID-19 Radiography Database mixes hospitals, ages and sources, so a model can score "
-    "well by learning where an image came from rather than what disease it shows."
-)
+# The model card's words (cxr.explain.report), with the first of its bias notes: the one that matters most.
+HEADER = f"**{NOTICE}** {BIASES[0]}"
 CSS = """
 #notice { border-left: 6px solid #d97706; padding: 4px 12px; background: rgba(217,119,6,0.08); }
 #banner { border-left: 6px solid #2563eb; padding: 4px 12px; background: rgba(37,99,235,0.08); }
@@ -80,7 +80,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         limit_files_per_request(refuse=ctx.janitor.refusal)
         refuse_links()
         gr.Markdown(f"# {TITLE}")
-        gr.Markdown(NOTICE, elem_id="notice")
+        gr.Markdown(HEADER, elem_id="notice")
         if ctx.settings.banner:
             gr.Markdown(ctx.settings.banner, elem_id="banner")
         with gr.Tabs() as tabs:
@@ -97,34 +97,31 @@ def build_app(ctx: AppContext) -> gr.Blocks:
 
         # The one page-level timer: the training view, then every list of models.
         timer = gr.Timer(1.0)
-        view = train
-
-        def poll(seen: int, teacher: bool, compare: str | None) -> dict:
-            return train_tab.poll(ctx, view, seen, teacher, compare)
-
-        timer.tick(poll, [train.seen, train.teacher, train.compare], view.outputs(), api_name=False,
-                   concurrency_limit=None, show_progress="hidden")
-        lists = [classify["checkpoint"], classify["known"], classify["hint"], train.compare, evaluate["model"]]
-        timer.tick(ctx.bind(classify_tab.model_list), [classify["known"], classify["checkpoint"]], lists,
+        timer.tick(ctx.bind(train_tab.poll, train), [train.seen, train.keys.teacher, train.compare],
+                   train.poll_outputs(), api_name=False, concurrency_limit=None, show_progress="hidden")
+        lists = classify_tab.ModelLists(classify.checkpoint, classify.known, classify.hint, train.compare,
+                                        evaluate.model)
+        timer.tick(ctx.bind(classify_tab.model_list, lists), [classify.known, classify.checkpoint], lists.outputs,
                    api_name=False, concurrency_limit=None, show_progress="hidden")
         # A new page: its tab, the current default model (not the one of when the server started).
         demo.load(None, [open_tab], None, js=RESTORE_TAB_JS, api_name=False)
-        teacher.on_page_load(ctx, demo, train.key_box, train.who, train.teacher)
-        demo.load(ctx.bind(classify_tab.model_list), [classify["known"], gr.State(None)], lists, api_name=False,
-                  show_progress="hidden").then(ctx.bind(model_files.download_model), [classify["checkpoint"]],
-                                               [classify["download_btn"]], api_name=False, show_progress="hidden")
+        teacher.on_page_load(ctx, demo, train.keys)
+        demo.load(ctx.bind(classify_tab.model_list, lists), [classify.known, gr.State(None)], lists.outputs,
+                  api_name=False, show_progress="hidden").then(
+            ctx.bind(model_files.download_model), [classify.checkpoint], [classify.download_btn], api_name=False,
+            show_progress="hidden")
         # Evaluate -> Classify: a clicked top loss or matrix-cell image opens in Classify, classified by that model.
-        for clicked in evaluate["open_events"]:
+        for clicked in evaluate.open_events:
             opened = clicked.then(show_classify, None, [tabs], api_name=False).then(
-                ctx.bind(classify_tab.open_from_evaluate), [evaluate["open_id"], evaluate["model"], classify["target"],
-                                                           classify["alpha"]],
-                [classify["checkpoint"], *classify["outputs"]], api_name=False, concurrency_id="classify",
+                ctx.bind(classify_tab.open_from_evaluate, classify),
+                [evaluate.open_id, evaluate.model, classify.target, classify.alpha],
+                [classify.checkpoint, *classify.panels], api_name=False, concurrency_id="classify",
                 concurrency_limit=CLASSIFY_AT_ONCE)  # a group takes its members' lowest limit
-            opened.success(classify_tab.ready_for_next, None, [classify["upload"], classify["waiting"]],
+            opened.success(partial(classify_tab.ready_for_next, classify), None, [classify.upload, classify.waiting],
                            api_name=False)
-            opened.failure(classify_tab.cleared, None, classify["outputs"], api_name=False)
-        classify["add_file"].upload(ctx.bind(model_files.add_model), [classify["add_file"], train.key_box],
-                                    [classify["add_status"]], api_name=False)
+            opened.failure(partial(classify_tab.cleared, classify), None, classify.panels, api_name=False)
+        classify.add_file.upload(ctx.bind(model_files.add_model), [classify.add_file, train.keys.key_box],
+                                 [classify.add_status], api_name=False)
     # Classification is CPU-bound: two at a time use both cores; the rest wait their turn in the queue.
     demo.queue(default_concurrency_limit=2, max_size=200)
     return demo

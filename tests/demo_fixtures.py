@@ -16,7 +16,8 @@ from typing import Iterator
 
 import pytest
 
-from demo.context import AppContext, AppSettings
+from demo.context import AppContext
+from demo.settings import AppSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 

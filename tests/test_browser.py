@@ -107,7 +107,8 @@ def models_server(synthetic_root, trained_checkpoint, tmp_path_factory):
 @pytest.fixture(scope="module")
 def teacher_server(synthetic_root, trained_checkpoint, tmp_path_factory):
     """The app started with the teacher key "k3y". Yields (url, context)."""
-    from demo.context import AppContext, digest_key
+    from demo.auth import digest_key
+    from demo.context import AppContext
 
     plain = make_context(synthetic_root, tmp_path_factory.mktemp("teacher-ckpt"), trained_checkpoint)
     with serve(AppContext(replace(plain.settings, teacher_key_digest=digest_key("k3y")))) as url:

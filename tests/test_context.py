@@ -1,11 +1,11 @@
-"""The server-wide memo the app computes analyses and curve pictures in once for every visitor."""
+"""The server-wide memo every cache of the app is made of: analyses, curve pictures, loaded models, splits."""
 
 import threading
 import time
 
 import pytest
 
-from demo.context import Memo
+from demo.registry import Memo
 
 
 def test_visitors_asking_at_once_share_one_computation():

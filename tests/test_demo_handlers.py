@@ -14,8 +14,8 @@ from cxr.train.events import Attention, Done, Evaluated, Started, Step
 from cxr.data.index import display_name
 from cxr.train.presets import apply_preset
 from cxr.data.transforms import AugmentConfig
-from demo import classify_tab, data_tab, model_files, teacher, train_tab
-from demo.context import resolve_settings
+from demo import classify_image, classify_tab, data_tab, model_files, teacher, train_tab
+from demo.settings import resolve_settings
 from demo.job import TrainingJob
 from tests import imagefiles
 
@@ -82,21 +82,29 @@ def test_selecting_a_sample_shows_its_variants(ctx):
 
 
 # ---------------------------------------------------------------------------------------------- classify
-def test_classify_returns_probabilities_overlay_and_state(ctx, synthetic_root):
+@pytest.fixture
+def tab(ctx):
+    """The Classify tab's components, for the handlers that return a dict keyed by them."""
+    with gr.Blocks():
+        return classify_tab.build(ctx)
+
+
+def test_classify_returns_probabilities_overlay_and_state(ctx, tab, synthetic_root):
     image = synthetic_root / "COVID" / "images" / "COVID-1.png"
-    probs, shown, original, caption, state, targets = classify_tab.classify(ctx, str(image), "tiny.pt", "predicted class", 0.5)
+    out = classify_tab.classify_upload(ctx, tab, str(image), "tiny.pt", "predicted class", 0.5)
+    probs, shown, caption, session = out[tab.probs], out[tab.overlay], out[tab.caption], out[tab.session]
     assert set(probs) == {"COVID", "Normal", "Viral Pneumonia"} and sum(probs.values()) == pytest.approx(1, abs=1e-5)
-    assert shown.dtype == np.uint8 and shown.shape == (64, 64, 3) and original.shape == (64, 64)
+    assert shown.dtype == np.uint8 and shown.shape == (64, 64, 3) and out[tab.original].shape == (64, 64)
     assert "Grad-CAM for" in caption and "(synthetic model)" in caption and "2 x 2 cells" in caption
-    assert [c if isinstance(c, str) else c[1] for c in targets["choices"]] == ["predicted class", "covid", "normal", "viral"]
-    redrawn = classify_tab.reblend(state, 0.0)
-    assert np.array_equal(redrawn, np.repeat(np.asarray(state[0])[..., None], 3, axis=2))
+    targets = out[tab.target]["choices"]
+    assert [c if isinstance(c, str) else c[1] for c in targets] == ["predicted class", "covid", "normal", "viral"]
+    redrawn = classify_tab.reblend(session, 0.0)
+    assert np.array_equal(redrawn, np.repeat(session.image[..., None], 3, axis=2))
 
 
 def test_classify_explains_the_chosen_class(ctx, synthetic_root):
     image = str(synthetic_root / "Normal" / "images" / "Normal-1.png")
-    *_, caption, _, _ = classify_tab.classify(ctx, image, "tiny.pt", "viral", 0.5)
-    assert "Viral Pneumonia" in caption
+    assert "Viral Pneumonia" in classify_tab.classify(ctx, image, "tiny.pt", "viral", 0.5).caption
 
 
 def test_classify_refuses_a_class_the_model_does_not_know(ctx, synthetic_root):
@@ -150,7 +158,7 @@ def test_checkpoints_are_chosen_by_name_from_the_folder_only(ctx, synthetic_root
         classify_tab.classify(ctx, str(synthetic_root / "COVID" / "images" / "COVID-1.png"), name, "x", 0.5)
 
 
-def test_examples_come_from_the_models_own_test_split(ctx, trained_checkpoint):
+def test_examples_come_from_the_models_own_test_split(ctx, tab, trained_checkpoint):
     ids = classify_tab.example_ids(ctx, "tiny.pt")
     assert ids and set(ids) <= set(ctx.split_for("tiny.pt").test)  # tiny.pt's split (3 per class), not the default
     assert set(ids) != set(classify_tab.example_ids(ctx))
@@ -163,8 +171,8 @@ def test_examples_come_from_the_models_own_test_split(ctx, trained_checkpoint):
     assert set(seed5) <= set(ctx.split_for("seed5.pt").test) and set(seed5) != set(ids)
     gallery = classify_tab.example_gallery(ctx, "tiny.pt")
     assert len(gallery) == len(ids) and gallery[0][0].dtype == np.uint8
-    probs, *_ = classify_tab.classify_example(ctx, "tiny.pt", "predicted class", 0.5, SimpleNamespace(index=0))
-    assert len(probs) == 3
+    out = classify_tab.classify_example(ctx, tab, "tiny.pt", "predicted class", 0.5, SimpleNamespace(index=0))
+    assert len(out[tab.probs]) == 3
 
 
 def test_loaded_models_are_reused(ctx):
@@ -268,6 +276,22 @@ def test_the_start_api_takes_settings_by_keyword_and_a_left_out_one_keeps_the_pr
     assert cfg.lr == 1e-4 and cfg.image_size == 224 and cfg.batch_size == 6
 
 
+def test_a_start_by_keyword_keeps_the_presets_values_and_the_machines_preset(ctx):
+    import torch
+
+    from cxr.train.presets import default_preset
+
+    ctx.job = TrainingJob(train=_fake_fit())
+    start = train_tab.start_handler(ctx)
+    start(preset="recipe")  # every setting left out, as an API caller may
+    assert ctx.job.wait(10)
+    cfg, recipe = ctx.job.snapshot().config, apply_preset("recipe")
+    assert cfg["preset"] == "recipe"
+    assert all(cfg[name] == getattr(recipe, name) for name in train_tab.SETTING_NAMES if name != "augment")
+    start()  # no preset either: the one this machine starts with
+    assert ctx.job.wait(10) and ctx.job.snapshot().config["preset"] == default_preset(torch.cuda.is_available())
+
+
 def test_poll_shows_curves_attention_then_results_and_skips_when_nothing_changed(ctx, view):
     ctx.job = TrainingJob(train=_fake_fit())
     assert "No training yet" in train_tab.poll(ctx, view, -1, True)[view.status]
@@ -325,10 +349,10 @@ def test_second_start_while_running_is_refused_and_stop_works(ctx):
     assert train_tab.stop_training(ctx) == "Nothing is training."
 
 
-def test_with_a_teacher_key_only_the_teacher_may_start_stop_and_add_models(ctx, trained_checkpoint, tmp_path):
+def test_with_a_teacher_key_only_the_teacher_may_start_stop_and_add_models(ctx, view, trained_checkpoint, tmp_path):
     from dataclasses import replace
 
-    from demo.context import digest_key
+    from demo.auth import digest_key
 
     ctx.settings = replace(ctx.settings, teacher_key_digest=digest_key("s3cret-key"))
     hold = threading.Event()
@@ -344,11 +368,15 @@ def test_with_a_teacher_key_only_the_teacher_may_start_stop_and_add_models(ctx, 
     assert "Stopping" in train_tab.stop_training(ctx, "s3cret-key")
     hold.set()
     assert ctx.job.wait(10)
-    assert teacher.check_key(ctx, "wrong")[0] is False and teacher.check_key(ctx, "s3cret-key")[0] is True
+    box = view.keys
+    refused = teacher.check_key(ctx, box, "wrong")
+    assert refused[box.teacher] is False and box.key_box not in refused  # the box keeps what was typed
     # The page swaps the accepted key for a token; a reloaded page with the token its tab kept is the teacher's again.
-    ok, _, token = teacher.check_key(ctx, "s3cret-key")
-    assert ok and "s3cret" not in token and ctx.is_teacher(token)
-    assert teacher.recall_key(ctx, token)[:2] == (True, teacher.TEACHER_MODE)
+    accepted = teacher.check_key(ctx, box, "s3cret-key")
+    token = accepted[box.key_box]
+    assert accepted[box.teacher] is True and "s3cret" not in token and ctx.is_teacher(token)
+    recalled = teacher.recall_key(ctx, box, token)
+    assert (recalled[box.teacher], recalled[box.who]) == (True, teacher.TEACHER_MODE)
     train_tab.start_run(ctx, token, "fast-cpu", _settings())  # Start accepts it, as the page sends it
     hold.set()
     assert ctx.job.wait(10)
@@ -357,8 +385,8 @@ def test_with_a_teacher_key_only_the_teacher_may_start_stop_and_add_models(ctx, 
     assert not ctx.is_teacher(f"teacher.{int(expiry) + 3600}.{mac}")
     assert not ctx.is_teacher(teacher.make_token(digest_key("another-key")))
     assert not ctx.is_teacher(teacher.make_token(digest_key("s3cret-key"), now=time.time() - 4 * 3600))
-    assert teacher.recall_key(ctx, "old-key") == (False, teacher.ONLY_TEACHER, "")
-    assert all(isinstance(v, type(gr.skip())) for v in teacher.recall_key(ctx, ""))
+    assert teacher.recall_key(ctx, box, "old-key") == {box.teacher: False, box.who: teacher.ONLY_TEACHER, box.key_box: ""}
+    assert teacher.recall_key(ctx, box, "") == {c: gr.skip() for c in box.outputs}
     upload = tmp_path / "model.pt"
     upload.write_bytes(trained_checkpoint.read_bytes())
     with pytest.raises(gr.Error, match="Only the teacher"):
@@ -398,8 +426,7 @@ def test_real_training_job_writes_a_checkpoint_classify_can_use(ctx):
     name = snap.done["checkpoint"].rsplit("/", 1)[-1]
     assert name in ctx.checkpoint_names()
     image = ctx.index.files[ctx.split.test[0]]
-    probs, *_ = classify_tab.classify(ctx, str(image), name, "predicted class", 0.4)
-    assert len(probs) == 3
+    assert len(classify_tab.classify(ctx, str(image), name, "predicted class", 0.4).probs) == 3
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -427,32 +454,39 @@ def test_models_are_labelled_once_and_the_default_is_the_best_finished_one(ctx, 
     assert ctx.default_model() == "resnet18-a.pt"
 
 
-def test_the_model_list_keeps_a_visitors_choice_and_gives_new_pages_the_default(ctx, trained_checkpoint):
-    known = []
-    update, known, hint, _, evaluate = classify_tab.model_list(ctx, known, None)
-    assert update["value"] == evaluate["value"] == "tiny.pt" and not hint["visible"]
+@pytest.fixture
+def lists(tab):
+    with gr.Blocks():
+        return classify_tab.ModelLists(tab.checkpoint, tab.known, tab.hint, compare=gr.Dropdown(), evaluate=gr.Dropdown())
+
+
+def test_the_model_list_keeps_a_visitors_choice_and_gives_new_pages_the_default(ctx, lists, trained_checkpoint):
+    out = classify_tab.model_list(ctx, lists, [], None)
+    assert out[lists.checkpoint]["value"] == out[lists.evaluate]["value"] == "tiny.pt"
+    assert not out[lists.hint]["visible"]
     _copy_model(trained_checkpoint, ctx.settings.checkpoints_dir / "resnet18-best.pt", test_accuracy=0.99)
-    update, known, _, _, evaluate = classify_tab.model_list(ctx, known, "tiny.pt")
+    out = classify_tab.model_list(ctx, lists, out[lists.known], "tiny.pt")
+    update, known = out[lists.checkpoint], out[lists.known]
     assert update["value"] == "tiny.pt" and "resnet18-best.pt" in [c[1] for c in update["choices"]]
-    assert "value" not in evaluate  # the other lists get the new choices and keep their own choice
-    assert classify_tab.model_list(ctx, known, "tiny.pt")[0] == gr.skip()  # nothing changed: nothing sent
-    assert classify_tab.model_list(ctx, known, None)[0]["value"] == "resnet18-best.pt"  # a new page
+    assert "value" not in out[lists.evaluate]  # the other lists get the new choices and keep their own choice
+    assert classify_tab.model_list(ctx, lists, known, "tiny.pt")[lists.checkpoint] == gr.skip()  # nothing changed
+    assert classify_tab.model_list(ctx, lists, known, None)[lists.checkpoint]["value"] == "resnet18-best.pt"  # new page
 
 
-def test_a_server_with_no_model_says_the_starter_is_training(ctx):
+def test_a_server_with_no_model_says_the_starter_is_training(ctx, lists):
     for p in ctx.settings.checkpoints_dir.iterdir():
         p.unlink()
     hold = threading.Event()
     ctx.job = TrainingJob(train=_fake_fit(n_evals=5, hold=hold))
-    assert "No trained model yet" in classify_tab.starter_message(ctx)
+    assert "No trained model yet" in ctx.no_model_yet()
     ctx.job.start(train_tab.build_config(ctx, "fast-cpu", _settings()))
-    _, _, hint, _, _ = classify_tab.model_list(ctx, [], None)
+    hint = classify_tab.model_list(ctx, lists, [], None)[lists.hint]
     assert hint["visible"] and "starter model is training" in hint["value"]
     hold.set()
     ctx.job.wait(10)
 
 
-def test_an_xray_dropped_before_the_first_model_waits_and_is_classified_when_it_lands(ctx, trained_checkpoint):
+def test_an_xray_dropped_before_the_first_model_waits_and_is_classified_when_it_lands(ctx, tab, trained_checkpoint):
     import shutil
 
     for p in ctx.settings.checkpoints_dir.iterdir():
@@ -461,17 +495,21 @@ def test_an_xray_dropped_before_the_first_model_waits_and_is_classified_when_it_
     with pytest.raises(gr.Error) as info:
         classify_tab.classify(ctx, xray, None, classify_tab.PREDICTED, 0.5)
     assert not info.value.visible and "about" not in str(info.value)  # a short notice: the tab itself counts down
-    *panels, waiting = classify_tab.refused_upload(None)  # the page had no model to choose
-    assert waiting is True and panels[3] == classify_tab.WAITING
+    refused = classify_tab.refused_upload(tab, None)  # the page had no model to choose
+    assert refused[tab.waiting] is True and refused[tab.caption] == classify_tab.WAITING
     assert classify_tab.examples_for(ctx, None)["visible"] is False
-    assert classify_tab.classify_waiting(ctx, True, xray, None, classify_tab.PREDICTED, 0.5) == (gr.skip(),) * 8
+    untouched = [tab.probs, tab.overlay, tab.original, tab.caption, tab.session, tab.target, tab.waiting, tab.upload]
+    nothing = classify_tab.classify_waiting(ctx, tab, True, xray, None, classify_tab.PREDICTED, 0.5)
+    assert nothing == {c: gr.skip() for c in untouched}
     shutil.copyfile(trained_checkpoint, ctx.settings.checkpoints_dir / "first.pt")  # the first model lands
-    probs, *_, still_waiting, box = classify_tab.classify_waiting(ctx, True, xray, "first.pt", classify_tab.PREDICTED,
-                                                                  0.5)
-    assert set(probs) == {display_name(c) for c in ctx.index.classes} and still_waiting is False and box is None
+    out = classify_tab.classify_waiting(ctx, tab, True, xray, "first.pt", classify_tab.PREDICTED, 0.5)
+    assert set(out[tab.probs]) == {display_name(c) for c in ctx.index.classes}
+    assert out[tab.waiting] is False and out[tab.upload] is None
     # Nothing waiting (a visitor who only changed the model): nothing classified on its behalf.
-    assert classify_tab.classify_waiting(ctx, False, xray, "first.pt", classify_tab.PREDICTED, 0.5) == (gr.skip(),) * 8
-    assert classify_tab.refused_upload("first.pt")[3] == classify_tab.NOTHING_CLASSIFIED  # truly refused
+    nothing = classify_tab.classify_waiting(ctx, tab, False, xray, "first.pt", classify_tab.PREDICTED, 0.5)
+    assert nothing == {c: gr.skip() for c in untouched}
+    refused = classify_tab.refused_upload(tab, "first.pt")  # truly refused
+    assert refused[tab.caption] == classify_tab.NOTHING_CLASSIFIED and refused[tab.waiting] is False
     assert classify_tab.examples_for(ctx, "first.pt")["visible"] is True
 
 
@@ -505,32 +543,33 @@ def test_a_bad_model_file_is_refused_in_one_sentence(ctx, tmp_path, kind):
     assert words.lower() in str(info.value).lower()
 
 
-def test_opening_the_dropdowns_before_an_image_does_nothing(ctx):
-    assert all(v == gr.skip() for v in classify_tab.reexplain(ctx, None, "tiny.pt", "covid", 0.5))
+def test_opening_the_dropdowns_before_an_image_does_nothing(ctx, tab):
+    out = classify_tab.reexplain(ctx, tab, None, "tiny.pt", "covid", 0.5)
+    assert set(out) == set(tab.panels) and all(v == gr.skip() for v in out.values())
 
 
-def test_re_explaining_uses_the_image_kept_in_the_session(ctx, synthetic_root):
+def test_re_explaining_uses_the_image_kept_in_the_session(ctx, tab, synthetic_root):
     image = str(synthetic_root / "COVID" / "images" / "COVID-1.png")
-    *_, state, _ = classify_tab.classify(ctx, image, "tiny.pt", "predicted class", 0.5)
-    probs, shown, original, caption, _, _ = classify_tab.reexplain(ctx, state, "tiny.pt", "viral", 0.5)
-    assert "Viral Pneumonia" in caption and original.shape == state[0].shape
+    session = classify_tab.classify(ctx, image, "tiny.pt", "predicted class", 0.5).session
+    out = classify_tab.reexplain(ctx, tab, session, "tiny.pt", "viral", 0.5)
+    assert "Viral Pneumonia" in out[tab.caption] and out[tab.original].shape == session.image.shape
 
 
-def test_dataset_images_get_their_lung_focus_and_outline_and_uploads_say_why_not(ctx, synthetic_root):
+def test_dataset_images_get_their_lung_focus_and_outline_and_uploads_say_why_not(ctx, tab, synthetic_root):
     from cxr.data.lungs import mask_path
 
     i = ctx.split_for("tiny.pt").test[0]
     assert mask_path(ctx.index.files[i]) is not None  # the synthetic set draws lung masks
-    probs, shown, original, caption, state, _ = classify_tab.classify_id(ctx, i, "tiny.pt", "predicted class", 0.0)
-    assert "Lung focus" in caption and "spread evenly would put" in caption and state[2] is not None
+    r = classify_tab.classify_id(ctx, i, "tiny.pt", "predicted class", 0.0)
+    assert "Lung focus" in r.caption and "spread evenly would put" in r.caption and r.session.mask is not None
     truth = ctx.index.classes[ctx.index.labels[i]]  # a dataset image: its label beside the model's answer
-    assert caption.startswith(f"**Labelled {display_name(truth)} in the dataset**: the model says")
-    again = classify_tab.reexplain(ctx, state, "tiny.pt", truth, 0.5)[3]  # explaining another class keeps it
+    assert r.caption.startswith(f"**Labelled {display_name(truth)} in the dataset**: the model says")
+    again = classify_tab.reexplain(ctx, tab, r.session, "tiny.pt", truth, 0.5)[tab.caption]  # another class keeps it
     assert again.startswith(f"**Labelled {display_name(truth)} in the dataset**")
-    magenta = (shown == np.array([255, 0, 255], dtype=np.uint8)).all(axis=2)
+    magenta = (r.overlay == np.array([255, 0, 255], dtype=np.uint8)).all(axis=2)
     assert magenta.any()  # the lung outline is drawn (at opacity 0 the rest is the grey X-ray)
     upload = str(synthetic_root / "COVID" / "images" / "COVID-1.png")
-    caption = classify_tab.classify(ctx, upload, "tiny.pt", "predicted class", 0.5)[3]
+    caption = classify_tab.classify(ctx, upload, "tiny.pt", "predicted class", 0.5).caption
     assert "No lung mask for this image" in caption and "Labelled" not in caption  # an upload has no label
 
 
@@ -546,7 +585,7 @@ def test_the_maps_coarseness_is_said_from_the_models_input_size(size):
     with torch.no_grad():
         model.eval()(torch.zeros(1, 3, size, size))
     hook.remove()
-    assert f"{grid[0]} x {grid[0]} cells" in classify_tab.coarseness(size)  # the Fast preset's 112 px: 4 x 4, not 3
+    assert f"{grid[0]} x {grid[0]} cells" in classify_image.coarseness(size)  # the Fast preset's 112 px: 4 x 4, not 3
 
 
 def test_the_checkpoints_folder_is_kept_under_its_cap_oldest_first(ctx, trained_checkpoint):
@@ -580,11 +619,11 @@ def test_settings_choose_synthetic_data_with_a_banner_when_there_is_none(tmp_pat
 
 
 def test_a_short_teacher_key_is_warned_about_at_start(synthetic_root, caplog):
-    with caplog.at_level("WARNING", logger="demo.context"):
+    with caplog.at_level("WARNING", logger="demo.settings"):
         resolve_settings(str(synthetic_root), teacher_key="sesame")
     assert "teacher key has 6 characters" in caplog.text and "sesame" not in caplog.text
     caplog.clear()
-    with caplog.at_level("WARNING", logger="demo.context"):
+    with caplog.at_level("WARNING", logger="demo.settings"):
         resolve_settings(str(synthetic_root), teacher_key="x" * 16)
     assert "teacher key" not in caplog.text
 
@@ -612,8 +651,8 @@ def test_the_methods_are_compared_with_a_random_model_and_timed(ctx, synthetic_r
     from demo import explain_panel
 
     image = str(synthetic_root / "COVID" / "images" / "COVID-1.png")
-    *_, state, _ = classify_tab.classify(ctx, image, "tiny.pt", "predicted class", 0.5)
-    pictures, words = explain_panel.compare(ctx, state, "tiny.pt", 0.5)
+    session = classify_tab.classify(ctx, image, "tiny.pt", "predicted class", 0.5).session
+    pictures, words = explain_panel.compare(ctx, session, "tiny.pt", 0.5)
     captions = [c for _, c in pictures]
     assert len(pictures) == 6 and captions[0].startswith("Grad-CAM · ") and captions[3].startswith("Grad-CAM, random weights")
     assert all(c.endswith(" s") for c in captions) and words.count("rank correlation") == 3

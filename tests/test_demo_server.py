@@ -15,7 +15,7 @@ def client(server):
 
 def test_classify_an_image_over_http(client, synthetic_root):
     image = synthetic_root / "Viral Pneumonia" / "images" / "Viral Pneumonia-2.png"
-    probs, overlay, _original, caption, _targets = client.predict(
+    probs, overlay, _original, caption, _targets = client.predict(  # the panels, in ClassifyTab.panels' order
         handle_file(str(image)), "tiny.pt", "predicted class", 0.5, api_name="/classify")
     assert probs["label"] in ("COVID", "Normal", "Viral Pneumonia")
     assert {c["label"] for c in probs["confidences"]} == {"COVID", "Normal", "Viral Pneumonia"}
@@ -63,6 +63,32 @@ def test_start_watch_and_stop_a_training_run(client, server):
     assert ctx.job.wait(60)
     state = client.predict(api_name="/training_status")
     assert state["status"] == "done" and "stopped by a user" in state["text"]
+
+
+def test_a_preset_alone_trains_with_that_presets_settings(client, server, monkeypatch):
+    # gradio_client fills each setting left out with the endpoint's default: None ("the preset's value"), not the
+    # value the page's widget shows (the Fast preset's).
+    from dataclasses import asdict
+
+    import torch
+
+    from cxr.train.presets import apply_preset, default_preset
+    from demo.train_settings import SETTING_NAMES
+
+    _, ctx = server
+    assert ctx.job.wait(60)
+    monkeypatch.setattr(ctx.job, "_train", lambda cfg, stop=None: iter(()))  # keep the settings, train nothing
+    assert "Starting" in client.predict(preset="recipe", api_name="/start_training")
+    assert ctx.job.wait(60)
+    config, recipe = ctx.job.snapshot().config, asdict(apply_preset("recipe"))
+    assert config["preset"] == "recipe" and {k: config[k] for k in SETTING_NAMES} == {k: recipe[k] for k in SETTING_NAMES}
+    client.predict(api_name="/start_training")  # no preset either: the one this machine starts with
+    assert ctx.job.wait(60) and ctx.job.snapshot().config["preset"] == default_preset(torch.cuda.is_available())
+
+
+def test_the_public_api_has_its_six_endpoints(client):
+    assert set(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == {
+        "/classify", "/new_batch", "/start_training", "/stop_training", "/training_status", "/evaluate_model"}
 
 
 def test_bad_settings_over_the_api_get_one_sentence(client):

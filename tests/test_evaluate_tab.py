@@ -4,6 +4,7 @@ import json
 import math
 import re
 import zipfile
+from dataclasses import fields
 from itertools import product
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,7 +15,7 @@ import pytest
 
 from cxr.data.index import display_name
 from cxr.explain.interpret import Interpretation, Record
-from demo import evaluate_tab
+from demo import evaluate_analysis, evaluate_tab
 from demo.evaluate_tab import RIGHT, WRONG
 from tests.demo_fixtures import make_context
 
@@ -27,14 +28,32 @@ def shared(synthetic_root, trained_checkpoint, tmp_path_factory):
     return make_context(synthetic_root, tmp_path_factory.mktemp("eval-ckpt"), trained_checkpoint)
 
 
-def view(ctx, name=MODEL) -> dict:
-    names = ("summary", "gallery", "ids", "confusion", "confused", "metrics", "words", "which", "cell", "cell_text",
-             "cell_ids", "download", "body")
-    return dict(zip(names, evaluate_tab.show_model(ctx, name)))
+@pytest.fixture(scope="module")
+def tab(shared):
+    """The tab's components: the handlers' answers are read by them."""
+    with gr.Blocks():
+        return evaluate_tab.build(shared)
 
 
-def test_view_has_one_table_row_per_class_and_words_for_each(shared):
-    out = view(shared)
+def view(ctx, tab, name=MODEL) -> dict:
+    """What `show_model` shows, by the name of each component in the tab."""
+    out = evaluate_tab.show_model(ctx, tab, name)
+    parts = {f.name: getattr(tab, f.name) for f in fields(tab)}
+    return {name: out[c] for name, c in parts.items() if isinstance(c, gr.blocks.Block) and c in out}
+
+
+def shown_losses(ctx, tab, name, which) -> tuple:
+    out = evaluate_tab.show_losses(ctx, tab, name, which)
+    return out[tab.losses], out[tab.loss_ids]
+
+
+def shown_cell(ctx, tab, name, index) -> tuple:
+    out = evaluate_tab.select_cell(ctx, tab, name, SimpleNamespace(index=index))
+    return out[tab.cell], out[tab.cell_text], out[tab.cell_ids]
+
+
+def test_view_has_one_table_row_per_class_and_words_for_each(tab, shared):
+    out = view(shared, tab)
     names = [display_name(k) for k in ("covid", "normal", "viral")]
     assert list(out["metrics"]["class"]) == names
     assert list(out["metrics"].columns) == ["class", "precision", "recall", "F1", "ROC AUC", "test images"]
@@ -45,7 +64,7 @@ def test_view_has_one_table_row_per_class_and_words_for_each(shared):
     for name in names:
         assert f"**{name}**" in out["words"] and f"recall for {name}" in out["words"]
     assert "test X-rays" in out["summary"] and "Synthetic" in out["summary"] and out["which"] == WRONG
-    assert out["cell"]["visible"] is False and out["download"]["visible"] is False
+    assert out["cell"]["visible"] is False and out["download_btn"]["visible"] is False
 
 
 def percents(captions) -> list[float]:
@@ -58,8 +77,8 @@ def percents(captions) -> list[float]:
 
 
 @pytest.mark.parametrize("which", [WRONG, RIGHT], ids=["wrong", "right"])
-def test_top_losses_are_sorted_by_loss_and_captions_give_the_true_class_probability(shared, which):
-    shown, ids = evaluate_tab.show_losses(shared, MODEL, which)
+def test_top_losses_are_sorted_by_loss_and_captions_give_the_true_class_probability(tab, shared, which):
+    shown, ids = shown_losses(shared, tab, MODEL, which)
     gallery = shown["value"]
     assert shown["visible"] == bool(gallery)  # an empty gallery is hidden, not shown as a blank box
     interp = evaluate_tab.analyse(shared, MODEL).interp
@@ -68,10 +87,10 @@ def test_top_losses_are_sorted_by_loss_and_captions_give_the_true_class_probabil
     losses = [r.loss for r in records]
     assert losses == sorted(losses, reverse=which == WRONG)
     for (image, caption), r in zip(gallery, records):
-        assert image.dtype == np.uint8 and image.shape == (evaluate_tab.THUMB, evaluate_tab.THUMB, 3)
+        assert image.dtype == np.uint8 and image.shape == (evaluate_analysis.THUMB, evaluate_analysis.THUMB, 3)
         on_true = interp.probabilities[r.row, interp.y_true[r.row]]
         true, called = display_name(r.true), display_name(r.predicted)
-        assert caption == f"true {true} ({evaluate_tab._share(on_true)}) · called {called}"
+        assert caption == f"true {true} ({evaluate_analysis._share(on_true)}) · called {called}"
         assert (r.true != r.predicted) == (which == WRONG)
     shares = percents(c for _, c in gallery)
     assert shares == sorted(shares, reverse=which == RIGHT)  # what is shown follows the order
@@ -119,16 +138,16 @@ def test_the_heading_and_switch_say_what_the_order_follows(shared):
     assert "lowest probability" in heading and "most sure" not in heading
 
 
-def test_wrong_and_right_galleries_together_show_every_test_image(shared):
-    _, wrong = evaluate_tab.show_losses(shared, MODEL, WRONG)
-    _, right = evaluate_tab.show_losses(shared, MODEL, RIGHT)
+def test_wrong_and_right_galleries_together_show_every_test_image(tab, shared):
+    _, wrong = shown_losses(shared, tab, MODEL, WRONG)
+    _, right = shown_losses(shared, tab, MODEL, RIGHT)
     assert sorted(wrong + right) == sorted(shared.split_for(MODEL).test)  # 9 images: fewer than a gallery holds
 
 
-def test_clicking_a_picture_gives_its_dataset_id_for_classify(shared):
-    shown, ids = evaluate_tab.show_losses(shared, MODEL, WRONG)
+def test_clicking_a_picture_gives_its_dataset_id_for_classify(tab, shared):
+    shown, ids = shown_losses(shared, tab, MODEL, WRONG)
     if not ids:  # a model with no mistakes: click one of its right calls instead
-        shown, ids = evaluate_tab.show_losses(shared, MODEL, RIGHT)
+        shown, ids = shown_losses(shared, tab, MODEL, RIGHT)
     picked = evaluate_tab.open_image(ids, SimpleNamespace(index=0))
     assert picked == ids[0] and picked in shared.split_for(MODEL).test
     caption = shown["value"][0][1]
@@ -137,11 +156,11 @@ def test_clicking_a_picture_gives_its_dataset_id_for_classify(shared):
         evaluate_tab.open_image(ids, SimpleNamespace(index=len(ids)))
 
 
-def test_cell_selection_returns_exactly_the_images_of_that_cell(shared):
+def test_cell_selection_returns_exactly_the_images_of_that_cell(tab, shared):
     analysis = evaluate_tab.analyse(shared, MODEL)
     cm = analysis.interp.confusion_matrix()
     for t, p in product(range(3), repeat=2):
-        shown, text, ids = evaluate_tab.select_cell(shared, MODEL, SimpleNamespace(index=[t, p + 1]))
+        shown, text, ids = shown_cell(shared, tab, MODEL, [t, p + 1])
         gallery = shown["value"]
         assert shown["visible"] == bool(cm[t, p])
         expected = [analysis.app_ids[r.row] for r in analysis.interp.cell(t, p)]
@@ -150,11 +169,11 @@ def test_cell_selection_returns_exactly_the_images_of_that_cell(shared):
         assert f"{true} X-rays the model called {called}: {cm[t, p]}" in text
         assert all(re.fullmatch(rf"true {true} \([<>]?\d+ %\) · called {called}", c) for _, c in gallery)
         assert all(shared.index.labels[i] == t for i in ids)
-    gallery, text, ids = evaluate_tab.select_cell(shared, MODEL, SimpleNamespace(index=[0, 0]))  # the class-name column
+    gallery, text, ids = shown_cell(shared, tab, MODEL, [0, 0])  # the class-name column
     assert "not a class name" in text
 
 
-def test_second_visit_is_served_from_the_cache_without_recomputing(ctx, monkeypatch):
+def test_second_visit_is_served_from_the_cache_without_recomputing(tab, ctx, monkeypatch):
     calls = {"interpret": 0, "cam": 0}
 
     def counted(name, fn):
@@ -163,42 +182,43 @@ def test_second_visit_is_served_from_the_cache_without_recomputing(ctx, monkeypa
             return fn(*args, **kwargs)
         return wrapper
 
-    monkeypatch.setattr(evaluate_tab, "interpret_as_trained", counted("interpret", evaluate_tab.interpret_as_trained))
-    monkeypatch.setattr(evaluate_tab, "cam_overlays", counted("cam", evaluate_tab.cam_overlays))
-    first = view(ctx)
-    second = view(ctx)
-    evaluate_tab.show_losses(ctx, MODEL, RIGHT)
+    monkeypatch.setattr(evaluate_analysis, "interpret_as_trained", counted("interpret", evaluate_analysis.interpret_as_trained))
+    monkeypatch.setattr(evaluate_analysis, "cam_overlays", counted("cam", evaluate_analysis.cam_overlays))
+    first = view(ctx, tab)
+    second = view(ctx, tab)
+    shown_losses(ctx, tab, MODEL, RIGHT)
     assert calls == {"interpret": 1, "cam": 1}  # both galleries' overlays were drawn with the first view
-    assert first["ids"] == second["ids"]
-    assert all(np.array_equal(a, b) for (a, _), (b, _) in zip(first["gallery"]["value"], second["gallery"]["value"]))
+    assert first["loss_ids"] == second["loss_ids"]
+    assert all(np.array_equal(a, b) for (a, _), (b, _) in zip(first["losses"]["value"], second["losses"]["value"]))
     t, p = next(zip(*np.nonzero(evaluate_tab.analyse(ctx, MODEL).interp.confusion_matrix())))
-    evaluate_tab.select_cell(ctx, MODEL, SimpleNamespace(index=[t, p + 1]))
+    shown_cell(ctx, tab, MODEL, [t, p + 1])
     assert calls["interpret"] == 1 and calls["cam"] <= 1  # the cell's images were all drawn already
 
 
 @pytest.mark.parametrize("name", ["missing.pt", "../tiny.pt", "tiny.txt", 42])
-def test_bad_model_names_give_one_sentence(shared, name):
-    for handler in (evaluate_tab.show_model, evaluate_tab.evaluate_model):
-        with pytest.raises(gr.Error, match="choose"):
-            handler(shared, name)
+def test_bad_model_names_give_one_sentence(tab, shared, name):
+    with pytest.raises(gr.Error, match="choose"):
+        evaluate_tab.show_model(shared, tab, name)
+    with pytest.raises(gr.Error, match="choose"):
+        evaluate_tab.evaluate_model(shared, name)
     with pytest.raises(gr.Error, match="choose"):
         evaluate_tab.report_zip(shared, name)
 
 
-def test_unexpected_errors_are_a_plain_sentence(ctx, monkeypatch):
+def test_unexpected_errors_are_a_plain_sentence(tab, ctx, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(evaluate_tab, "interpret_as_trained", broken)
+    monkeypatch.setattr(evaluate_analysis, "interpret_as_trained", broken)
     with pytest.raises(gr.Error) as err:
-        evaluate_tab.show_model(ctx, MODEL)
+        evaluate_tab.show_model(ctx, tab, MODEL)
     assert err.value.message == evaluate_tab.FAILED
 
 
-def test_no_model_says_so_in_one_sentence(synthetic_root, tmp_path):
+def test_no_model_says_so_in_one_sentence(tab, synthetic_root, tmp_path):
     empty = make_context(synthetic_root, tmp_path / "none")
-    out = view(empty, empty.default_model())
-    assert out["summary"].startswith("**No trained model yet.**") and out["gallery"]["visible"] is False
+    out = view(empty, tab, empty.default_model())
+    assert out["summary"].startswith("**No trained model yet.**") and out["losses"]["visible"] is False
     assert out["body"]["visible"] is False  # no empty tables under the sentence
     assert out["metrics"].empty
 
@@ -227,22 +247,22 @@ def test_api_result_is_json_with_roc_auc_and_no_server_paths(shared):
 def test_build_exposes_the_parts_the_page_wires(shared):
     with gr.Blocks() as demo:
         parts = evaluate_tab.build(shared)
-    assert {"model", "open_id", "open_events", "report_btn"} <= set(parts)
-    assert parts["model"].value == MODEL and [c[1] for c in parts["model"].choices] == [MODEL]
+    assert len(parts.open_events) == 2 and parts.open_id is not None and parts.report_btn is not None
+    assert parts.model.value == MODEL and [c[1] for c in parts.model.choices] == [MODEL]
     apis = {d["api_name"]: d["api_visibility"] for d in demo.get_config_file()["dependencies"]}
     assert apis["evaluate_model"] == "public"
     assert [v for k, v in apis.items() if k != "evaluate_model"] == ["private"] * (len(apis) - 1)
 
 
-def test_a_model_still_training_says_so_beside_its_test_score(shared, monkeypatch):
-    assert "still training" not in view(shared)["summary"] and view(shared)["body"]["visible"] is True
+def test_a_model_still_training_says_so_beside_its_test_score(tab, shared, monkeypatch):
+    assert "still training" not in view(shared, tab)["summary"] and view(shared, tab)["body"]["visible"] is True
     monkeypatch.setattr(shared, "running_checkpoint", lambda: MODEL)
-    text = view(shared)["summary"]
+    text = view(shared, tab)["summary"]
     assert "right**" in text and "still training" in text and "never sees the test set" in text
 
 
-def test_a_model_whose_test_images_are_partly_gone_is_scored_on_the_rest_and_says_so(synthetic_root, trained_checkpoint,
-                                                                                       tmp_path):
+def test_a_model_whose_test_images_are_partly_gone_is_scored_on_the_rest_and_says_so(tab, synthetic_root,
+                                                                                       trained_checkpoint, tmp_path):
     import torch
 
     from cxr.train.checkpoint import read_checkpoint_file
@@ -253,6 +273,6 @@ def test_a_model_whose_test_images_are_partly_gone_is_scored_on_the_rest_and_say
     folder.mkdir()
     torch.save(raw, folder / "moved.pt")
     ctx = make_context(synthetic_root, folder)
-    out = view(ctx, "moved.pt")
+    out = view(ctx, tab, "moved.pt")
     assert out["metrics"]["test images"].sum() == 8
     assert "1 of this model's 9 test images are not in this folder: the other 8 are used" in out["summary"]

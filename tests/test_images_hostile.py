@@ -129,8 +129,8 @@ def test_transparent_constant_png_is_refused_as_no_content(tmp_path):
                                           (imagefiles.float_tiff_with_nan, "float.tif"),
                                           (imagefiles.png_transparent, "clear.png")])
 def test_app_classifies_images_that_used_to_decode_wrong(ctx, tmp_path, writer, name):
-    probs, shown, *_ = classify(ctx, str(writer(tmp_path / name)), "tiny.pt", "predicted class", 0.45)
-    assert len(probs) == 3 and shown.std() > 0
+    r = classify(ctx, str(writer(tmp_path / name)), "tiny.pt", "predicted class", 0.45)
+    assert len(r.probs) == 3 and r.overlay.std() > 0
 
 
 # ---------------------------------------------------------------- 7. multi-frame DICOM: the first frame, said so
@@ -150,9 +150,8 @@ def test_multiframe_note_survives_downscaling(tmp_path):
 
 @pytest.mark.filterwarnings("ignore:.*only the first")
 def test_app_classifies_an_rgb_multiframe_dicom(ctx, tmp_path):
-    probs, shown, *_ = classify(ctx, str(imagefiles.dicom_multiframe(tmp_path / "f.dcm")), "tiny.pt",
-                                "predicted class", 0.45)
-    assert len(probs) == 3 and shown.ndim == 3
+    r = classify(ctx, str(imagefiles.dicom_multiframe(tmp_path / "f.dcm")), "tiny.pt", "predicted class", 0.45)
+    assert len(r.probs) == 3 and r.overlay.ndim == 3
 
 
 # ---------------------------------------------------------------- 8. one plain sentence for every bad file

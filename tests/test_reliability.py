@@ -32,14 +32,14 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize("kind", sorted(imagefiles.READABLE))
 def test_app_classifies_every_readable_format(ctx, tmp_path, kind):
     writer, name = imagefiles.READABLE[kind]
-    probs, shown, *_ = classify_tab.classify(ctx, str(writer(tmp_path / name)), "tiny.pt", "predicted class", 0.5)
-    assert len(probs) == 3 and shown.dtype == np.uint8 and shown.ndim == 3
+    r = classify_tab.classify(ctx, str(writer(tmp_path / name)), "tiny.pt", "predicted class", 0.5)
+    assert len(r.probs) == 3 and r.overlay.dtype == np.uint8 and r.overlay.ndim == 3
 
 
 def test_app_downscales_a_10000_pixel_square_scan(ctx, tmp_path):
     path = imagefiles.png_huge(tmp_path / "huge.png")
-    probs, shown, *_ = classify_tab.classify(ctx, str(path), "tiny.pt", "predicted class", 0.5)
-    assert max(shown.shape[:2]) <= 1024 and len(probs) == 3
+    r = classify_tab.classify(ctx, str(path), "tiny.pt", "predicted class", 0.5)
+    assert max(r.overlay.shape[:2]) <= 1024 and len(r.probs) == 3
 
 
 # ----------------------------------------------------------------------------------------------- bad datasets
