@@ -44,14 +44,16 @@ def _status(base: str) -> dict:
     raise RuntimeError("no status")
 
 
-def classify_once(client: httpx.Client, base: str, image: Path, checkpoint: str) -> None:
-    """One student's request as the page makes it: upload, call, read the stream, fetch the overlay."""
+def classify_once(client: httpx.Client, base: str, image: Path, checkpoint: str, session: str | None = None) -> None:
+    """One student's request as the page makes it: upload, call, read the stream, fetch the overlay. `session`: the
+    page's session id (a browser keeps one per open page; without it every call is a new visitor)."""
     with image.open("rb") as f:
         r = client.post(f"{base}/gradio_api/upload", files={"files": (image.name, f, "image/png")})
     r.raise_for_status()
     path = r.json()[0]
     file_data = {"path": path, "meta": {"_type": "gradio.FileData"}, "orig_name": image.name}
-    r = client.post(f"{base}/gradio_api/call/classify", json={"data": [file_data, checkpoint, "predicted class", 0.45]})
+    r = client.post(f"{base}/gradio_api/call/classify", json={"data": [file_data, checkpoint, "predicted class", 0.45],
+                                                                "session_hash": session})
     r.raise_for_status()
     event_id = r.json()["event_id"]
     kind, payload = "", None
@@ -82,12 +84,13 @@ def run_class(base: str, images: list[Path], checkpoint: str, students: int, per
     t0 = time.perf_counter()
 
     def student(offset: float, mine: list[Path]) -> None:
+        session = f"student-{offset:.6f}"  # one page per student, as in a browser
         with httpx.Client(timeout=120) as client:
             for k, image in enumerate(mine):
                 time.sleep(max(0.0, t0 + offset + k * gap - time.perf_counter()))
                 t = time.perf_counter()
                 try:
-                    classify_once(client, base, image, checkpoint)
+                    classify_once(client, base, image, checkpoint, session)
                     with lock:
                         times.append(time.perf_counter() - t)
                 except Exception as e:  # count every failure, whatever it is

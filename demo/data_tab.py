@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 
 from cxr.data.index import display_name
-from cxr.explain.report import BIASES as REPORT_BIASES
+from cxr.explain.card import BIASES as REPORT_BIASES
 from cxr.data.lungs import HideLungs
 from cxr.train.presets import apply_preset, default_preset
 from cxr.data.transforms import AugmentConfig, to_display, to_model_input

@@ -9,7 +9,7 @@ from functools import partial
 import gradio as gr
 from gradio.utils import get_upload_folder
 
-from cxr.explain.report import BIASES, NOTICE
+from cxr.explain.card import BIASES, NOTICE
 
 from . import classify_tab, data_tab, evaluate_tab, model_files, teacher, train_tab
 from .context import AppContext

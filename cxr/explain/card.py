@@ -21,10 +21,9 @@ from cxr.explain.figures import TOP_LOSSES_SHOWN
 from cxr.explain.focus import lung_focus_words, shortcut_sentence
 from cxr.explain.interpret import explain_metrics
 from cxr.train.checkpoint import Checkpoint
+from cxr.data.download import KAGGLE_HANDLE as DATASET_ID, KAGGLE_URL as DATASET_URL  # the Hub has no official copy
 
-DATASET_ID = "tawsifurrahman/covid19-radiography-database"  # its Kaggle id; the Hub has no official copy
 DATASET_NAME = "COVID-19 Radiography Database"
-DATASET_URL = "https://www.kaggle.com/datasets/tawsifurrahman/covid19-radiography-database"
 SYNTHETIC_ID, SYNTHETIC_NAME = "synthetic-chest-x-rays", "Synthetic chest X-rays (cxr make-synthetic)"
 TAGS = ["image-classification", "medical-imaging", "chest-x-ray", "grad-cam", "education", "not-for-clinical-use"]
 NOTICE = "A teaching and research tool, not a medical device: never use it to diagnose, treat or triage anyone."
