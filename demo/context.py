@@ -25,7 +25,7 @@ from cxr.train.checkpoint import prune_checkpoints, remove_orphans
 from cxr.train.presets import CORES
 
 from .auth import may_train
-from .inference import InferenceQueue
+from .inference import InferenceQueue, inference_threads
 from .job import TrainingJob
 from .train_process import fit_in_process
 from .messages import no_model_yet
@@ -43,7 +43,7 @@ class AppContext:
         # The run trains in a process of its own (demo/train_process.py); Classify's model work runs batched in one
         # thread, on one core while a run trains (the run keeps the other) and on every core otherwise.
         self.job = job or TrainingJob(train=fit_in_process, on_end=self.tidy_checkpoints)
-        self.inference = InferenceQueue(threads=lambda: 1 if self.job.active else CORES)
+        self.inference = InferenceQueue(threads=lambda: inference_threads(self.job.active, CORES))
         self.janitor: Any = None  # the upload cache's janitor thread, started with the page (demo.limits)
         self.uploads: set[str] = set()  # paths visitors uploaded (Gradio's record, attached by demo.ui.build_app)
         self._memo = Memo(keep=8)  # analyses, reports, measurements: see `cached`

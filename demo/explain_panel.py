@@ -16,7 +16,8 @@ import gradio as gr
 import torch
 
 from cxr.data.index import display_name
-from cxr.explain.maps import METHODS, compare_maps, estimate_seconds, overlay, randomized_copy, timed_explain
+from cxr.explain.maps import METHODS, estimate_seconds, overlay, timed_explain
+from cxr.explain.sanity import compare_maps, randomized_copy
 from cxr.bench.measure import format_duration
 
 from .classify_image import Session

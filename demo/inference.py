@@ -12,6 +12,7 @@ one the image would get alone (eval mode: no image in a batch changes another's)
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from concurrent.futures import Future
@@ -39,6 +40,15 @@ class _Request:
     x: torch.Tensor  # [1, 3, S, S] model input
     target: int | None  # class index to explain; None: the predicted class
     done: Future = field(default_factory=Future)
+
+
+def inference_threads(training: bool, cores: int) -> int:
+    """Intra-op threads for Classify's model work: `$CXR_INFERENCE_THREADS` when set, else one while a run trains
+    (the run keeps the other core) and every core otherwise."""
+    forced = os.environ.get("CXR_INFERENCE_THREADS", "").strip()
+    if forced.isdigit() and int(forced) > 0:
+        return int(forced)
+    return 1 if training else cores
 
 
 class InferenceQueue:

@@ -98,3 +98,15 @@ def test_predict_batched_equals_predict(trained_checkpoint, synthetic_root):
         assert batched.probabilities == pytest.approx(alone.probabilities, abs=1e-5)
         assert np.allclose(batched.heatmap, alone.heatmap, atol=1e-4)
         assert batched.image.size == alone.image.size
+
+
+def test_classify_takes_one_core_while_a_run_trains_unless_told_otherwise(monkeypatch):
+    from demo.inference import inference_threads
+
+    monkeypatch.delenv("CXR_INFERENCE_THREADS", raising=False)
+    assert inference_threads(training=True, cores=2) == 1
+    assert inference_threads(training=False, cores=2) == 2
+    monkeypatch.setenv("CXR_INFERENCE_THREADS", "2")
+    assert inference_threads(training=True, cores=2) == 2
+    monkeypatch.setenv("CXR_INFERENCE_THREADS", "many")  # not a number: the rule above
+    assert inference_threads(training=True, cores=2) == 1

@@ -4,10 +4,8 @@ Modelled on fastai's `ClassificationInterpretation`: `interpret` computes each i
 cross-entropy loss once, and an `Interpretation` answers the questions a student asks from those numbers alone,
 with no second pass over the model: which images is it most confidently wrong about (`top_losses`), which classes
 does it mix up (`most_confused`, `confusion_matrix`, `cell`), how well does its probability rank each class
-(`roc_auc`, rank-based, no sklearn) and what do precision, recall, F1 and ROC AUC mean for these exact counts
-(`explanations`). Precision, recall and F1 come from `cxr.train.evaluate.classification_report`, so the numbers here are
-the same ones training reports.
-"""
+(`roc_auc`, no sklearn) and what do its metrics mean for these counts (`explanations`). Precision, recall and F1
+come from `cxr.train.evaluate.classification_report`: the numbers training reports."""
 
 from __future__ import annotations
 
