@@ -57,6 +57,7 @@ def test_percentiles():
     assert p50_p95([3.0]) == {"p50_ms": 3.0, "p95_ms": 3.0}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind, images", [("plain", 12), ("fast-cpu", 64)])  # 2 steps each
 def test_one_short_run_reports_what_the_table_needs(bench_data, kind, images):
     r = bench._worker({"kind": kind, "data": bench_data, "images": images, "weights": "none", "seed": 0,
@@ -67,6 +68,7 @@ def test_one_short_run_reports_what_the_table_needs(bench_data, kind, images):
     assert r["image_size"] == (224 if kind == "plain" else apply_preset(kind).image_size)
 
 
+@pytest.mark.slow
 def test_latency_times_every_path(bench_data):
     lat = compute.latency(bench_data, CPU, 64, count=2, reps=1)
     for name in ("forward", "gradcam", "predict", "predict_gradcam"):
@@ -74,6 +76,7 @@ def test_latency_times_every_path(bench_data):
     assert lat["gradcam_over_forward"] > 0
 
 
+@pytest.mark.slow
 def test_summary_and_table(bench_data):
     seeds = [{"images": 12, "steps": 2, "seconds": 4.0, "seconds_eval": 1.0, "seconds_data": 0.5,
               "train_images_per_sec": 4.0, "test_accuracy": acc, "image_size": 128, "freeze": "none",
@@ -138,6 +141,7 @@ def test_time_to_accuracy_summary_table_and_plot(tmp_path):
     assert png.stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_a_time_budgeted_run_reports_its_curve_and_test_score(bench_data):
     r = speedrun.run_one("fast-cpu", bench_data, 0, 4.0, "cpu")
     assert r["reason"] in ("time_budget", "target") and r["curve"] and 0 <= r["test_accuracy"] <= 1

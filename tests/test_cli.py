@@ -23,6 +23,7 @@ def run_cli(*args, timeout=300):
                           timeout=timeout, cwd=ROOT, env=env)
 
 
+@pytest.mark.slow
 def test_train_json_ends_with_done_carrying_the_promised_fields(synthetic_root, tmp_path):
     out = tmp_path / "m.pt"
     proc = run_cli("train", "--data", synthetic_root, "--weights", "none", "--max-steps", 3, "--batch-size", 8,
@@ -38,6 +39,7 @@ def test_train_json_ends_with_done_carrying_the_promised_fields(synthetic_root, 
     assert {line["event"] for line in lines} >= {"start", "step", "eval", "done"}
 
 
+@pytest.mark.slow
 def test_train_without_json_prints_readable_lines(synthetic_root, tmp_path):
     proc = run_cli("train", "--data", synthetic_root, "--preset", "fast-cpu", "--weights", "none", "--max-steps", 2,
                "--image-size", 64, "--eval-every", 1, "--test-per-class", 3, "--val-per-class", 3,
@@ -57,6 +59,7 @@ def test_train_help_gives_each_settings_default_per_preset(capsys):
     assert "--target-accuracy X 0 to 1; default: 0.95" in text and "--seed N 0 to 2147483647; default: 0" in text
 
 
+@pytest.mark.slow
 def test_evaluate_json_reports_every_image(trained_checkpoint, synthetic_root):
     proc = run_cli("evaluate", "--checkpoint", trained_checkpoint, "--data", synthetic_root, "--split", "all", "--json")
     assert proc.returncode == 0, proc.stderr
@@ -76,6 +79,7 @@ def evaluate_json(capsys, *args) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
+@pytest.mark.slow
 def test_evaluate_json_lists_the_ten_largest_losses_and_roc_auc_per_class(trained_checkpoint, synthetic_root, capsys):
     report = evaluate_json(capsys, "--checkpoint", trained_checkpoint, "--data", synthetic_root, "--split", "all")
     top = report["top_losses"]
@@ -136,6 +140,7 @@ def test_evaluate_text_names_roc_auc_and_the_split(trained_checkpoint, synthetic
     assert out.startswith("9 test images of this checkpoint's split") and "ROC AUC (one class against the rest)" in out
 
 
+@pytest.mark.slow
 def test_report_writes_the_card_folder_and_lists_its_files(trained_checkpoint, synthetic_root, tmp_path, capsys):
     out = tmp_path / "card"
     assert main(["report", "--checkpoint", str(trained_checkpoint), "--data", str(synthetic_root), "--out", str(out),
@@ -147,6 +152,7 @@ def test_report_writes_the_card_folder_and_lists_its_files(trained_checkpoint, s
     assert not list(out.glob("*.pt"))
 
 
+@pytest.mark.slow
 def test_predict_json_and_gradcam_files(trained_checkpoint, synthetic_root, tmp_path):
     images = sorted((synthetic_root / "COVID" / "images").glob("*.png"))[:2]
     bad = imagefiles.text_as_png(tmp_path / "bad.png")
@@ -283,6 +289,7 @@ def test_the_command_modules_sit_below_main_with_no_circle():
         assert "cxr.cli.main" not in imported, f"{path.name} imports cxr.cli.main: a circle"
 
 
+@pytest.mark.slow
 def test_bad_input_as_a_user_sees_it_has_no_traceback():
     proc = run_cli("train", "--data", "/no/such/folder")
     assert proc.returncode == 2

@@ -113,6 +113,7 @@ def test_classify_refuses_a_class_the_model_does_not_know(ctx, synthetic_root):
         classify_tab.classify(ctx, image, "tiny.pt", "lung_opacity", 0.5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(imagefiles.BROKEN))
 def test_classify_turns_bad_files_into_one_sentence(ctx, tmp_path, kind):
     writer, name, words = imagefiles.BROKEN[kind]
@@ -417,6 +418,7 @@ def test_failed_run_is_reported_in_a_sentence_and_the_job_can_start_again(ctx, v
     assert ctx.job.wait(10) and ctx.job.snapshot().status == "done"
 
 
+@pytest.mark.slow
 def test_real_training_job_writes_a_checkpoint_classify_can_use(ctx):
     ctx.job = TrainingJob()
     train_tab.start_run(ctx, None, "fast-cpu", _settings(max_steps=3, eval_every=3))
@@ -606,6 +608,7 @@ def test_the_checkpoints_folder_is_kept_under_its_cap_oldest_first(ctx, trained_
     assert "tiny.pt" in left and len(left) == 2
 
 
+@pytest.mark.slow
 def test_settings_choose_synthetic_data_with_a_banner_when_there_is_none(tmp_path, monkeypatch):
     monkeypatch.delenv("CXR_DATA", raising=False)
     monkeypatch.delenv("CXR_DOWNLOAD", raising=False)
@@ -637,6 +640,7 @@ def test_settings_prefer_the_real_database_folder(tmp_path, monkeypatch, synthet
     assert resolve_settings(root=tmp_path).data_dir == synthetic_root
 
 
+@pytest.mark.slow
 def test_download_offline_falls_back_to_synthetic_and_says_why(tmp_path, monkeypatch):
     import cxr.data.download
 
@@ -647,6 +651,7 @@ def test_download_offline_falls_back_to_synthetic_and_says_why(tmp_path, monkeyp
 
 
 # ---------------------------------------------------------------------------------------------- explanations
+@pytest.mark.slow
 def test_the_methods_are_compared_with_a_random_model_and_timed(ctx, synthetic_root):
     from demo import explain_panel
 

@@ -42,6 +42,7 @@ SETTINGS = dict(preset="fast-cpu", image_size=64, batch_size=8, lr=1e-7, epochs=
                 target_accuracy=0.99, augment=["hflip"], weights="none", seed=0, teacher_key="")
 
 
+@pytest.mark.slow
 def test_start_watch_and_stop_a_training_run(client, server):
     _, ctx = server
     assert "Starting" in client.predict(**SETTINGS, api_name="/start_training")

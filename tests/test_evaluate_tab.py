@@ -223,6 +223,7 @@ def test_no_model_says_so_in_one_sentence(tab, synthetic_root, tmp_path):
     assert out["metrics"].empty
 
 
+@pytest.mark.slow
 def test_report_zip_holds_the_card_and_its_figures(shared):
     path = evaluate_tab.report_zip(shared, MODEL)
     with zipfile.ZipFile(path) as z:

@@ -82,6 +82,7 @@ def test_no_hook_outlives_the_call_and_model_is_unchanged():
     assert all(p.grad is None for p in model.parameters())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", list(METHODS))
 @pytest.mark.parametrize("mode", ["train", "eval", "train with a frozen stem"])
 def test_every_method_leaves_the_train_eval_mode_as_it_found_it(method, mode):
@@ -132,6 +133,7 @@ def test_overlay_rejects_bad_settings(kwargs, message):
         overlay(np.zeros((8, 8), np.uint8), np.zeros((8, 8)), **kwargs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", list(METHODS))
 @pytest.mark.parametrize("size", [32, 64])
 def test_each_method_gives_unit_range_maps_at_input_size(method, size):
@@ -210,6 +212,7 @@ def test_randomized_copy_changes_every_weight_and_leaves_the_model_and_random_st
     assert all(torch.equal(a, b) for a, b in zip(clone.state_dict().values(), again.state_dict().values()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", list(METHODS))
 def test_randomised_weights_change_the_maps_of_a_trained_model(trained_checkpoint, synthetic_root, method):
     """Adebayo et al.'s sanity check: a map that survives randomising the weights does not explain the model."""

@@ -155,6 +155,7 @@ def test_app_classifies_an_rgb_multiframe_dicom(ctx, tmp_path):
 
 
 # ---------------------------------------------------------------- 8. one plain sentence for every bad file
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(imagefiles.BROKEN))
 def test_every_broken_file_gets_one_plain_sentence_in_the_library_and_the_app(ctx, tmp_path, kind):
     writer, name, words = imagefiles.BROKEN[kind]

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 MAX_LINES = 300  # one sitting's reading (the house style)
 
@@ -151,6 +153,7 @@ def test_every_cxr_subpackage_opens_with_a_docstring_that_maps_it():
     assert not problems, "; ".join(problems)
 
 
+@pytest.mark.slow
 def test_every_cxr_module_imports_with_gradio_absent():
     code = """if True:
         import importlib, pkgutil, sys

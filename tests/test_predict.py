@@ -14,6 +14,7 @@ from tests import imagefiles
 from tests.conftest import tiny_config
 
 
+@pytest.mark.slow
 def test_end_to_end_train_save_load_predict_explain(synthetic_root, tmp_path):
     done = list(fit(tiny_config(synthetic_root, tmp_path / "e2e.pt", max_steps=4)))[-1]
     assert isinstance(done, Done)
@@ -36,6 +37,7 @@ def test_prediction_matches_with_and_without_explanation(trained_checkpoint, syn
         assert plain.probabilities[k] == pytest.approx(explained.probabilities[k], abs=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(imagefiles.READABLE))
 def test_every_readable_format_gets_a_prediction(trained_checkpoint, tmp_path, kind):
     writer, name = imagefiles.READABLE[kind]

@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 # ------------------------------------------------------------------------------------ bad input, through the app
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(imagefiles.READABLE))
 def test_app_classifies_every_readable_format(ctx, tmp_path, kind):
     writer, name = imagefiles.READABLE[kind]
@@ -111,6 +112,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_a_process_killed_while_saving_leaves_the_previous_checkpoint_intact(tmp_path):
     path = tmp_path / "model.pt"
     interrupted = 0
@@ -127,6 +129,7 @@ def test_a_process_killed_while_saving_leaves_the_previous_checkpoint_intact(tmp
     assert interrupted, "no kill landed mid-save; the test did not exercise what it protects"
 
 
+@pytest.mark.slow
 def test_an_error_in_a_batch_keeps_the_best_checkpoint_and_resume_goes_on(synthetic_root, tmp_path, monkeypatch):
     real, calls = cxr.train.loop.to_model_input, {"n": 0}
 
@@ -149,6 +152,7 @@ def test_an_error_in_a_batch_keeps_the_best_checkpoint_and_resume_goes_on(synthe
     assert [e.step for e in events if isinstance(e, Step)] == [5, 6]
 
 
+@pytest.mark.slow
 def test_a_killed_training_process_keeps_its_best_checkpoint_and_resumes(synthetic_root, tmp_path):
     out = tmp_path / "run.pt"
     cmd = [sys.executable, "-m", "cxr", "train", "--data", str(synthetic_root), "--weights", "none", "--image-size", "64",
@@ -172,6 +176,7 @@ def _rss_mb() -> float:
     return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+@pytest.mark.slow
 def test_many_classify_calls_leak_no_hooks_and_no_memory(ctx, synthetic_root):
     images = sorted((synthetic_root / "COVID" / "images").glob("*.png"))
     model = ctx.classifier("tiny.pt").model
@@ -197,6 +202,7 @@ def test_checkpoint_names_cannot_reach_outside_the_folder(ctx, tmp_path):
             ctx.checkpoint_path(name)
 
 
+@pytest.mark.slow
 def test_load_script_smoke(tmp_path):
     """tests/loadgen.py end to end with a small class: no errors, memory flat."""
     proc = subprocess.run([sys.executable, "-m", "benchmarks.loadgen", "--clients", "4", "--requests", "3",
@@ -205,6 +211,7 @@ def test_load_script_smoke(tmp_path):
     assert "0 errors" in proc.stdout and "p95" in proc.stdout and "server memory" in proc.stdout
 
 
+@pytest.mark.slow
 def test_uploads_are_limited_in_size_and_number_and_the_cache_is_trimmed(tmp_path, synthetic_root, trained_checkpoint):
     import httpx
     from gradio_client import Client, handle_file

@@ -15,6 +15,7 @@ from tests.conftest import SAMPLE, tiny_config
 pytestmark = pytest.mark.skipif(not SAMPLE.is_dir(), reason=f"real sample not found at {SAMPLE}")
 
 
+@pytest.mark.slow
 def test_real_sample_trains_evaluates_predicts_and_explains(tmp_path, capsys):
     index = index_dataset(SAMPLE)
     assert index.layout == "kaggle-v4" and not index.synthetic

@@ -17,6 +17,7 @@ def _run(cfg, stop=None):
     return list(fit(cfg, stop))
 
 
+@pytest.mark.slow
 def test_fit_emits_start_steps_evaluations_and_done(synthetic_root, tmp_path):
     events = _run(tiny_config(synthetic_root, tmp_path / "m.pt", max_steps=6, eval_every=3))
     assert isinstance(events[0], Started)
@@ -35,6 +36,7 @@ def test_fit_emits_start_steps_evaluations_and_done(synthetic_root, tmp_path):
     json.dumps(done.to_dict())  # every event serialises for --json
 
 
+@pytest.mark.slow
 def test_a_checkpoint_names_the_images_its_run_held_out(synthetic_root, tmp_path):
     from cxr.data.index import index_dataset, split_dataset, split_names
 
@@ -44,6 +46,7 @@ def test_a_checkpoint_names_the_images_its_run_held_out(synthetic_root, tmp_path
     assert load_checkpoint(done.checkpoint).split == expected and len(expected["test"]) == 9
 
 
+@pytest.mark.slow
 def test_keep_last_keeps_and_tests_the_weights_of_the_last_evaluation(synthetic_root, tmp_path):
     events = _run(tiny_config(synthetic_root, tmp_path / "m.pt", max_steps=6, eval_every=2, keep="last"))
     evals, done = [e for e in events if isinstance(e, Evaluated)], events[-1]
@@ -52,6 +55,7 @@ def test_keep_last_keeps_and_tests_the_weights_of_the_last_evaluation(synthetic_
     assert load_checkpoint(done.checkpoint).step == 6
 
 
+@pytest.mark.slow
 def test_a_finished_run_keeps_one_best_checkpoint_with_test_metrics_and_no_last_file(synthetic_root, tmp_path):
     done = _run(tiny_config(synthetic_root, tmp_path / "m.pt", save_last_every_s=0.0))[-1]
     best = load_checkpoint(done.checkpoint)
@@ -62,6 +66,7 @@ def test_a_finished_run_keeps_one_best_checkpoint_with_test_metrics_and_no_last_
     assert done.last_checkpoint == "" and sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
 
 
+@pytest.mark.slow
 def test_the_best_checkpoint_carries_the_curves_and_the_attention_strip(synthetic_root, tmp_path):
     events = _run(tiny_config(synthetic_root, tmp_path / "m.pt", max_steps=6, eval_every=2))
     evals = [e for e in events if isinstance(e, Evaluated)]
@@ -101,6 +106,7 @@ def test_a_diverging_run_stops_at_the_first_nan_loss_and_saves_no_nan_weights(sy
     assert not (tmp_path / "m-last.pt").exists()  # ...and the NaN weights are not saved for --resume
 
 
+@pytest.mark.slow
 def test_a_time_budget_evaluates_along_the_way_and_scores_the_weights_at_the_end(synthetic_root, tmp_path):
     # eval_every is far beyond the steps the budget allows: a curve needs evaluations by time as well.
     events = _run(tiny_config(synthetic_root, tmp_path / "m.pt", max_steps=100_000, eval_every=10_000, time_budget_s=3.0))
@@ -127,6 +133,7 @@ def test_fit_leaves_the_global_random_state_and_cudnn_setting_alone(synthetic_ro
     assert torch.equal(torch.random.get_rng_state(), before) and torch.backends.cudnn.benchmark == cudnn
 
 
+@pytest.mark.slow
 def test_training_is_reproducible_with_a_seed(synthetic_root, tmp_path):
     losses = []
     for run in ("a", "b"):
@@ -164,6 +171,7 @@ def test_a_run_stopped_before_its_first_evaluation_leaves_no_file(synthetic_root
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_reaching_the_target_accuracy_stops_training(synthetic_root, tmp_path):
     events = _run(tiny_config(synthetic_root, tmp_path / "m.pt", max_steps=30, eval_every=1, target_accuracy=0.01))
     assert events[-1].reason == "target" and events[-1].steps == 1
@@ -171,6 +179,7 @@ def test_reaching_the_target_accuracy_stops_training(synthetic_root, tmp_path):
     assert no_target[-1].reason == "max_steps" and no_target[-1].steps == 5  # 0: every step runs (benchmarks)
 
 
+@pytest.mark.slow
 def test_decoding_in_worker_processes_trains_exactly_like_decoding_in_the_loop(synthetic_root, tmp_path):
     runs = [_run(tiny_config(synthetic_root, tmp_path / f"{w}.pt", max_steps=5, workers=w)) for w in (0, 2)]
     losses = [[e.train_loss for e in events if isinstance(e, Step)] for events in runs]
@@ -178,6 +187,7 @@ def test_decoding_in_worker_processes_trains_exactly_like_decoding_in_the_loop(s
     assert runs[0][-1].test_accuracy == runs[1][-1].test_accuracy
 
 
+@pytest.mark.slow
 def test_closing_the_stream_keeps_the_checkpoints(synthetic_root, tmp_path):
     cfg = tiny_config(synthetic_root, tmp_path / "m.pt", max_steps=50, eval_every=2)
     stream = fit(cfg)
@@ -189,6 +199,7 @@ def test_closing_the_stream_keeps_the_checkpoints(synthetic_root, tmp_path):
     assert load_checkpoint(tmp_path / "m-last.pt").step == 5
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_saved_step(synthetic_root, tmp_path):
     stream = fit(tiny_config(synthetic_root, tmp_path / "a.pt", max_steps=50))
     for ev in stream:
@@ -221,6 +232,7 @@ def _killed_at_step_4(synthetic_root, out):
     return out.with_name(out.stem + "-last.pt")
 
 
+@pytest.mark.slow
 def test_a_resume_with_nothing_left_to_do_is_refused_and_keeps_its_file(synthetic_root, tmp_path):
     from cxr.errors import UserError
 
@@ -232,6 +244,7 @@ def test_a_resume_with_nothing_left_to_do_is_refused_and_keeps_its_file(syntheti
     assert last.is_file()  # the resume point is not lost to a refused resume
 
 
+@pytest.mark.slow
 def test_a_resumed_keep_best_run_must_beat_the_best_its_first_part_saved(synthetic_root, tmp_path):
     from cxr.train.checkpoint import read_checkpoint_file
 
@@ -245,6 +258,7 @@ def test_a_resumed_keep_best_run_must_beat_the_best_its_first_part_saved(synthet
     assert load_checkpoint(done.checkpoint).metrics["test_accuracy"] == done.test_accuracy and not last.exists()
 
 
+@pytest.mark.slow
 def test_unreadable_images_are_skipped_and_reported(synthetic_root, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(synthetic_root, data)
@@ -280,6 +294,7 @@ def test_config_round_trips_through_a_checkpoint_dict(synthetic_root, tmp_path):
     assert cfg == tiny_config(synthetic_root, tmp_path / "m.pt", max_steps=1)
 
 
+@pytest.mark.slow
 def test_training_learns_the_synthetic_classes(synthetic_root, tmp_path):
     """The synthetic data must be learnable, or the app's offline demo would teach nothing."""
     torch.manual_seed(0)
@@ -288,6 +303,7 @@ def test_training_learns_the_synthetic_classes(synthetic_root, tmp_path):
     assert done.best_val_accuracy >= 0.66
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["box", "mask"])
 def test_hidden_lungs_are_black_in_every_batch_fit_trains_and_evaluates_on(synthetic_root, tmp_path, monkeypatch, mode):
     import cxr.train.evaluate
@@ -334,6 +350,7 @@ def test_bfloat16_on_a_cpu_only_where_asked_and_where_the_processor_has_it(monke
     assert autocast_dtype(TrainConfig(amp=False), torch.device("cuda")) is None
 
 
+@pytest.mark.slow
 def test_a_bfloat16_cpu_run_trains_and_evaluates(synthetic_root, tmp_path, monkeypatch):
     import cxr.train.run
 

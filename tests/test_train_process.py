@@ -11,6 +11,7 @@ from demo.train_process import fit_in_process
 from tests.conftest import tiny_config
 
 
+@pytest.mark.slow
 def test_the_child_process_streams_the_same_kinds_of_event(synthetic_root, tmp_path):
     events = list(fit_in_process(tiny_config(synthetic_root, tmp_path / "p.pt", max_steps=3)))
     assert isinstance(events[0], Started) and isinstance(events[-1], Done)
@@ -18,6 +19,7 @@ def test_the_child_process_streams_the_same_kinds_of_event(synthetic_root, tmp_p
     assert (tmp_path / "p.pt").exists()
 
 
+@pytest.mark.slow
 def test_stop_reaches_the_child(synthetic_root, tmp_path):
     stop = threading.Event()
     steps = 0
@@ -30,6 +32,7 @@ def test_stop_reaches_the_child(synthetic_root, tmp_path):
     assert 1 <= steps < 50
 
 
+@pytest.mark.slow
 def test_bad_settings_come_back_as_the_librarys_sentence(tmp_path):
     cfg = tiny_config(tmp_path / "no-such-folder", tmp_path / "x.pt")
     with pytest.raises(ValueError, match="no-such-folder"):

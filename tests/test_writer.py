@@ -98,6 +98,7 @@ def test_a_snapshot_does_not_follow_later_training(tmp_path):
     assert torch.equal(state["fc.weight"], before[0]) and torch.equal(opt_state["state"][0]["exp_avg"], before[1])
 
 
+@pytest.mark.slow
 def test_fit_writes_its_checkpoints_aside_and_leaves_no_thread(synthetic_root, tmp_path):
     events = list(fit(tiny_config(synthetic_root, tmp_path / "run.pt", max_steps=6, eval_every=2)))
     done = events[-1]
@@ -106,6 +107,7 @@ def test_fit_writes_its_checkpoints_aside_and_leaves_no_thread(synthetic_root, t
     assert not [t for t in threading.enumerate() if t.name == "cxr-checkpoints"]
 
 
+@pytest.mark.slow
 def test_a_checkpoint_that_cannot_be_written_fails_the_run(synthetic_root, tmp_path, monkeypatch):
     def full(path, **kw):
         raise OSError(28, "No space left on device")
