@@ -122,8 +122,8 @@ def main(args) -> int:
         raise SystemExit(f"no X-rays under {data}")
     tmp = Path(tempfile.mkdtemp(prefix="cxr-class-"))
     ckpts = tmp / "checkpoints"
-    server, url = start_app(["--data", str(data), "--teacher-key", KEY],
-                            {"CXR_CHECKPOINTS": str(ckpts), "CXR_CACHE_DIR": str(tmp / "cache")})
+    # The machine's own speed cache (cxr.train.plan): a class run and its --no-class reference plan alike.
+    server, url = start_app(["--data", str(data), "--teacher-key", KEY], {"CXR_CHECKPOINTS": str(ckpts)})
     base = url.rstrip("/")
     marks: list[tuple[float, int]] = []
     stop_polling = threading.Event()
@@ -165,7 +165,7 @@ def main(args) -> int:
         under = _steps_per_s(marks, t_class, t_end)
         done = st.get("done") or {}
         print(f"starter run: {st['status']}, {done.get('steps')} steps, test accuracy {done.get('test_accuracy')}, "
-              f"image size {st.get('config', {}).get('image_size')}")
+              f"image size {(st.get('started') or {}).get('image_size')} ({(st.get('started') or {}).get('plan')})")
         print(f"run steps/s alone {alone:.3f}" + ("" if result is None else
               f", under the class {under:.3f} ({under / alone:.0%} kept)"))
         if result is not None:

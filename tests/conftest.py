@@ -27,6 +27,8 @@ SAMPLE = Path(__file__).resolve().parent.parent.parent / "shared" / "cxr-sample"
 def _isolated_torch_home(tmp_path_factory, monkeypatch):
     """No test may find (or download into) the user's real torch hub cache."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.getbasetemp() / "torch-home"))
+    # Nor the machine's speed timings (cxr.train.plan): a loaded test machine would plan every later run too small.
+    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cxr-cache"))
 
 
 @pytest.fixture(scope="session")
