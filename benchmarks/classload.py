@@ -105,6 +105,23 @@ def run_class(base: str, images: list[Path], checkpoint: str, students: int, per
     return {"times": sorted(times), "errors": errors, "seconds": time.perf_counter() - t0}
 
 
+def idle_cost(base: str, pid: int, images: list[Path], checkpoint: str, n: int) -> str:
+    """`n` requests one after another from one page, on an idle server: wall time and the server's CPU per request."""
+    def cpu() -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    rng = random.Random(1)
+    with httpx.Client(timeout=60) as client:
+        for _ in range(3):  # warm-up
+            classify_once(client, base, rng.choice(images), checkpoint, "idle")
+        c0, t0 = cpu(), time.perf_counter()
+        for _ in range(n):
+            classify_once(client, base, rng.choice(images), checkpoint, "idle")
+        c1, t1 = cpu(), time.perf_counter()
+    return f"idle server, {n} requests in a row: {(t1 - t0) / n * 1000:.0f} ms each, server CPU {(c1 - c0) / n * 1000:.0f} ms each"
+
+
 def _steps_per_s(marks: list[tuple[float, int]], t_from: float, t_to: float) -> float:
     inside = [(t, s) for t, s in marks if t_from <= t <= t_to]
     if len(inside) < 2:
@@ -161,6 +178,9 @@ def main(args) -> int:
                 break
             time.sleep(2)
         stop_polling.set()
+        if args.idle:  # the run is over: what one request costs an idle server
+            finished = next(p.name for p in sorted(ckpts.glob("*.pt")) if not p.stem.endswith("-last"))
+            print(idle_cost(base, server.pid, images, finished, args.idle))
         alone = _steps_per_s(marks, t_alone, t_class)
         under = _steps_per_s(marks, t_class, t_end)
         done = st.get("done") or {}

@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gap", type=float, default=6.0, help="seconds between one student's X-rays")
     p.add_argument("--alone", type=float, default=20.0, help="seconds the run's pace is measured alone first")
     p.add_argument("--no-class", action="store_true", help="with --class: the same starter run, nobody classifying")
+    p.add_argument("--idle", type=int, default=0, help="with --class: then N requests in a row on the idle server")
     p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "cxr-sample"))
     args = p.parse_args(argv)
     if args.klass:

@@ -135,3 +135,37 @@ def test_a_new_save_is_a_new_version_even_with_the_same_time_and_size(tmp_path):
     _save(tmp_path / "v.pt")  # the same weights' size, saved again
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # even back at the same modification time
     assert checkpoint_version(path) != first
+
+
+def test_a_checkpoint_saved_before_the_redesign_still_loads_and_classifies(tmp_path, synthetic_root):
+    """A file as commit f20085c's save_checkpoint wrote it (the flat layout's last version): the same keys, its
+    TrainConfig without the settings added since (auto_size), no run plan. It loads, rebuilds its settings and
+    classifies."""
+    from dataclasses import asdict
+
+    import torchvision
+
+    from cxr.predict import Classifier
+    from cxr.train.config import TrainConfig
+
+    model, _ = build_model(3, "none")
+    config = asdict(TrainConfig(image_size=64))
+    del config["auto_size"]  # not a setting then
+    payload = {
+        "format": "cxr-checkpoint", "version": 1, "arch": "resnet18",
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "classes": ["covid", "normal", "viral"], "image_size": 64,
+        "normalization": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "channels": 3,
+                          "source": "grayscale"},
+        "config": config, "metrics": {"val_accuracy": 0.5, "test_accuracy": 0.4}, "step": 12, "synthetic": True,
+        "split": {"val": ["COVID/images/COVID-1.png"], "test": ["Normal/images/Normal-1.png"]},
+        "created": "2026-12-01T10:00:00+0000", "torch_version": str(torch.__version__),
+        "torchvision_version": str(torchvision.__version__),
+    }
+    path = tmp_path / "old.pt"
+    torch.save(payload, path)
+    ckpt = load_checkpoint(path)
+    assert ckpt.classes == ("covid", "normal", "viral") and ckpt.image_size == 64 and ckpt.plan == {}
+    assert TrainConfig.from_dict(ckpt.config).auto_size is False
+    pred = Classifier(ckpt).predict(synthetic_root / "COVID" / "images" / "COVID-1.png", explain=True)
+    assert pred.heatmap.shape == (64, 64) and abs(sum(pred.probabilities.values()) - 1) < 1e-5

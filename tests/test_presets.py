@@ -39,3 +39,11 @@ def test_augmentations_named_by_hand_keep_the_presets_strengths(monkeypatch):
     assert (cfg.augment.hflip, cfg.augment.scale, cfg.augment.translate) == (True, fast.scale, 0.0)
     assert cfg.augment.rotate == AugmentConfig().rotate
     assert _config("--augment", "none").augment == AugmentConfig.none()
+
+
+def test_a_presets_description_is_made_from_its_settings(monkeypatch):
+    from cxr.train import presets
+
+    assert "112 px at most" in presets.describe("fast-cpu") and "batch 32" in presets.describe("fast-cpu")
+    monkeypatch.setitem(presets.PRESETS, "recipe", {**presets.PRESETS["recipe"], "batch_size": 12})
+    assert "batch 12" in presets.describe("recipe")  # a changed value changes the words, with no second copy

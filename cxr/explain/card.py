@@ -129,7 +129,9 @@ def model_section(f: Facts) -> list[str]:
         f"- torchvision **ResNet18**, its 1000-way ImageNet head replaced by a {len(ckpt.classes)}-way one.",
         f"- Classes, in output order: {', '.join(f'{display_name(k)} (`{k}`)' for k in ckpt.classes)}.",
         f"- Input: a grayscale X-ray squashed to {ckpt.image_size}x{ckpt.image_size}, repeated to 3 channels, "
-        "ImageNet normalisation.",
+        "ImageNet normalisation."
+        + (f" The size was chosen for the machine it trained on: {ckpt.plan['reason']}." if ckpt.plan.get("reason")
+           else ""),
         f"- Starting weights: {_starting_weights(ckpt)}.",
         f"- Trained for {ckpt.step} steps{saved} with cxr (`python -m cxr train`)"
         + (f", on {ckpt.metrics['device']} in {ckpt.metrics['precision']} (validation and test too; `cxr evaluate` "

@@ -41,16 +41,43 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 TITLES = {"fast-cpu": "Fast (CPU)", "recipe": "Recipe", "gpu": "GPU"}  # how lists and labels name each preset
 
-DESCRIPTIONS = {
-    "fast-cpu": "Fast (CPU): 112 px, batch 32, AdamW with a one-cycle schedule, mirror images with a slight zoom "
-    "and shift, channels-last, bfloat16 where the processor supports it, and a budget of about three minutes: the "
-    "run stops by itself when the time is up (or the target is reached). Trades fine detail for a good model while "
-    "the class waits.",
-    "recipe": "Recipe: 224 px, batch 6, Adam 3e-5, horizontal flip only, evaluation every 20 steps: the settings "
-    "the course uses. Slow on a CPU.",
-    "gpu": f"GPU: 224 px, batch 256, Adam 3e-4, bfloat16, channels-last, {DECODERS} decoding processes (one per "
-    "core) that work while the first epoch trains. For a CUDA machine.",
+# Why each preset exists, in a sentence; the numbers in its description come from PRESETS itself (`describe`).
+PURPOSES = {
+    "fast-cpu": "Trades fine detail for a good model while the class waits: the run stops by itself when the time is "
+                "up (or the target is reached).",
+    "recipe": "The settings the course uses. Slow on a CPU.",
+    "gpu": "For a CUDA machine.",
 }
+
+
+def _augment_words(a: AugmentConfig) -> str:
+    words = (["mirror images"] if a.hflip else []) + [f"{what} {value}" for what, on, value in (
+        ("rotate ±", a.rotate, f"{a.rotate:g}°"), ("zoom ±", a.scale, f"{a.scale:.0%}"),
+        ("shift ±", a.translate, f"{a.translate:.0%}"), ("brightness ±", a.brightness, f"{a.brightness:g}"),
+        ("contrast ±", a.contrast, f"{a.contrast:.0%}")) if on]
+    return ", ".join(w.replace("± ", "±") for w in words) or "no augmentation"
+
+
+def describe(name: str) -> str:
+    """A preset in words for the Train tab, its numbers read from PRESETS (a changed value changes the text)."""
+    cfg = apply_preset(name)
+    parts = [f"{cfg.image_size} px" + (" at most (smaller on a slow CPU, chosen at the start)" if cfg.auto_size else ""),
+             f"batch {cfg.batch_size}",
+             f"{cfg.optimizer.replace('adamw', 'AdamW').replace('adam', 'Adam')} {cfg.lr:g}"
+             + (" with a one-cycle schedule" if cfg.schedule == "onecycle" else ""),
+             _augment_words(cfg.augment),
+             f"evaluation every {cfg.eval_every} steps"]
+    if cfg.channels_last:
+        parts.append("channels-last")
+    if cfg.cpu_bf16:
+        parts.append("bfloat16 where the processor has it")
+    elif cfg.amp and name == "gpu":
+        parts.append("bfloat16")
+    if cfg.workers:
+        parts.append(f"{cfg.workers} decoding process{'es' if cfg.workers != 1 else ''} (one per core but one)")
+    if cfg.time_budget_s:
+        parts.append(f"a budget of {cfg.time_budget_s:g} s")
+    return f"{TITLES[name]}: {', '.join(parts)}. {PURPOSES[name]}"
 
 
 def apply_preset(name: str, base: TrainConfig | None = None) -> TrainConfig:
@@ -68,3 +95,6 @@ def default_preset(cuda: bool) -> str:
 def presets_for(cuda: bool) -> list[str]:
     """The presets worth offering on this machine: the GPU preset needs a CUDA device."""
     return [name for name in PRESETS if cuda or name != "gpu"]
+
+
+DESCRIPTIONS = {name: describe(name) for name in PRESETS}  # what the Train tab shows beside the preset choice
