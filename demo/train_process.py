@@ -14,6 +14,8 @@ import atexit
 import multiprocessing as mp
 import os
 import queue
+import threading
+import time
 import traceback
 from typing import Any, Iterator
 
@@ -75,6 +77,7 @@ def _child(cfg: TrainConfig, events: Any, stop: Any) -> None:
         os.nice(NICENESS)
     except OSError:
         pass
+    threading.Thread(target=_end_with_parent, args=(os.getppid(),), name="cxr-parent-watch", daemon=True).start()
     try:
         from cxr.train.loop import fit
 
@@ -85,3 +88,11 @@ def _child(cfg: TrainConfig, events: Any, stop: Any) -> None:
         events.put(("value_error", str(e)))
     except BaseException:
         events.put(("error", traceback.format_exc()))
+
+
+def _end_with_parent(parent: int) -> None:
+    """A server killed outright (SIGKILL, or SIGTERM, which skips `atexit`) leaves its run behind, training into a
+    queue nobody reads: the child ends itself once its parent is gone (it is then adopted by another process)."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(3)
