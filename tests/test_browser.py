@@ -329,9 +329,13 @@ def test_models_are_labelled_apart_and_a_new_visitor_starts_on_the_best(visit, m
     url, ctx = models_server
     folder = ctx.settings.checkpoints_dir
     page = visit(url, "Classify")
-    labels = _options(page, "#checkpoint")
-    assert all(LABEL.match(label) for label in labels), labels
     files = [p for p in folder.glob("*.pt") if not p.stem.endswith("-last")]  # a resumable twin is no model
+    # The page was built before the last test's models landed: its load event brings the list up to date, and the
+    # tab is restored in the browser without waiting for it.
+    deadline = time.monotonic() + 10
+    while len(labels := _options(page, "#checkpoint")) < len(files) and time.monotonic() < deadline:
+        page.wait_for_timeout(250)
+    assert all(LABEL.match(label) for label in labels), labels
     assert len(set(labels)) == len(labels) == len(files), labels
     best, worse = _label(ctx, "resnet18-20250101-090000.pt"), _label(ctx, "resnet18-20250101-100000.pt")
     assert "test 90.0 %" in best and labels.index(best) > labels.index(worse)  # the best, though not the newest
