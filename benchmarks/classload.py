@@ -107,18 +107,16 @@ def run_class(base: str, images: list[Path], checkpoint: str, students: int, per
 
 def idle_cost(base: str, pid: int, images: list[Path], checkpoint: str, n: int) -> str:
     """`n` requests one after another from one page, on an idle server: wall time and the server's CPU per request."""
-    def cpu() -> float:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    from benchmarks.loadgen import _cpu_seconds
 
     rng = random.Random(1)
     with httpx.Client(timeout=60) as client:
         for _ in range(3):  # warm-up
             classify_once(client, base, rng.choice(images), checkpoint, "idle")
-        c0, t0 = cpu(), time.perf_counter()
+        c0, t0 = _cpu_seconds(pid), time.perf_counter()
         for _ in range(n):
             classify_once(client, base, rng.choice(images), checkpoint, "idle")
-        c1, t1 = cpu(), time.perf_counter()
+        c1, t1 = _cpu_seconds(pid), time.perf_counter()
     return f"idle server, {n} requests in a row: {(t1 - t0) / n * 1000:.0f} ms each, server CPU {(c1 - c0) / n * 1000:.0f} ms each"
 
 

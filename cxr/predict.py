@@ -142,6 +142,11 @@ class Classifier:
             pixels = hide_pixels(pixels, self.hide)
         return to_model_input(pixels.to(self.device))
 
+    @staticmethod
+    def read(source: "Source | Image.Image") -> Image.Image:
+        """The gray image `predict` classifies: a PIL image as it is, a file read at most DISPLAY_SIDE px."""
+        return source.convert("L") if isinstance(source, Image.Image) else read_xray(source, max_side=DISPLAY_SIDE)
+
     def target_index(self, target: "str | None") -> int | None:
         """A class key as this model's class index (None: the predicted class). Raises ValueError for unknown keys."""
         if target is None:
@@ -175,7 +180,7 @@ class Classifier:
     def predict(self, source: "Source | Image.Image", explain: bool = False, target: "str | None" = None) -> Prediction:
         """Probabilities for one image (path, bytes, file or PIL image); with `explain`, a Grad-CAM for `target`
         (a class key; default: the predicted class). Raises ValueError for unreadable images or unknown targets."""
-        image = source.convert("L") if isinstance(source, Image.Image) else read_xray(source, max_side=DISPLAY_SIDE)
+        image = self.read(source)
         x = self.model_input(image)
         heatmap = None
         if explain:

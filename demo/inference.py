@@ -24,8 +24,8 @@ import torch
 
 from PIL import Image
 
-from cxr.data.images import Source, read_xray
-from cxr.predict import DISPLAY_SIDE, Classifier, Prediction
+from cxr.data.images import Source
+from cxr.predict import Classifier, Prediction
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def predict_batched(worker: InferenceQueue, classifier: Classifier, source: "Sou
                     target: str | None = None) -> Prediction:
     """`classifier.predict(source, explain=True, target=target)`, with the model work done by `worker`: the file is
     read and prepared in the calling thread, the pass over the model runs batched with whatever else is waiting."""
-    image = source.convert("L") if isinstance(source, Image.Image) else read_xray(source, max_side=DISPLAY_SIDE)
+    image = classifier.read(source)
     index = classifier.target_index(target)
     probs, heatmap = worker.explain(classifier, classifier.model_input(image), index)
     return classifier.prediction(image, probs, heatmap, target)

@@ -108,6 +108,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def images_in(pace: float, budget_s: float) -> int:
+    """Training images a run at `pace` (the probe's images/s) should see in `budget_s`."""
+    return int(pace * LOOP_SHARE * budget_s)
+
+
 def choose_size(speeds: dict[int, float], budget_s: float, ceiling: int, ladder: tuple[int, ...] = LADDER,
                 min_images: int = MIN_IMAGES) -> tuple[int, int]:
     """The largest size (at most `ceiling`) whose measured pace gets `min_images` training images through the model
@@ -115,11 +120,11 @@ def choose_size(speeds: dict[int, float], budget_s: float, ceiling: int, ladder:
     the sizes below the first that qualifies (they are not measured)."""
     candidates = [s for s in ladder if s <= ceiling and s in speeds] or [min(speeds)]
     for size in candidates:
-        images = int(speeds[size] * LOOP_SHARE * budget_s)
+        images = images_in(speeds[size], budget_s)
         if images >= min_images:
             return size, images
     size = candidates[-1]
-    return size, int(speeds[size] * LOOP_SHARE * budget_s)
+    return size, images_in(speeds[size], budget_s)
 
 
 def sizes_to_measure(ceiling: int, ladder: tuple[int, ...] = LADDER) -> tuple[int, ...]:
@@ -140,7 +145,7 @@ def plan_size(*, ceiling: int, budget_s: float, batch: int, classes: int, device
         if pace is None:
             pace = measure((size,), batch, classes, device, dtype, channels_last)[size]
         speeds[size] = float(pace)
-        if speeds[size] * LOOP_SHARE * budget_s >= MIN_IMAGES:
+        if images_in(speeds[size], budget_s) >= MIN_IMAGES:
             break
     if cache:
         _write_cache(cache, key, {**known, **{str(s): v for s, v in speeds.items()}})
