@@ -20,8 +20,8 @@ from .messages import hide_paths
 
 RANDOM_WEIGHTS = ("**Training from random weights.** The ImageNet starting weights could not be loaded ({why}), so "
                   "this model learns vision from a few hundred X-rays: expect lower accuracy and slower progress, and "
-                  "the 95 % target is unlikely. *(Teachers: the README's \"ImageNet weights offline\" section says "
-                  "how to fix this.)*")
+                  "the 95 % target is unlikely. *(Teachers: the \"ImageNet weights offline\" section of "
+                  "docs/recipe.md says how to fix this.)*")
 
 
 def attention_caption(true: str, called: str) -> str:

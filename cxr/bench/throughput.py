@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m cxr bench", description=__doc__.split("\n\n")[0],
         epilog="With --time-to 0.85,0.90 it measures time to accuracy instead: seconds until each validation accuracy, "
                "per setting and seed, with --runs, --seeds, --budget and --float32 (python -m cxr bench --time-to 0.85 "
-               "--help lists them; the README's Speed section has the table it makes).")
+               "--help lists them; docs/benchmarks.md has the table it makes).")
     p.add_argument("--data", help="dataset folder (default: the real-image sample, $CXR_SAMPLE or ../shared/cxr-sample "
                    "beside the project, if present, else a synthetic one)")
     p.add_argument("--images", type=int, default=1800, help="training images per run (default 1800, ~3 epochs)")

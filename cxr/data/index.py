@@ -99,7 +99,7 @@ def index_dataset(root: "str | Path", classes: Sequence[str] = DEFAULT_CLASSES) 
     """List the images of each class under `root`. Raises ValueError naming what is missing."""
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise ValueError(f"dataset folder {root} does not exist (see README: Getting the dataset)")
+        raise ValueError(f"dataset folder {root} does not exist (see docs/recipe.md: Getting the dataset)")
     classes = parse_classes(classes)
     base = _find_root(root, classes)
     folders = _class_folders(base)

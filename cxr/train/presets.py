@@ -1,7 +1,7 @@
 """Named training settings: what each trades, so a teacher can pick one without reading the code.
 
 A preset is a set of TrainConfig overrides. The benchmark (`python -m cxr bench`) measures them side by side
-against the plain recipe; the numbers in the descriptions come from it (see README, Speed).
+against the plain recipe; the numbers in the descriptions come from it (see docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (o
 DECODERS = max(1, min(64, CORES - 1))  # every core but the training loop's
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # Two CPU cores, chosen by time to accuracy (`python -m cxr bench --time-to`, README Speed): 112 px (a quarter of
+    # Two CPU cores, chosen by time to accuracy (`python -m cxr bench --time-to`, docs/benchmarks.md): 112 px (a quarter of
     # the recipe's pixels), batches of 32, AdamW with a one-cycle schedule over a 170 s budget (warm up for 15 %,
     # then anneal to zero, keeping the weights at the end), mirror images with a slight zoom and shift (the
     # stronger augmentations slowed learning more than they helped in so short a run), a check every 40 steps,
