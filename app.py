@@ -28,6 +28,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
+    from cxr.data.decode_budget import limit_arenas
+
+    limit_arenas()  # before the server's threads start: they share two heaps instead of each keeping its own
+
     from demo.context import AppContext
     from demo.settings import resolve_settings
     from demo.ui import build_app, launch_kwargs

@@ -63,13 +63,17 @@ import ctypes, os, runpy, signal, sys, threading
 import cxr.predict
 libc = ctypes.CDLL("libc.so.6")
 signal.signal(signal.SIGUSR1, lambda *_: libc.malloc_trim(0))
-seen, plain = set(), cxr.predict.Classifier.predict
-def counted(self, *args, **kwargs):
-    seen.add(threading.get_ident())
-    with open(os.environ["CXR_PROBE_THREADS"], "w") as f:
-        f.write(str(len(seen)))
-    return plain(self, *args, **kwargs)
-cxr.predict.Classifier.predict = counted
+seen = set()
+def counting(plain):
+    def counted(self, *args, **kwargs):
+        seen.add(threading.get_ident())
+        with open(os.environ["CXR_PROBE_THREADS"], "w") as f:
+            f.write(str(len(seen)))
+        return plain(self, *args, **kwargs)
+    return counted
+# The app's classify runs the model in one batching worker (`explain_batch`); the CLI and tests call `predict`.
+for name in ("predict", "explain_batch"):
+    setattr(cxr.predict.Classifier, name, counting(getattr(cxr.predict.Classifier, name)))
 sys.argv = ["app.py", *sys.argv[1:]]
 runpy.run_path("app.py", run_name="__main__")
 """

@@ -24,6 +24,7 @@ import torch
 
 from PIL import Image
 
+from cxr.data.decode_budget import DECODES
 from cxr.data.images import Source
 from cxr.predict import Classifier, Prediction
 
@@ -114,10 +115,11 @@ def predict_batched(worker: InferenceQueue, classifier: Classifier, source: "Sou
                     target: str | None = None) -> Prediction:
     """`classifier.predict(source, explain=True, target=target)`, with the model work done by `worker`: the file is
     read and prepared in the calling thread, the pass over the model runs batched with whatever else is waiting."""
-    image = classifier.read(source)
-    index = classifier.target_index(target)
-    probs, heatmap = worker.explain(classifier, classifier.model_input(image), index)
-    return classifier.prediction(image, probs, heatmap, target)
+    with DECODES.working():  # a class's burst of big uploads gives its memory back once it is over
+        image = classifier.read(source)
+        index = classifier.target_index(target)
+        probs, heatmap = worker.explain(classifier, classifier.model_input(image), index)
+        return classifier.prediction(image, probs, heatmap, target)
 
 
 def _batches(requests: list[_Request], size: int) -> list[list[_Request]]:

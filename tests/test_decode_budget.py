@@ -48,3 +48,43 @@ def test_decodes_are_served_in_the_order_they_asked():
         assert order == [], "5 bytes fit beside the 90 held, but the big decode asked first"
     big.join(5), small.join(5)
     assert not big.is_alive() and not small.is_alive() and order == ["big", "small"]
+
+
+def test_a_burst_of_requests_gives_its_memory_back_once_after_the_last(monkeypatch):
+    from cxr.data import decode_budget
+
+    trims = []
+    monkeypatch.setattr(decode_budget, "_malloc_trim", lambda pad: trims.append(pad))
+    monkeypatch.setattr(decode_budget, "TRIM_DELAY_S", 0.05)
+    budget = DecodeBudget(10**9)
+    with budget.working():
+        with budget.working():
+            with budget.reserve(decode_budget.TRIM_BYTES):  # one big decode inside the burst
+                pass
+            budget.settle()  # as read_xray does after its decode: too early, a request is still working
+        assert trims == []
+        time.sleep(0.2)
+        assert trims == [], "one request is still running: its model work and drawing are still to come"
+    for _ in range(100):  # the last request ended: the trim follows after TRIM_DELAY_S
+        if trims:
+            break
+        time.sleep(0.02)
+    assert trims == [0]
+    with budget.working():  # a burst of small images only: nothing to give back
+        with budget.reserve(1000):
+            pass
+    time.sleep(0.2)
+    assert trims == [0]
+
+
+def test_limit_arenas_applies_on_glibc():
+    import ctypes
+
+    from cxr.data.decode_budget import limit_arenas
+
+    try:
+        ctypes.CDLL(None).mallopt
+    except AttributeError:
+        assert limit_arenas() is False
+    else:
+        assert limit_arenas(8) is True  # a cap the test process never reaches
