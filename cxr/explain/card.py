@@ -199,7 +199,7 @@ def errors_section(f: Facts) -> list[str]:
     rows = [[f"`{f.relative(r.file)}`", display_name(r.true), share_text(true_probability(r)),
              display_name(r.predicted), f"{r.loss:.2f}"] for r in top]
     hidden = f.checkpoint.config.get("hide_lungs", "none") != "none"  # its maps outline what it never saw
-    unseen = [f"{SENTENCE} (the magenta line on every map of this card)", ""] if hidden else []
+    unseen = [f"**{SENTENCE}** The line is on every map of this card.", ""] if hidden else []
     attention = f.missing.get("attention.png", "Grad-CAM of a few fixed images at steps through training (left to "
                               "right): where the model looked as it learned.\n\n"
                               "![Grad-CAM of fixed images through training](attention.png)")

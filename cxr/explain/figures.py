@@ -182,15 +182,15 @@ def top_losses_figure(
     model's settings, see `cam_overlays`), and in brackets the probability it gave the true class."""
     records = interp.top_losses(n)
     cols, rows = min(4, len(records)), math.ceil(len(records) / 4)
-    fig = Figure(figsize=(3 * cols, 3.3 * rows), layout="constrained")
+    fig = Figure(figsize=(3 * cols, 3.5 * rows), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for ax in axes:
         ax.axis("off")
     pictures = _cam_pictures(model, cache, interp, records, None, CAM_ALPHA, config or {})
     for ax, rec, (shown, _) in zip(axes, records, pictures):
         ax.imshow(shown)
-        ax.set_title(f"true {display_name(rec.true)} ({share_text(true_probability(rec))}) / called "
-                     f"{display_name(rec.predicted)}\nloss {rec.loss:.2f}, {Path(rec.file).name}", fontsize=8)
+        ax.set_title(f"true {display_name(rec.true)} ({share_text(true_probability(rec))})\n"
+                     f"called {display_name(rec.predicted)}, loss {rec.loss:.2f}\n{Path(rec.file).name}", fontsize=8)
     hidden_title(fig, [h for _, h in pictures])
     return fig
 
