@@ -728,4 +728,6 @@ def test_hiding_the_lungs_ends_with_the_shortcut_lesson(visit, server):
     status = page.locator("#train_status")
     expect(status).to_contain_text("With the lungs hidden")
     expect(status).to_contain_text("chance is")
+    expect(status).to_contain_text("open Compare explanation methods")  # where to see what it used instead
+    expect(page.locator("#attention_note")).to_contain_text("never saw the region inside the magenta line")
     _screenshots(page, "train-lungs-hidden")
