@@ -131,8 +131,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                 if cfg.hide_lungs != "none":  # the shortcut experiment: said before its numbers, not only after
                     from cxr.data.lungs import HIDE_MODES, box_text
 
-                    box = f" (x0,x1,y0,y1 = {box_text(cfg.hide_box)})" if cfg.hide_lungs == "box" else ""
-                    print(f"lungs hidden: {HIDE_MODES[cfg.hide_lungs]}{box}")
+                    box = f" {box_text(cfg.hide_box)}" if cfg.hide_lungs == "box" else ""
+                    print(f"lungs hidden ({cfg.hide_lungs}{box}): {HIDE_MODES[cfg.hide_lungs]}")
                 # With a time budget the run ends by the clock: a step total would only mislead.
                 bar = tqdm(total=None if cfg.time_budget_s else ev.total_steps, initial=ev.start_step, unit="step",
                            dynamic_ncols=True)
