@@ -116,6 +116,10 @@ def classify(ctx: AppContext, file: str | None, checkpoint: str | None, target: 
             _size_check(file)
         pred = predict_batched(ctx.inference, clf, file if source is None else as_trained(clf, source, mask),
                                None if target in (None, PREDICTED) else target)
+        image = np.asarray(pred.image if source is None else source.convert("L"))  # as given, its lungs not hidden
+        if mask is not None and mask.shape != image.shape:
+            mask = None  # not this picture's mask
+        hidden = hidden_region(clf.checkpoint.config, image.shape, mask)  # a model file's odd settings: a sentence
     except ValueError as e:
         raise user_error(str(e)) from None
     except Exception:  # a bug, not the user's file: log it here, tell them plainly, keep serving
@@ -124,10 +128,6 @@ def classify(ctx: AppContext, file: str | None, checkpoint: str | None, target: 
     finally:
         if source is None:
             forget_upload(ctx, file)
-    image = np.asarray(pred.image if source is None else source.convert("L"))  # as given, its lungs not hidden
-    if mask is not None and mask.shape != image.shape:
-        mask = None  # not this picture's mask
-    hidden = hidden_region(clf.checkpoint.config, image.shape, mask)
     session = Session(image, np.round(pred.heatmap * 255).astype(np.uint8), mask, truth, hidden)
     verdict = "" if truth is None else (
         f"**Labelled {display_name(truth)} in the dataset**: the model says {display_name(pred.label)}, "

@@ -107,3 +107,11 @@ def test_the_shortcut_lesson_sends_the_class_to_the_methods_side_by_side():
     assert "pick *Fast (CPU) · 09:00 · test 78.0 %*, click an example" in text
     seen = train_status.status_text(Snapshot(status="done", config={"hide_lungs": "none"}, done=done))
     assert METHODS_PANEL not in seen
+
+
+def test_a_model_file_with_an_unknown_way_of_hiding_is_refused_in_a_sentence(hidden, trained_checkpoint):
+    payload, ckpt = read_checkpoint_file(trained_checkpoint), load_checkpoint(trained_checkpoint)
+    save_checkpoint(hidden.settings.checkpoints_dir / "odd.pt", ckpt.model, ckpt.classes, ckpt.image_size,
+                    {**payload["config"], "hide_lungs": "chest"}, payload["metrics"], step=payload["step"])
+    with pytest.raises(gr.Error, match="hide-lungs mode must be one of"):
+        classify_image.classify(hidden, str(hidden.index.files[0]), "odd.pt", classify_tab.PREDICTED, 0.5)
