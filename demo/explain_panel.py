@@ -16,6 +16,7 @@ import gradio as gr
 import torch
 
 from cxr.data.index import display_name
+from cxr.data.lungs import HideLungs
 from cxr.explain.hidden import draw_map
 from cxr.explain.maps import METHODS, estimate_seconds, timed_explain
 from cxr.explain.sanity import compare_maps, randomized_copy
@@ -118,8 +119,18 @@ def _verdict(rho: float) -> str:
     return "(different: this map depends on what the model learned)."
 
 
+def open_for_hidden(ctx: AppContext, name: str | None) -> dict:
+    """The panel opens by itself when the chosen model hid the lungs (the shortcut lesson sends the class here:
+    Grad-CAM alone can paint the black region); otherwise it stays as the visitor left it."""
+    try:
+        hid = bool(name) and HideLungs.from_config(ctx.classifier(name).checkpoint.config).enabled
+    except ValueError:  # no such model (any more): the dropdown's own handlers say so
+        hid = False
+    return gr.update(open=True) if hid else gr.skip()
+
+
 def build(ctx: AppContext, session: gr.State, checkpoint: gr.Dropdown, alpha: gr.Slider) -> None:
-    with gr.Accordion(METHODS_PANEL, open=False, elem_id="explain_panel"):
+    with gr.Accordion(METHODS_PANEL, open=False, elem_id="explain_panel") as panel:
         gr.Markdown(INTRO)
         compare_btn = button_label(ctx, checkpoint.value)
         compare_btn.elem_id = "compare_methods"
@@ -127,6 +138,7 @@ def build(ctx: AppContext, session: gr.State, checkpoint: gr.Dropdown, alpha: gr
                              height="auto", allow_preview=False, elem_id="methods_gallery")  # both rows in full
         verdict = gr.Markdown(elem_id="methods_verdict")
     checkpoint.change(ctx.bind(button_label), [checkpoint], [compare_btn], api_name=False, show_progress="hidden")
+    checkpoint.change(ctx.bind(open_for_hidden), [checkpoint], [panel], api_name=False, show_progress="hidden")
     # Its own queue of one: a slow comparison never delays anyone's Classify request (concurrency_id "classify").
     compare_btn.click(ctx.bind(compare), [session, checkpoint, alpha], [gallery, verdict], api_name=False,
                       concurrency_limit=1, concurrency_id="explain_methods")

@@ -107,7 +107,8 @@ def hidden_lungs_sentence(snap: Snapshot, saved: str = "this model") -> str:
         return ""
     lesson = shortcut_sentence(snap.done["test_accuracy"], len(snap.done["test_report"]["classes"]), mode)
     return (f"\n\n**{lesson}** What did it use? Grad-CAM is coarse and can still paint the blacked-out region. "
-            f"In **Classify**, pick {saved}, click an example, and open **{METHODS_PANEL}** under the overlay: "
+            f"In **Classify**, pick {saved} (**{METHODS_PANEL}** opens under the overlay), click an example and "
+            "press the panel's button. "
             "Integrated Gradients and Occlusion both measure against a black image, so the blacked-out region gets "
             "(almost) no credit there: they show where its evidence lies.")
 

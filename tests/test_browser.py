@@ -722,12 +722,16 @@ def test_attention_strip_scrubs_through_a_finished_run(visit, server):
 
 
 def test_hiding_the_lungs_ends_with_the_shortcut_lesson(visit, server):
-    url, _ = server
-    _train(url, hide_lungs="box")
+    url, ctx = server
+    done = _train(url, hide_lungs="box")["done"]
     page = visit(url, "Train")
     status = page.locator("#train_status")
     expect(status).to_contain_text("With the lungs hidden")
     expect(status).to_contain_text("chance is")
-    expect(status).to_contain_text("open Compare explanation methods")  # where to see what it used instead
+    expect(status).to_contain_text("(Compare explanation methods")  # where to see what it used instead
+    expect(status).to_contain_text("opens under the overlay")
     expect(page.locator("#attention_note")).to_contain_text("never saw the region inside the magenta line")
     _screenshots(page, "train-lungs-hidden")
+    classify = visit(url, "Classify")  # where the status sends the class: the methods panel opens for this model
+    _pick(classify, "#checkpoint", _label(ctx, done["checkpoint"]))
+    expect(classify.locator("#compare_methods")).to_be_visible()

@@ -104,7 +104,7 @@ def test_the_shortcut_lesson_sends_the_class_to_the_methods_side_by_side():
     snap = Snapshot(status="done", config={"hide_lungs": "box"}, done=done)
     text = train_status.status_text(snap, "Fast (CPU) · 09:00 · test 78.0 %")
     assert "still gets 78% right" in text and f"**{METHODS_PANEL}**" in text
-    assert "pick *Fast (CPU) · 09:00 · test 78.0 %*, click an example" in text
+    assert f"pick *Fast (CPU) · 09:00 · test 78.0 %* (**{METHODS_PANEL}** opens under the overlay)" in text
     seen = train_status.status_text(Snapshot(status="done", config={"hide_lungs": "none"}, done=done))
     assert METHODS_PANEL not in seen
 
@@ -115,3 +115,11 @@ def test_a_model_file_with_an_unknown_way_of_hiding_is_refused_in_a_sentence(hid
                     {**payload["config"], "hide_lungs": "chest"}, payload["metrics"], step=payload["step"])
     with pytest.raises(gr.Error, match="hide-lungs mode must be one of"):
         classify_image.classify(hidden, str(hidden.index.files[0]), "odd.pt", classify_tab.PREDICTED, 0.5)
+
+
+def test_the_methods_panel_opens_by_itself_for_a_lungs_hidden_model(hidden):
+    from demo import explain_panel
+
+    assert explain_panel.open_for_hidden(hidden, BOX) == gr.update(open=True)
+    assert explain_panel.open_for_hidden(hidden, PLAIN) == gr.skip()  # a visitor's open panel is never shut
+    assert explain_panel.open_for_hidden(hidden, "gone.pt") == gr.skip()
