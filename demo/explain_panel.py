@@ -138,7 +138,8 @@ def build(ctx: AppContext, session: gr.State, checkpoint: gr.Dropdown, alpha: gr
                              height="auto", allow_preview=False, elem_id="methods_gallery")  # both rows in full
         verdict = gr.Markdown(elem_id="methods_verdict")
     checkpoint.change(ctx.bind(button_label), [checkpoint], [compare_btn], api_name=False, show_progress="hidden")
-    checkpoint.change(ctx.bind(open_for_hidden), [checkpoint], [panel], api_name=False, show_progress="hidden")
+    # No trigger named: on page load (a new page's model may be the lungs-hidden one) and whenever the model changes.
+    gr.on(None, ctx.bind(open_for_hidden), [checkpoint], [panel], api_name=False, show_progress="hidden")
     # Its own queue of one: a slow comparison never delays anyone's Classify request (concurrency_id "classify").
     compare_btn.click(ctx.bind(compare), [session, checkpoint, alpha], [gallery, verdict], api_name=False,
                       concurrency_limit=1, concurrency_id="explain_methods")
