@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from cxr.data.images import read_xray
 from cxr.data.index import display_name
 from cxr.data.lungs import area_share, lung_focus, mask_path
+from cxr.explain.hidden import Hidden, as_seen, draw_map, hidden_region
 from cxr.explain.maps import draw_outline, overlay
-from cxr.predict import DISPLAY_SIDE
+from cxr.predict import DISPLAY_SIDE, Classifier
 
 from .context import AppContext
 from .labels import percent
@@ -42,6 +44,7 @@ class Session:
     heat: np.ndarray  # the map, uint8 0..255: 8 bits are plenty for redrawing
     mask: np.ndarray | None = None  # the dataset's lung mask at the image's size, when it has one
     truth: str | None = None  # the dataset's label, for an image from the dataset
+    hidden: Hidden | None = None  # what the model never saw (a run that hid the lungs), at the image's size
 
 
 @dataclass
@@ -64,15 +67,17 @@ def coarseness(image_size: int) -> str:
             f"about {100 // cells} % of the width.")
 
 
-def focus_words(heatmap: np.ndarray, mask: np.ndarray | None) -> str:
-    """Lung focus in a sentence, against the share a map spread evenly would get; or why there is none."""
+def focus_words(heatmap: np.ndarray, mask: np.ndarray | None, outlined: bool = True) -> str:
+    """Lung focus in a sentence, against the share a map spread evenly would get; or why there is none.
+    `outlined`: whether the picture outlines the lungs (not when it outlines a hidden box instead)."""
     if mask is None:
         return ("No lung mask for this image, so no lung focus: it is measured on dataset images that come with "
                 "the database's lung masks.")
     focus, area = lung_focus(heatmap, mask), area_share(mask)
     if focus != focus:
         return "The map is empty (no evidence for this class), so it has no lung focus."
-    return (f"**Lung focus {percent(focus)}**: that share of the map lies inside the lungs (outlined in magenta); "
+    where = " (outlined in magenta)" if outlined else ""
+    return (f"**Lung focus {percent(focus)}**: that share of the map lies inside the lungs{where}; "
             f"a map spread evenly would put {percent(area)} there.")
 
 
@@ -86,7 +91,10 @@ def _size_check(file: str) -> None:
 
 
 def draw(session: Session, alpha: float) -> np.ndarray:
-    """The session's map over its X-ray at opacity `alpha`, the lungs outlined when there is a mask."""
+    """The session's map over its X-ray at opacity `alpha`: for a model that hid the lungs, over the X-ray as it
+    saw it, the hidden region outlined (`cxr.explain.hidden`); else with the lungs outlined when there is a mask."""
+    if session.hidden is not None and session.hidden.mode != "none":
+        return draw_map(session.image, session.heat / 255.0, alpha, session.hidden)
     shown = overlay(session.image, session.heat / 255.0, alpha)
     return draw_outline(shown, session.mask) if session.mask is not None else shown
 
@@ -106,8 +114,12 @@ def classify(ctx: AppContext, file: str | None, checkpoint: str | None, target: 
             raise ValueError("this model cannot explain that class; choose one of its classes")
         if source is None:
             _size_check(file)
-        pred = predict_batched(ctx.inference, clf, source if source is not None else file,
+        pred = predict_batched(ctx.inference, clf, file if source is None else as_trained(clf, source, mask),
                                None if target in (None, PREDICTED) else target)
+        image = np.asarray(pred.image if source is None else source.convert("L"))  # as given, its lungs not hidden
+        if mask is not None and mask.shape != image.shape:
+            mask = None  # not this picture's mask
+        hidden = hidden_region(clf.checkpoint.config, image.shape, mask)  # a model file's odd settings: a sentence
     except ValueError as e:
         raise user_error(str(e)) from None
     except Exception:  # a bug, not the user's file: log it here, tell them plainly, keep serving
@@ -116,24 +128,30 @@ def classify(ctx: AppContext, file: str | None, checkpoint: str | None, target: 
     finally:
         if source is None:
             forget_upload(ctx, file)
-    image = np.asarray(pred.image)
-    if mask is not None and mask.shape != image.shape:
-        mask = None  # not this picture's mask
-    session = Session(image, np.round(pred.heatmap * 255).astype(np.uint8), mask, truth)
+    session = Session(image, np.round(pred.heatmap * 255).astype(np.uint8), mask, truth, hidden)
     verdict = "" if truth is None else (
         f"**Labelled {display_name(truth)} in the dataset**: the model says {display_name(pred.label)}, "
         + ("right.\n\n" if truth == pred.label else "**wrong**.\n\n"))
     synthetic = " (synthetic model)" if clf.checkpoint.synthetic else ""
     caption = (f"{verdict}Grad-CAM for **{display_name(pred.target)}**{synthetic}. "
-               f"{coarseness(clf.checkpoint.image_size)}\n\n{focus_words(pred.heatmap, mask)}")
+               f"{coarseness(clf.checkpoint.image_size)}\n\n{focus_words(pred.heatmap, mask, hidden.mode != 'box')}")
+    if hidden.sentence:
+        caption = f"**{hidden.sentence}**\n\n{caption}"
     probs = {display_name(k): v for k, v in pred.probabilities.items()}
     return Classified(probs, draw(session, alpha), image, caption, session, tuple(clf.classes))
 
 
+def as_trained(clf: Classifier, source: Image.Image, mask: np.ndarray | None) -> Image.Image:
+    """For a model that hid the lungs by their masks, `source` with its lungs black, as in every image it trained
+    on (a box, `Classifier.model_input` hides itself); otherwise `source` as it is."""
+    pixels = np.asarray(source.convert("L"))
+    mask = mask if mask is not None and mask.shape == pixels.shape else None  # only this picture's own mask
+    hidden = hidden_region(clf.checkpoint.config, pixels.shape, mask)
+    return Image.fromarray(as_seen(pixels, hidden)) if hidden.mode == "mask" else source
+
+
 def explain_again(ctx: AppContext, session: Session, checkpoint: str, target: str, alpha: float) -> Classified:
     """The X-ray of `session` classified and explained again (another model, or another class), its label kept."""
-    from PIL import Image
-
     return classify(ctx, None, checkpoint, target, alpha, source=Image.fromarray(session.image), mask=session.mask,
                     truth=session.truth)
 
@@ -152,8 +170,6 @@ def classify_id(ctx: AppContext, i: int, checkpoint: str | None, target: str, al
 
 def _dataset_mask(file: Path, size: tuple[int, int]) -> np.ndarray | None:
     """The database's lung mask for a dataset image, at the image's size (None when it has none)."""
-    from PIL import Image
-
     path = mask_path(file)
     if path is None:
         return None

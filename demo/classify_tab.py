@@ -39,6 +39,11 @@ WAITING = ("**Waiting for the first model.** Your X-ray stays in the box and is 
            "ready: the line at the top of this tab says when.")
 NOTHING_EXPLAINED = "**Nothing explained.** The red message says why. Choose another model or class for the same X-ray."
 EXAMPLES_PER_CLASS = 4
+# The examples lie below the results (at 1440 x 900, scrolled to them, the probabilities are above the window): at
+# a click there, in the browser, the probabilities and the overlay come into view unless they are in it already.
+SCROLL_TO_RESULT = """() => { const probs = document.getElementById('probs'), map = document.getElementById('overlay');
+    const top = probs ? probs.getBoundingClientRect().top : 0, bottom = map ? map.getBoundingClientRect().bottom : 0;
+    if (top < 0 || bottom > window.innerHeight) window.scrollTo({top: top + window.scrollY - 12}); }"""
 
 
 @dataclass
@@ -138,11 +143,12 @@ def cleared_not_waiting(tab: ClassifyTab) -> dict:
 
 
 def refused_upload(tab: ClassifyTab, checkpoint: str | None) -> dict:
-    """`cleared`, and whether the upload now waits for the first model: the page had none to choose (then the
-    caption says so, not "refused", and `classify_waiting` runs when one lands)."""
+    """`cleared`, the refused file gone from the upload box (the red message names it; a student need not clear
+    it by hand before the next drop), unless the upload now waits for the first model: the page had none to choose
+    (then the caption says so, not "refused", the file stays, and `classify_waiting` runs when one lands)."""
     if checkpoint:
-        return cleared_not_waiting(tab)
-    return {**cleared(tab), tab.caption: WAITING, tab.waiting: True}
+        return {**cleared_not_waiting(tab), tab.upload: None}
+    return {**cleared(tab), tab.caption: WAITING, tab.waiting: True, tab.upload: gr.skip()}
 
 
 def classify_waiting(ctx: AppContext, tab: ClassifyTab, waiting: bool, file: str | None, checkpoint: str | None,
@@ -270,7 +276,7 @@ def _wire(ctx: AppContext, t: ClassifyTab) -> None:
     dropped.success(partial(ready_for_next, t), None, [t.upload, t.waiting], api_name=False)
     # Refused for want of a model: wait for one, or take the one that landed meanwhile.
     waiting_in, waiting_out = [t.waiting, t.upload, t.checkpoint, t.target, t.alpha], [*panels, t.waiting, t.upload]
-    dropped.failure(partial(refused_upload, t), [t.checkpoint], [*panels, t.waiting], api_name=False).then(
+    dropped.failure(partial(refused_upload, t), [t.checkpoint], [*panels, t.waiting, t.upload], api_name=False).then(
         ctx.bind(classify_waiting, t), waiting_in, waiting_out, api_name=False)
     t.upload.clear(lambda: False, None, [t.waiting], api_name=False)
     # Every change of the model list runs this (page load, the timer, a pick): outside the classify queue and with
@@ -287,6 +293,7 @@ def _wire(ctx: AppContext, t: ClassifyTab) -> None:
                                api_name=False, **queue)
     picked.success(partial(ready_for_next, t), None, [t.upload, t.waiting], api_name=False)
     picked.failure(partial(cleared, t), None, panels, api_name=False)
+    t.examples.select(None, None, None, js=SCROLL_TO_RESULT, api_name=False)
     t.alpha.change(reblend, [t.session, t.alpha], [t.overlay], api_name=False, show_progress="hidden")
     t.checkpoint.change(ctx.bind(model_files.download_model), [t.checkpoint], [t.download_btn], api_name=False,
                         show_progress="hidden")

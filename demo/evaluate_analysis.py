@@ -6,7 +6,6 @@ matrix, the per-class metrics, each with its words). No gradio: the tab (`demo.e
 
 from __future__ import annotations
 
-import math
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,9 @@ import torch
 
 from cxr.data.cache import ImageCache
 from cxr.data.index import DatasetIndex, Split, display_name, index_dataset, split_for
-from cxr.explain.figures import cam_overlays
+from cxr.data.lungs import HideLungs
+from cxr.explain.figures import cam_overlays, share_text, true_probability
+from cxr.explain.hidden import SENTENCE
 from cxr.explain.interpret import Interpretation, Record, cache_for, interpret_as_trained
 
 from .context import SAMPLE_SIZE, AppContext
@@ -40,6 +41,7 @@ class Analysis:
     app_ids: list[int | None]  # per interpretation row: the image's id in ctx.index (what Classify opens)
     synthetic: bool
     notes: tuple[str, ...]  # where its test set here differs from the one it was tested on (see split_for)
+    config: dict = field(default_factory=dict)  # the model's settings: a run that hid the lungs is drawn as it saw
     tiles: dict[int, np.ndarray] = field(default_factory=dict)  # row -> overlay, THUMB px, drawn once
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -48,20 +50,16 @@ class Analysis:
         with self.lock:
             todo = [r for r in dict.fromkeys(records) if r.row not in self.tiles]
             if todo:
-                cache = cache or ImageCache(self.files, self.image_size)  # decodes only these images
-                for r, tile in zip(todo, cam_overlays(model, cache, self.interp, todo, THUMB)):
+                masks = HideLungs.from_config(self.config).needs_masks  # the lungs it hid, outlined
+                cache = cache or ImageCache(self.files, self.image_size, masks=masks)  # decodes only these images
+                for r, tile in zip(todo, cam_overlays(model, cache, self.interp, todo, THUMB, config=self.config)):
                     self.tiles[r.row] = tile
-
-
-def _share(p: float) -> str:
-    """A probability as a whole percent, never rounded to a certainty it is not ("<1 %", ">99 %")."""
-    return "<1 %" if p < 0.005 else ">99 %" if p >= 0.995 else f"{100 * p:.0f} %"
 
 
 def caption(r: Record) -> str:
     """'true COVID (2 %) · called Normal': the probability beside the true class is the one the list is sorted by
     (the loss is its -log), not the called class's; as long as the old caption, to fit a thumbnail at 1024 px."""
-    return f"true {display_name(r.true)} ({_share(math.exp(-r.loss))}) · called {display_name(r.predicted)}"
+    return f"true {display_name(r.true)} ({share_text(true_probability(r))}) · called {display_name(r.predicted)}"
 
 
 def shown_records(interp: Interpretation, which: str) -> list[Record]:
@@ -88,7 +86,7 @@ def _compute(ctx: AppContext, name: str) -> Analysis:
     cache = cache_for(ckpt, index)  # at the model's own resolution
     interp = interpret_as_trained(ckpt, cache, split.test, index.labels, device=clf.device)
     analysis = Analysis(name, interp, index.files, ckpt.image_size, [app_ids[i] for i in interp.ids],
-                        ckpt.synthetic or index.synthetic, split.notes)
+                        ckpt.synthetic or index.synthetic, split.notes, config=ckpt.config)
     analysis.draw(clf.model, shown_records(interp, WRONG) + shown_records(interp, RIGHT), cache)
     return analysis
 
@@ -149,4 +147,6 @@ def summary(analysis: Analysis) -> str:
         text += f" *Note: {note}.*"
     if analysis.synthetic:
         text += " *Synthetic data: these are not real X-rays.*"
+    if HideLungs.from_config(analysis.config).enabled:  # every picture below outlines what it never saw
+        text += f"\n\n**{SENTENCE}**"
     return text

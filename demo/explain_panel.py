@@ -16,12 +16,15 @@ import gradio as gr
 import torch
 
 from cxr.data.index import display_name
-from cxr.explain.maps import METHODS, estimate_seconds, overlay, timed_explain
+from cxr.data.lungs import HideLungs
+from cxr.explain.hidden import draw_map
+from cxr.explain.maps import METHODS, estimate_seconds, timed_explain
 from cxr.explain.sanity import compare_maps, randomized_copy
 from cxr.bench.measure import format_duration
 
-from .classify_image import Session
+from .classify_image import Session, as_trained
 from .context import AppContext
+from .labels import METHODS_PANEL
 from .messages import SOMETHING_WRONG, user_error
 
 log = logging.getLogger(__name__)
@@ -78,7 +81,7 @@ def compare(ctx: AppContext, session: Session | None, name: str | None, alpha: f
         from PIL import Image
 
         image = session.image
-        x = clf.model_input(Image.fromarray(image))
+        x = clf.model_input(as_trained(clf, Image.fromarray(image), session.mask))  # as the X-ray was classified
         random_model = ctx.cached(("randomized", name), lambda: randomized_copy(clf.model, seed=0))
         with torch.inference_mode():  # both models explain the trained model's predicted class
             target = int(clf.model(x).argmax(1))
@@ -87,8 +90,10 @@ def compare(ctx: AppContext, session: Session | None, name: str | None, alpha: f
             trained, _, t_trained = timed_explain(clf.model, x, key, target)
             randomised, _, t_random = timed_explain(random_model, x, key, target)
             agreement = compare_maps(trained[0], randomised[0])
-            pictures.append((overlay(image, trained[0], alpha), f"{method.label} · {t_trained:.1f} s"))
-            pictures.append((overlay(image, randomised[0], alpha), f"{method.label}, random weights · {t_random:.1f} s"))
+            # A run that hid the lungs: each map over the X-ray as it saw it, the hidden region outlined.
+            pictures.append((draw_map(image, trained[0], alpha, session.hidden), f"{method.label} · {t_trained:.1f} s"))
+            pictures.append((draw_map(image, randomised[0], alpha, session.hidden),
+                             f"{method.label}, random weights · {t_random:.1f} s"))
             words.append(f"- **{method.label}**: rank correlation with its random-weights map "
                          f"{agreement:+.2f} " + _verdict(agreement))
     except ValueError as e:
@@ -99,6 +104,8 @@ def compare(ctx: AppContext, session: Session | None, name: str | None, alpha: f
     # Trained maps first (top row), random-weights maps below, in the same method order.
     ordered = pictures[0::2] + pictures[1::2]
     head = f"Explaining **{display_name(clf.classes[target])}** (the model's prediction).\n\n"
+    if session.hidden is not None and session.hidden.sentence:
+        head += f"**{session.hidden.sentence}**\n\n"
     return ordered, head + "\n".join(words)
 
 
@@ -112,9 +119,18 @@ def _verdict(rho: float) -> str:
     return "(different: this map depends on what the model learned)."
 
 
+def open_for_hidden(ctx: AppContext, name: str | None) -> dict:
+    """The panel opens by itself when the chosen model hid the lungs (the shortcut lesson sends the class here:
+    Grad-CAM alone can paint the black region); otherwise it stays as the visitor left it."""
+    try:
+        hid = bool(name) and HideLungs.from_config(ctx.classifier(name).checkpoint.config).enabled
+    except ValueError:  # no such model (any more): the dropdown's own handlers say so
+        hid = False
+    return gr.update(open=True) if hid else gr.skip()
+
+
 def build(ctx: AppContext, session: gr.State, checkpoint: gr.Dropdown, alpha: gr.Slider) -> None:
-    with gr.Accordion("Compare explanation methods, and check them against a random model", open=False,
-                      elem_id="explain_panel"):
+    with gr.Accordion(METHODS_PANEL, open=False, elem_id="explain_panel") as panel:
         gr.Markdown(INTRO)
         compare_btn = button_label(ctx, checkpoint.value)
         compare_btn.elem_id = "compare_methods"
@@ -122,6 +138,8 @@ def build(ctx: AppContext, session: gr.State, checkpoint: gr.Dropdown, alpha: gr
                              height="auto", allow_preview=False, elem_id="methods_gallery")  # both rows in full
         verdict = gr.Markdown(elem_id="methods_verdict")
     checkpoint.change(ctx.bind(button_label), [checkpoint], [compare_btn], api_name=False, show_progress="hidden")
+    # No trigger named: on page load (a new page's model may be the lungs-hidden one) and whenever the model changes.
+    gr.on(None, ctx.bind(open_for_hidden), [checkpoint], [panel], api_name=False, show_progress="hidden")
     # Its own queue of one: a slow comparison never delays anyone's Classify request (concurrency_id "classify").
     compare_btn.click(ctx.bind(compare), [session, checkpoint, alpha], [gallery, verdict], api_name=False,
                       concurrency_limit=1, concurrency_id="explain_methods")

@@ -39,6 +39,7 @@ class Snapshot:
     done: dict[str, Any] = field(default_factory=dict)  # the Done event
     error: str = ""
     started_at: float = 0.0
+    trained_at: float = 0.0  # when the Started event came: the set-up is over and the budget's evaluation clock starts
     ended_at: float = 0.0
 
     @property
@@ -98,7 +99,7 @@ class TrainingJob:
             return Snapshot(status=s.status, version=s.version, config=dict(s.config), started=dict(s.started),
                             evaluations=list(s.evaluations), last_step=dict(s.last_step), attention=list(s.attention),
                             notes=list(s.notes), done=dict(s.done), error=s.error, started_at=s.started_at,
-                            ended_at=s.ended_at)
+                            trained_at=s.trained_at, ended_at=s.ended_at)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the run's thread ends (for tests and shutdown). True if it ended."""
@@ -114,7 +115,7 @@ class TrainingJob:
                 s.last_step = ev.to_dict()
                 return  # steps update the progress line, not the curves: no new version
             if isinstance(ev, Started):
-                s.started = ev.to_dict()
+                s.started, s.trained_at = ev.to_dict(), time.time()
                 s.config = dict(ev.settings or s.config)  # as the run trains: a planned run's size, for instance
             elif isinstance(ev, Evaluated):
                 s.evaluations.append(ev.to_dict())

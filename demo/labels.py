@@ -11,6 +11,8 @@ from cxr.train.presets import TITLES
 from cxr.data.transforms import AugmentConfig
 
 _DEFAULT_AUG = AugmentConfig()
+# Classify's accordion of the explanation methods side by side; the Train tab's shortcut lesson sends students there.
+METHODS_PANEL = "Compare explanation methods, and check them against a random model"
 
 
 def augmentation_labels(cfg: AugmentConfig = _DEFAULT_AUG) -> dict[str, str]:

@@ -80,6 +80,14 @@ def roughly(seconds: float) -> str:
     return f"in about {math.ceil(seconds / 60)} min"
 
 
+def _validation_seconds(snap: Snapshot) -> float:
+    """About how long the first evaluation takes before its model is saved: the validation images at the run's
+    training pace so far (a pass without gradients is faster, so this errs on the late side)."""
+    pace = snap.last_step.get("train_images_per_sec", 0.0) if snap.last_step else 0.0
+    images = int((snap.started.get("split") or {}).get("val", 0))
+    return images / pace if pace > 0 else 0.0
+
+
 def no_model_yet(snap: Snapshot, markdown: bool = True, countdown: bool = True, teacher_only: bool = False) -> str:
     """Why there is no model to classify or evaluate with yet, and when there will be one: the run now training
     saves its first model at its first evaluation; with no run, how to train one (or, with a teacher key, that
@@ -96,7 +104,11 @@ def no_model_yet(snap: Snapshot, markdown: bool = True, countdown: bool = True, 
         cfg = TrainConfig(eval_every=int(snap.config.get("eval_every", TrainConfig.eval_every)),
                           time_budget_s=float(snap.config.get("time_budget_s") or 0.0))
         steps = snap.last_step["step"] - int(snap.started.get("start_step", 0))
-        wait = seconds_to_evaluation(cfg, steps, time.time() - snap.started_at, snap.steps_per_second)
+        # The budget's evaluation clock starts when training does, after the set-up (a process, the data, the model):
+        # counted from the Start press instead, the set-up's seconds would come off the wait, and "in a few seconds"
+        # would show for half a minute.
+        since = time.time() - (snap.trained_at or snap.started_at)
+        wait = seconds_to_evaluation(cfg, steps, since, snap.steps_per_second) + _validation_seconds(snap)
         when = f" {roughly(wait)}" if math.isfinite(wait) and countdown else ""
         rest = f"ready{when} at its first evaluation, and shown here then (you can watch it in the Train tab)."
     if markdown:

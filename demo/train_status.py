@@ -15,13 +15,19 @@ from cxr.train.events import REASONS
 from cxr.train.model import is_random_fallback
 
 from .job import Snapshot
-from .labels import percent, preset_title
+from .labels import METHODS_PANEL, percent, preset_title
 from .messages import hide_paths
 
 RANDOM_WEIGHTS = ("**Training from random weights.** The ImageNet starting weights could not be loaded ({why}), so "
                   "this model learns vision from a few hundred X-rays: expect lower accuracy and slower progress, and "
                   "the 95 % target is unlikely. *(Teachers: the \"ImageNet weights offline\" section of "
                   "docs/recipe.md says how to fix this.)*")
+
+
+# The status line a page is built with. The page is built once, before the starter run starts, and served to every
+# later visitor: a state read then ("No training yet") would be false on every page loaded while the starter
+# trains, until the page timer's first tick (a second, more on a busy server), which says what is true.
+STATUS_ON_LOAD = "Asking the server about training ..."
 
 
 def attention_caption(true: str, called: str) -> str:
@@ -62,7 +68,7 @@ def status_text(snap: Snapshot, saved_as: str | None = None, may_start: bool = T
         kept = "Last" if snap.config.get("keep") == "last" else "Best"  # the weights kept and tested
         return (f"{head} {kept} validation accuracy {percent(d['best_val_accuracy'])} (step {d['best_step']}); "
                 f"**test accuracy {percent(d['test_accuracy'])}** on {d['test_report']['count']} held-out images. "
-                f"Saved: pick {saved} in **Classify**.{hidden_lungs_sentence(snap)}")
+                f"Saved: pick {saved} in **Classify**.{hidden_lungs_sentence(snap, saved)}")
     step = snap.last_step
     if not step:
         return ("Starting: reading the dataset and building the model ..." if snap.status == "running" else "Stopping ...")
@@ -93,12 +99,18 @@ def expected_steps(snap: Snapshot) -> int:
     return min(step["total_steps"], round(step["step"] + step["eta_s"] * snap.steps_per_second))
 
 
-def hidden_lungs_sentence(snap: Snapshot) -> str:
-    """The shortcut lesson in one sentence, against chance, when the lungs were hidden."""
+def hidden_lungs_sentence(snap: Snapshot, saved: str = "this model") -> str:
+    """The shortcut lesson in one sentence, against chance, when the lungs were hidden, and where to see what the
+    model used instead: the methods side by side in Classify (`saved`: the model as the lists name it)."""
     mode = snap.config.get("hide_lungs", "none")
     if mode == "none" or not snap.done.get("test_report"):
         return ""
-    return "\n\n**" + shortcut_sentence(snap.done["test_accuracy"], len(snap.done["test_report"]["classes"]), mode) + "**"
+    lesson = shortcut_sentence(snap.done["test_accuracy"], len(snap.done["test_report"]["classes"]), mode)
+    return (f"\n\n**{lesson}** What did it use? Grad-CAM is coarse and can still paint the blacked-out region. "
+            f"In **Classify**, pick {saved} (**{METHODS_PANEL}** opens under the overlay), click an example and "
+            "press the panel's button. "
+            "Integrated Gradients and Occlusion both measure against a black image, so the blacked-out region gets "
+            "(almost) no credit there: they show where its evidence lies.")
 
 
 def report_frame(report: dict) -> pd.DataFrame:

@@ -15,23 +15,22 @@ from pathlib import Path
 from typing import Any, Callable
 
 import gradio as gr
-import numpy as np
 import torch
 from gradio.components.plot import PlotData
 
 from cxr.explain.figures import confusion_figure, curves_figure
-from cxr.explain.maps import overlay
 from cxr.train.config import TrainConfig
 from cxr.train.presets import apply_preset, default_preset, presets_for
 
 from . import teacher
-from .context import SAMPLE_SIZE, AppContext
+from .attention_strip import ATTENTION_LABEL, attention_view
+from .context import AppContext
 from .job import JobBusy, Snapshot
 from .labels import preset_title
 from .messages import public_record, user_error
 from .train_settings import SETTING_NAMES, SETTINGS, api_type, build_config, preset_values
-from .train_status import (attention_caption, expected_steps, report_frame, status_text,  # noqa: F401 (tests)
-                           weights_warning)
+from .train_status import (STATUS_ON_LOAD, attention_caption, expected_steps, report_frame,  # noqa: F401 (tests)
+                           status_text, weights_warning)
 
 INTRO = """
 **Reading the curves.** *Training loss* is how wrong the model is on the images it is learning from; it should
@@ -40,7 +39,6 @@ they tell you whether it is learning the disease or memorising the pictures. Whe
 validation loss rises, the model is **overfitting**. Training stops when validation accuracy reaches the
 grey target line. The final score comes from the separate **test** set, checked once at the end.
 """
-ATTENTION_LABEL = "Where the model looks (at each evaluation)"
 # Once a run has started, in the browser only: Start and Stop at the top of the window, the status line and the
 # curves under them, however far down the open settings pushed them (a projector shows 1024 x 768). Gradio's
 # scroll_to_output stops short of them.
@@ -89,30 +87,6 @@ def stop_training(ctx: AppContext, teacher_key: Any = None) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- the view
-def attention_gallery(ctx: AppContext, snap: Snapshot, k: int = -1):
-    """Evaluation k's attention strip (default: the latest) as captioned overlays on the three X-rays, under a
-    label that names its step."""
-    if not snap.attention:
-        return gr.update(value=[], label=ATTENTION_LABEL)
-    strip = snap.attention[k]
-    pictures = []
-    for file, true, called, heat in zip(strip["files"], strip["classes"], strip["predicted"], strip["maps"]):
-        image = _attention_image(ctx, file)
-        pictures.append((overlay(image, np.asarray(heat, dtype=np.float32), 0.5), attention_caption(true, called)))
-    return gr.update(value=pictures, label=f"Where the model looks at step {strip['step']}")
-
-
-def _attention_image(ctx: AppContext, relative: str) -> np.ndarray:
-    try:
-        i = ctx.index.files.index(ctx.index.root / relative)
-        images, ok = ctx.sample_cache.get([i])
-        if ok:
-            return images[0, 0].numpy()
-    except ValueError:
-        pass
-    return np.full((SAMPLE_SIZE, SAMPLE_SIZE), 64, dtype=np.uint8)  # the run used other data: show the map on grey
-
-
 def saved_label(ctx: AppContext, snap: Snapshot) -> str | None:
     """A finished run's model as the model lists label it, so the teacher can find it there."""
     name = Path(snap.done.get("checkpoint") or "").name
@@ -130,6 +104,7 @@ class TrainTab:
     warning: gr.Markdown
     curves: gr.Plot
     attention: gr.Gallery
+    attention_note: gr.Markdown  # what a run that hid the lungs never saw (demo.attention_strip)
     attention_step: gr.Slider
     metrics: gr.DataFrame
     cm_plot: gr.Plot
@@ -140,8 +115,8 @@ class TrainTab:
     keys: teacher.TeacherBox
 
     def poll_outputs(self) -> list[gr.components.Component]:
-        return [self.status, self.warning, self.curves, self.attention, self.attention_step, self.metrics,
-                self.cm_plot, self.start_btn, self.stop_btn, self.seen]
+        return [self.status, self.warning, self.curves, self.attention, self.attention_note, self.attention_step,
+                self.metrics, self.cm_plot, self.start_btn, self.stop_btn, self.seen]
 
     @property
     def editable(self) -> list[gr.components.Component]:
@@ -167,7 +142,7 @@ def poll(ctx: AppContext, view: TrainTab, seen: int, teacher: bool, compare: str
         return out
     out[view.curves] = rendered_curves(ctx, snap, compare)
     out[view.warning] = gr.update(value=weights_warning(snap), visible=bool(weights_warning(snap)))
-    out[view.attention] = attention_gallery(ctx, snap)
+    out[view.attention], out[view.attention_note] = attention_view(ctx, snap)
     n = len(snap.attention)
     out[view.attention_step] = gr.update(maximum=max(n - 1, 1), value=max(n - 1, 0), visible=n > 1 and not snap.active)
     report = snap.done.get("test_report")
@@ -186,7 +161,7 @@ def training_status(ctx: AppContext) -> dict:
 
 
 def scrub_attention(ctx: AppContext, k: float) -> list:
-    return attention_gallery(ctx, ctx.job.snapshot(), int(k))
+    return attention_view(ctx, ctx.job.snapshot(), int(k))[0]
 
 
 def rendered_curves(ctx: AppContext, snap: Snapshot, compare: str | None) -> PlotData:
@@ -251,7 +226,7 @@ def build(ctx: AppContext) -> TrainTab:
     with gr.Row():
         start_btn = gr.Button("Start", variant="primary", elem_id="start_btn", interactive=not teacher_only)
         stop_btn = gr.Button("Stop", variant="stop", elem_id="stop_btn", interactive=False)
-    status = gr.Markdown(status_text(ctx.job.snapshot(), may_start=not teacher_only), elem_id="train_status")
+    status = gr.Markdown(STATUS_ON_LOAD, elem_id="train_status")  # the timer's first tick fills it in
     warning = gr.Markdown(visible=False, elem_id="weights_warning")
     curves = gr.Plot(curves_figure([], 0, apply_preset(preset0).target_accuracy), label="Curves", show_label=False,
                      elem_id="curves", format="png")  # the figure titles its own axes; a badge would cover one
@@ -263,6 +238,7 @@ def build(ctx: AppContext) -> TrainTab:
                 "watch where the model looks as it learns (after the run, scrub through the steps).")
     attention = gr.Gallery(label=ATTENTION_LABEL, columns=3, height="auto", allow_preview=False,
                            elem_id="attention_strip")
+    attention_note = gr.Markdown(visible=False, elem_id="attention_note")
     attention_step = gr.Slider(0, 1, 0, step=1, label="Scrub through the run's evaluations (the strip names the step)",
                                visible=False, elem_id="attention_step")
     with gr.Row():
@@ -270,9 +246,9 @@ def build(ctx: AppContext) -> TrainTab:
                                wrap=True)  # "test images" fits at 1024 px
         cm_plot = gr.Plot(label="Confusion matrix", visible=False, elem_id="cm_plot", format="png")
     tab = TrainTab(preset=preset, preset_info=preset_info, widgets=widgets, status=status, warning=warning,
-                   curves=curves, attention=attention, attention_step=attention_step, metrics=metrics,
-                   cm_plot=cm_plot, start_btn=start_btn, stop_btn=stop_btn, seen=gr.State(-1), compare=compare,
-                   keys=keys)
+                   curves=curves, attention=attention, attention_note=attention_note, attention_step=attention_step,
+                   metrics=metrics, cm_plot=cm_plot, start_btn=start_btn, stop_btn=stop_btn, seen=gr.State(-1),
+                   compare=compare, keys=keys)
     _wire(ctx, tab)
     return tab
 

@@ -493,6 +493,20 @@ def test_prediction_and_overlay_fit_on_a_projector_without_scrolling(visit, serv
     _screenshots(page, "classify")
 
 
+def test_clicking_an_example_below_the_results_brings_the_probabilities_into_view(visit, server):
+    url, _ = server
+    page = visit(url, "Classify")  # 1440 x 900: the examples lie under the fold, the results above them
+    example = page.locator("#examples .thumbnail-item").first
+    example.scroll_into_view_if_needed()
+    expect(page.locator("#probs")).not_to_be_in_viewport()
+    example.click()
+    expect(page.locator("#cam_caption")).to_contain_text("Grad-CAM for", timeout=120_000)
+    for part in ("#probs .output-class", "#overlay img"):
+        box = page.locator(part).bounding_box()
+        assert box and box["y"] >= 0 and box["y"] + box["height"] <= DESK[1], (part, box)
+    page.screenshot(path=str(SHOTS / "classify-example-clicked-view-1440x900.png"))
+
+
 def test_opacity_slider_redraws_the_overlay_from_the_keyboard(visit, server, synthetic_root):
     url, _ = server
     page = visit(url, "Classify")
@@ -534,6 +548,7 @@ def test_a_file_that_is_no_image_empties_the_result_under_one_sentence(visit, se
     expect(page.locator(".toast-body")).to_contain_text("is not an image this app can read", timeout=120_000)
     expect(page.locator("#cam_caption")).to_contain_text("Nothing classified", timeout=30_000)
     expect(page.locator("#overlay img")).to_have_count(0)  # the last X-ray's result is gone, not left beside notes.png
+    expect(page.locator("#upload button.upload-container")).to_be_visible()  # and notes.png left the box with it
     for part in ("#overlay", "#probs", "#target", "#cam_caption"):  # no panel left showing "Error"
         expect(page.locator(f"{part} .error")).to_have_count(0)
     _screenshots(page, "classify-refused")
@@ -707,10 +722,16 @@ def test_attention_strip_scrubs_through_a_finished_run(visit, server):
 
 
 def test_hiding_the_lungs_ends_with_the_shortcut_lesson(visit, server):
-    url, _ = server
-    _train(url, hide_lungs="box")
+    url, ctx = server
+    done = _train(url, hide_lungs="box")["done"]
     page = visit(url, "Train")
     status = page.locator("#train_status")
     expect(status).to_contain_text("With the lungs hidden")
     expect(status).to_contain_text("chance is")
+    expect(status).to_contain_text("(Compare explanation methods")  # where to see what it used instead
+    expect(status).to_contain_text("opens under the overlay")
+    expect(page.locator("#attention_note")).to_contain_text("never saw the region inside the magenta line")
     _screenshots(page, "train-lungs-hidden")
+    classify = visit(url, "Classify")  # where the status sends the class: the methods panel opens for this model
+    _pick(classify, "#checkpoint", _label(ctx, done["checkpoint"]))
+    expect(classify.locator("#compare_methods")).to_be_visible()

@@ -39,6 +39,19 @@ def test_train_json_ends_with_done_carrying_the_promised_fields(synthetic_root, 
     assert {line["event"] for line in lines} >= {"start", "step", "eval", "done"}
 
 
+def test_train_json_start_event_says_the_lungs_were_hidden(synthetic_root, tmp_path, capsys):
+    # Whoever reads the stream (a script, the app's /training_status) learns from the first line that this is the
+    # shortcut experiment, with the box it hid: every setting of the run, by name.
+    args = ["train", "--data", synthetic_root, "--weights", "none", "--max-steps", 1, "--batch-size", 4,
+            "--image-size", 32, "--eval-every", 1, "--test-per-class", 2, "--val-per-class", 2, "--hide-lungs", "box",
+            "--hide-box", "0.2,0.8,0.1,0.9", "--out", tmp_path / "m.pt", "--json"]
+    assert main([str(a) for a in args]) == 0
+    start = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert start["event"] == "start"
+    assert start["settings"]["hide_lungs"] == "box" and start["settings"]["hide_box"] == [0.2, 0.8, 0.1, 0.9]
+    assert start["settings"]["image_size"] == start["image_size"] == 32
+
+
 @pytest.mark.slow
 def test_train_without_json_prints_readable_lines(synthetic_root, tmp_path):
     proc = run_cli("train", "--data", synthetic_root, "--preset", "fast-cpu", "--weights", "none", "--max-steps", 2,

@@ -323,6 +323,21 @@ def test_poll_shows_curves_attention_then_results_and_skips_when_nothing_changed
     assert f"pick `{Path(snap.done['checkpoint']).name}` in **Classify**" in train_tab.status_text(snap)
 
 
+def test_a_page_built_before_the_starter_run_does_not_say_no_training_while_it_trains(ctx):
+    hold = threading.Event()
+    ctx.job = TrainingJob(train=_fake_fit(hold=hold))
+    with gr.Blocks():
+        built = train_tab.build(ctx)  # as app.py does: the page first, then the starter run
+    train_tab.start_run(ctx, None, "fast-cpu", _settings())
+    try:
+        assert "No training yet" not in built.status.value  # what every page shows until the timer's first tick
+        assert "No training yet" not in train_tab.poll(ctx, built, -1, False)[built.status]
+    finally:
+        ctx.job.stop()
+        hold.set()
+        ctx.job.wait(10)
+
+
 def test_random_weights_are_announced_in_a_visible_warning(ctx, view):
     ctx.job = TrainingJob(train=_fake_fit(pretrained=False))
     train_tab.start_run(ctx, None, "fast-cpu", _settings())
@@ -499,6 +514,7 @@ def test_an_xray_dropped_before_the_first_model_waits_and_is_classified_when_it_
     assert not info.value.visible and "about" not in str(info.value)  # a short notice: the tab itself counts down
     refused = classify_tab.refused_upload(tab, None)  # the page had no model to choose
     assert refused[tab.waiting] is True and refused[tab.caption] == classify_tab.WAITING
+    assert refused[tab.upload] == gr.skip()  # the X-ray stays in the box, to be classified when the model lands
     assert classify_tab.examples_for(ctx, None)["visible"] is False
     untouched = [tab.probs, tab.overlay, tab.original, tab.caption, tab.session, tab.target, tab.waiting, tab.upload]
     nothing = classify_tab.classify_waiting(ctx, tab, True, xray, None, classify_tab.PREDICTED, 0.5)
@@ -512,6 +528,7 @@ def test_an_xray_dropped_before_the_first_model_waits_and_is_classified_when_it_
     assert nothing == {c: gr.skip() for c in untouched}
     refused = classify_tab.refused_upload(tab, "first.pt")  # truly refused
     assert refused[tab.caption] == classify_tab.NOTHING_CLASSIFIED and refused[tab.waiting] is False
+    assert refused[tab.upload] is None  # the refused file leaves the box with the refusal: no clearing by hand
     assert classify_tab.examples_for(ctx, "first.pt")["visible"] is True
 
 

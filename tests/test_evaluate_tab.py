@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from cxr.data.index import display_name
+from cxr.explain.figures import share_text
 from cxr.explain.interpret import Interpretation, Record
 from demo import evaluate_analysis, evaluate_tab
 from demo.evaluate_tab import RIGHT, WRONG
@@ -90,7 +91,7 @@ def test_top_losses_are_sorted_by_loss_and_captions_give_the_true_class_probabil
         assert image.dtype == np.uint8 and image.shape == (evaluate_analysis.THUMB, evaluate_analysis.THUMB, 3)
         on_true = interp.probabilities[r.row, interp.y_true[r.row]]
         true, called = display_name(r.true), display_name(r.predicted)
-        assert caption == f"true {true} ({evaluate_analysis._share(on_true)}) · called {called}"
+        assert caption == f"true {true} ({share_text(on_true)}) · called {called}"
         assert (r.true != r.predicted) == (which == WRONG)
     shares = percents(c for _, c in gallery)
     assert shares == sorted(shares, reverse=which == RIGHT)  # what is shown follows the order

@@ -98,6 +98,18 @@ def test_metrics_json_holds_the_test_report_roc_auc_and_top_losses(report_dir, f
     assert losses == sorted(losses, reverse=True) and len(losses) == 8
 
 
+def test_the_top_loss_table_gives_the_probability_of_the_true_class_as_the_app_does(report_dir):
+    from cxr.explain.figures import share_text
+
+    text = (report_dir / "README.md").read_text()
+    assert "| file | true | probability of the true class | called | loss |" in text  # no bare "p"
+    rows = {line.split(" | ")[0][3:-1]: line.split(" | ") for line in text.splitlines() if line.startswith("| `")}
+    top = json.loads((report_dir / "metrics.json").read_text())["top_losses"]
+    assert top and all(r["file"] in rows for r in top)
+    for r in top:  # the number the Evaluate tab's caption shows beside the true class: exp(-loss)
+        assert rows[r["file"]][2] == share_text(np.exp(-r["loss"]))
+
+
 def test_report_publishes_no_local_paths(report_dir, synthetic_root):
     for name in ("README.md", "metrics.json"):
         text = (report_dir / name).read_text()

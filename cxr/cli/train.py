@@ -128,6 +128,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                 print(f"split: {sizes}  |  device: {ev.device}  |  preset: {cfg.preset or 'none'}  |  weights: {weights}")
                 if ev.plan:  # a budgeted run chose its image size for this machine: say what and why
                     print(f"image size: {ev.plan}")
+                if cfg.hide_lungs != "none":  # the shortcut experiment: said before its numbers, not only after
+                    from cxr.data.lungs import HIDE_MODES, box_text
+
+                    box = f" {box_text(cfg.hide_box)}" if cfg.hide_lungs == "box" else ""
+                    print(f"lungs hidden ({cfg.hide_lungs}{box}): {HIDE_MODES[cfg.hide_lungs]}")
                 # With a time budget the run ends by the clock: a step total would only mislead.
                 bar = tqdm(total=None if cfg.time_budget_s else ev.total_steps, initial=ev.start_step, unit="step",
                            dynamic_ncols=True)

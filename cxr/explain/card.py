@@ -17,7 +17,8 @@ import yaml
 
 from cxr.data.index import display_name
 from cxr.explain.facts import Facts
-from cxr.explain.figures import TOP_LOSSES_SHOWN
+from cxr.explain.figures import TOP_LOSSES_SHOWN, share_text, true_probability
+from cxr.explain.hidden import SENTENCE
 from cxr.explain.focus import lung_focus_words, shortcut_sentence
 from cxr.explain.interpret import explain_metrics
 from cxr.train.checkpoint import Checkpoint
@@ -195,8 +196,10 @@ def shortcut_lines(f: Facts) -> list[str]:
 
 def errors_section(f: Facts) -> list[str]:
     top = f.interp.top_losses(TOP_LOSSES_SHOWN)
-    rows = [[f"`{f.relative(r.file)}`", display_name(r.true), display_name(r.predicted), f"{r.probability:.2f}",
-             f"{r.loss:.2f}"] for r in top]
+    rows = [[f"`{f.relative(r.file)}`", display_name(r.true), share_text(true_probability(r)),
+             display_name(r.predicted), f"{r.loss:.2f}"] for r in top]
+    hidden = f.checkpoint.config.get("hide_lungs", "none") != "none"  # its maps outline what it never saw
+    unseen = [f"**{SENTENCE}** The line is on every map of this card.", ""] if hidden else []
     attention = f.missing.get("attention.png", "Grad-CAM of a few fixed images at steps through training (left to "
                               "right): where the model looked as it learned.\n\n"
                               "![Grad-CAM of fixed images through training](attention.png)")
@@ -205,8 +208,8 @@ def errors_section(f: Facts) -> list[str]:
         "The test images with the highest loss: the model gave their true class the lowest probability, so these are "
         "the ones it is most confidently wrong (or least sure) about. Each shows the Grad-CAM of the class it chose: "
         "where the evidence it used lies, which does not make that evidence medical.", "",
-        "![Top losses with Grad-CAM](top_losses.png)", "",
-        *_table(["file", "true", "called", "p", "loss"], rows), "",
+        *unseen, "![Top losses with Grad-CAM](top_losses.png)", "",
+        *_table(["file", "true", "probability of the true class", "called", "loss"], rows), "",
         "## Attention over training", "", attention, "",
     ]
 

@@ -4,8 +4,10 @@
 `confusion_figure` is the confusion matrix every screen shows (rows the true class, columns the predicted one,
 class display names, the count in each cell); `cam_overlays` draws the Grad-CAM of the class the model chose over
 some images of an `Interpretation`, as uint8 RGB arrays the app can show as they are, and `top_losses_figure` lays
-those out as one sheet; `attention_figure` is the grid of fixed images' Grad-CAM at steps through training. The
-report (`cxr.explain.report`) saves them as PNGs; the app shows them.
+those out as one sheet; `attention_figure` is the grid of fixed images' Grad-CAM at steps through training. Given
+the model's settings, each map of a run that hid the lungs shows the picture as the run saw it, the hidden region
+outlined, under one sentence (`cxr.explain.hidden`). The report (`cxr.explain.report`) saves them as PNGs; the app
+shows them.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from PIL import Image
 
 from cxr.data.index import DatasetIndex, display_name
 from cxr.data.cache import ImageCache
-from cxr.explain.maps import gradcam, overlay
+from cxr.data.lungs import HideLungs, hide_pixels, mask_path, read_mask
+from cxr.explain.hidden import Hidden, draw_map, hidden_region
+from cxr.explain.maps import gradcam
 from cxr.data.images import read_xray
 from cxr.explain.interpret import Interpretation, Record
 from cxr.data.transforms import prepare_image, to_model_input
@@ -115,37 +119,79 @@ def cam_overlays(
     records: Sequence[Record],
     size: int | None = None,
     alpha: float = CAM_ALPHA,
+    config: dict[str, Any] | None = None,
 ) -> list[np.ndarray]:
     """Each record's image (from `cache`, at the model's resolution) with the Grad-CAM of the class the model
-    chose, as uint8 RGB [size, size, 3] (`size` None: the cache's own). One batched Grad-CAM for all of them."""
+    chose, as uint8 RGB [size, size, 3] (`size` None: the cache's own). One batched Grad-CAM for all of them.
+    `config`, the model's settings: a run that hid the lungs is explained on its images as it saw them, and each
+    picture shows the hidden region (`cxr.explain.hidden`)."""
+    return [picture for picture, _ in _cam_pictures(model, cache, interp, records, size, alpha, config or {})]
+
+
+def _cam_pictures(model: torch.nn.Module, cache: ImageCache, interp: Interpretation, records: Sequence[Record],
+                  size: int | None, alpha: float, config: dict[str, Any]) -> list[tuple[np.ndarray, Hidden]]:
     if not records:
         return []
-    images, _ = cache.get([interp.ids[r.row] for r in records])  # all cached and readable: interpret kept only those
-    x = to_model_input(images.to(next(model.parameters()).device))
+    images, ok = cache.get([interp.ids[r.row] for r in records])  # all cached and readable: interpret kept only those
+    hide = HideLungs.from_config(config)
+    masks = _masks(cache, ok) if hide.needs_masks else None
+    seen = hide_pixels(images, hide, masks) if hide.mode == "box" or masks is not None else images
+    x = to_model_input(seen.to(next(model.parameters()).device))
     heat, _ = gradcam(model, x, target=[interp.classes.index(r.predicted) for r in records])
     out = []
-    for image, h in zip(images, heat):
+    for k, (image, h) in enumerate(zip(images, heat)):
         gray = image[0].cpu().numpy()
         if size is not None and gray.shape != (size, size):
             gray = np.asarray(Image.fromarray(gray).resize((size, size), Image.Resampling.BILINEAR))
-        out.append(overlay(gray, h, alpha))  # the heatmap is scaled to the picture, not the picture to the map
+        hidden = hidden_region(config, gray.shape, None if masks is None else masks[k])
+        out.append((draw_map(gray, h, alpha, hidden), hidden))  # the map is scaled to the picture, not the reverse
     return out
 
 
+def _masks(cache: ImageCache, ids: Sequence[int]) -> torch.Tensor | None:
+    """The lung masks of `ids`, or None when the cache keeps none or one is missing (then nothing is outlined)."""
+    try:
+        return cache.get_masks(ids)
+    except ValueError:
+        return None
+
+
+def hidden_title(fig: Figure, hidden: Sequence[Hidden]) -> None:
+    """Above a sheet of maps of a model that hid the lungs, the sentence that says what its pictures show."""
+    sentences = list(dict.fromkeys(h.sentence for h in hidden if h.sentence))
+    if sentences:
+        fig.suptitle("\n".join(sentences), fontsize=9, color="#7a0f7a", wrap=True)
+
+
+def true_probability(record: Record) -> float:
+    """The probability the model gave an image's true class. The loss is its -log, so this is what orders the top
+    losses; the app's Evaluate tab, the report's sheet and its table all show this number."""
+    return math.exp(-record.loss)
+
+
+def share_text(p: float) -> str:
+    """A probability as a whole percent, never rounded to a certainty it is not ("<1 %", ">99 %")."""
+    return "<1 %" if p < 0.005 else ">99 %" if p >= 0.995 else f"{100 * p:.0f} %"
+
+
 def top_losses_figure(
-    model: torch.nn.Module, cache: ImageCache, interp: Interpretation, n: int = TOP_LOSSES_SHOWN
+    model: torch.nn.Module, cache: ImageCache, interp: Interpretation, n: int = TOP_LOSSES_SHOWN,
+    config: dict[str, Any] | None = None,
 ) -> Figure:
-    """The `n` most confidently wrong images, each with the Grad-CAM of the class the model chose."""
+    """The `n` most confidently wrong images, each with the Grad-CAM of the class the model chose (`config`: the
+    model's settings, see `cam_overlays`), and in brackets the probability it gave the true class."""
     records = interp.top_losses(n)
     cols, rows = min(4, len(records)), math.ceil(len(records) / 4)
-    fig = Figure(figsize=(3 * cols, 3.3 * rows), layout="constrained")
+    fig = Figure(figsize=(3 * cols, 3.5 * rows), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for ax in axes:
         ax.axis("off")
-    for ax, rec, shown in zip(axes, records, cam_overlays(model, cache, interp, records)):
+    pictures = _cam_pictures(model, cache, interp, records, None, CAM_ALPHA, config or {})
+    for ax, rec, (shown, _) in zip(axes, records, pictures):
         ax.imshow(shown)
-        ax.set_title(f"true {display_name(rec.true)} / called {display_name(rec.predicted)} (p={rec.probability:.2f})\n"
-                     f"loss {rec.loss:.2f}, {Path(rec.file).name}", fontsize=8)
+        ax.set_title(f"true {display_name(rec.true)} ({share_text(true_probability(rec))})\n"
+                     f"called {display_name(rec.predicted)}, loss {rec.loss:.2f}\n{Path(rec.file).name}", fontsize=8)
+    hidden_title(fig, [h for _, h in pictures])
     return fig
 
 
@@ -160,23 +206,38 @@ def _read_attention(attention: Any) -> tuple[list[str], list[str], list[int], np
     return files, classes, steps, maps
 
 
-def attention_figure(attention: dict[str, Any], index: DatasetIndex, image_size: int) -> Figure:
-    """Rows: the tracked images; columns: up to ATTENTION_COLUMNS steps, evenly spread, always with the last."""
+def attention_figure(attention: dict[str, Any], index: DatasetIndex, image_size: int,
+                     config: dict[str, Any] | None = None) -> Figure:
+    """Rows: the tracked images; columns: up to ATTENTION_COLUMNS steps, evenly spread, always with the last.
+    `config`, the run's settings: a run that hid the lungs shows each image as it saw it (`cxr.explain.hidden`)."""
     files, classes, steps, maps = _read_attention(attention)
     cols = sorted({int(round(c)) for c in np.linspace(0, len(steps) - 1, min(len(steps), ATTENTION_COLUMNS))})
     fig = Figure(figsize=(2.1 * len(cols) + 0.6, 2.2 * len(files)), layout="constrained")
     axes = np.array(fig.subplots(len(files), len(cols), squeeze=False))
+    hiddens = []
     for r, (file, key) in enumerate(zip(files, classes)):
         path = index.root / file
         # A missing image still shows its maps, over gray: the picture of attention moving is not lost.
         blank = np.full((image_size, image_size), 128, np.uint8)
         image = prepare_image(read_xray(path), image_size)[0].numpy() if path.is_file() else blank
+        hidden = hidden_region(config or {}, image.shape, _file_mask(path, image_size, config or {}))
+        hiddens.append(hidden)
         for c, s in enumerate(cols):
             ax = axes[r, c]
-            ax.imshow(overlay(image, maps[s, r], 0.5))
+            ax.imshow(draw_map(image, maps[s, r], 0.5, hidden))
             ax.set_xticks([]), ax.set_yticks([])
             if r == 0:
                 ax.set_title(f"step {steps[s]}", fontsize=9)
             if c == 0:
                 ax.set_ylabel(f"{display_name(key)}\n{Path(file).name}", fontsize=8)
+    hidden_title(fig, hiddens)
     return fig
+
+
+def _file_mask(path: Path, size: int, config: dict[str, Any]) -> torch.Tensor | None:
+    """The lung mask beside an image file, for a run that hid the lungs by mask (None: not needed, or none)."""
+    found = mask_path(path) if HideLungs.from_config(config).needs_masks else None
+    try:
+        return read_mask(found, size) if found is not None else None
+    except ValueError:
+        return None

@@ -33,13 +33,14 @@ def write_figures(f: Facts, out: Path) -> None:
         f.missing["curves.png"] = ("This checkpoint has no training history (it was saved before cxr recorded one), "
                                    "so there are no curves.")
     confusion_figure(f.report).savefig(out / "confusion_matrix.png", dpi=100)
-    top_losses_figure(f.checkpoint.model, f.cache, f.interp).savefig(out / "top_losses.png", dpi=100)
+    config = f.checkpoint.config  # a run that hid the lungs: its maps show the hidden region (cxr.explain.hidden)
+    top_losses_figure(f.checkpoint.model, f.cache, f.interp, config=config).savefig(out / "top_losses.png", dpi=100)
     if not attention:
         f.missing["attention.png"] = ("This checkpoint has no attention record (it was saved before cxr tracked "
                                       "Grad-CAM during training), so there is no strip.")
         return
     try:
-        attention_figure(attention, f.index, f.checkpoint.image_size).savefig(out / "attention.png", dpi=100)
+        attention_figure(attention, f.index, f.checkpoint.image_size, config).savefig(out / "attention.png", dpi=100)
     except ValueError as e:
         f.missing["attention.png"] = f"The attention strip could not be drawn: {e}."
 
