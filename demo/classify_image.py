@@ -31,6 +31,11 @@ from .inference import predict_batched
 
 log = logging.getLogger(__name__)
 PREDICTED = "predicted class"
+# What Classify says beside the probabilities of an image that fails the model's out-of-distribution check.
+UNLIKE_TRAINING = ("This does not look like the chest X-rays this model learned from: its answer means nothing "
+                   "here.")
+NO_CHECK = ("This model carries no check of whether an image looks like its training X-rays (a model gets one when "
+            "its run ends), so nothing here says whether its answer means anything.")
 MAX_XRAY_MB = 20  # an X-ray PNG is 0.1 to 5 MB, a DICOM up to ~20 MB (the page allows larger files for models)
 
 
@@ -54,6 +59,20 @@ class Classified:
     caption: str
     session: Session
     classes: tuple[str, ...]  # the model's classes: what the "explain which class" list offers
+    ood_score: float | None = None  # distance from the training X-rays in units of the threshold; None: no check
+
+    @property
+    def unlike_training(self) -> bool:
+        """The image failed the model's out-of-distribution check: its answer is no answer."""
+        return self.ood_score is not None and self.ood_score > 1.0
+
+    @property
+    def ood_words(self) -> str:
+        """The check's verdict in a sentence or two, for beside the probabilities (empty when the image passes)."""
+        if not self.unlike_training:
+            return ""
+        return (f"**{UNLIKE_TRAINING}** It lies {self.ood_score:.1f} times as far from them as the check allows "
+                "(cxr.explain.ood).")
 
 
 def coarseness(image_size: int) -> str:
@@ -124,10 +143,12 @@ def classify(ctx: AppContext, file: str | None, checkpoint: str | None, target: 
         f"**Labelled {display_name(truth)} in the dataset**: the model says {display_name(pred.label)}, "
         + ("right.\n\n" if truth == pred.label else "**wrong**.\n\n"))
     synthetic = " (synthetic model)" if clf.checkpoint.synthetic else ""
-    caption = (f"{verdict}Grad-CAM for **{display_name(pred.target)}**{synthetic}. "
+    unlike = pred.looks_like_training_data is False
+    check = f"**{UNLIKE_TRAINING}**\n\n" if unlike else f"{NO_CHECK}\n\n" if pred.ood_score is None else ""
+    caption = (f"{check}{verdict}Grad-CAM for **{display_name(pred.target)}**{synthetic}. "
                f"{coarseness(clf.checkpoint.image_size)}\n\n{focus_words(pred.heatmap, mask)}")
     probs = {display_name(k): v for k, v in pred.probabilities.items()}
-    return Classified(probs, draw(session, alpha), image, caption, session, tuple(clf.classes))
+    return Classified(probs, draw(session, alpha), image, caption, session, tuple(clf.classes), pred.ood_score)
 
 
 def explain_again(ctx: AppContext, session: Session, checkpoint: str, target: str, alpha: float) -> Classified:

@@ -15,11 +15,12 @@ def client(server):
 
 def test_classify_an_image_over_http(client, synthetic_root):
     image = synthetic_root / "Viral Pneumonia" / "images" / "Viral Pneumonia-2.png"
-    probs, overlay, _original, caption, _targets = client.predict(  # the panels, in ClassifyTab.panels' order
+    probs, overlay, _original, caption, _targets, ood_note = client.predict(  # ClassifyTab.panels' order
         handle_file(str(image)), "tiny.pt", "predicted class", 0.5, api_name="/classify")
     assert probs["label"] in ("COVID", "Normal", "Viral Pneumonia")
     assert {c["label"] for c in probs["confidences"]} == {"COVID", "Normal", "Viral Pneumonia"}
     assert overlay and "Grad-CAM for" in caption
+    assert isinstance(ood_note, str)  # the out-of-distribution note: empty for an image that passes the check
 
 
 def test_a_bad_upload_is_one_sentence_and_the_server_keeps_going(client, tmp_path, synthetic_root):
