@@ -254,12 +254,15 @@ def test_predict_of_a_multiframe_dicom_says_which_frame_of_how_many(trained_chec
 
 def test_predict_json_says_whether_each_image_looks_like_the_training_data(trained_checkpoint, synthetic_root, tmp_path,
                                                                          capsys):
+    import numpy as np
     import torch
+    from PIL import Image
 
     from cxr.train.checkpoint import read_checkpoint_file
 
-    xray, flat = str(synthetic_root / "Normal" / "images" / "Normal-1.png"), imagefiles.png_constant(tmp_path / "flat.png")
-    assert main(["predict", "--checkpoint", str(trained_checkpoint), str(flat), xray, "--json"]) == 0
+    xray, noise = str(synthetic_root / "Normal" / "images" / "Normal-1.png"), tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(noise)
+    assert main(["predict", "--checkpoint", str(trained_checkpoint), str(noise), xray, "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert rows[0]["looks_like_training_data"] is False and rows[0]["ood_score"] > 1
     assert all(isinstance(r["ood_score"], float) and isinstance(r["looks_like_training_data"], bool) for r in rows)

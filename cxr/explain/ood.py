@@ -59,7 +59,7 @@ class OodFit:
     def to_dict(self) -> dict[str, Any]:
         """Plain tensors and numbers, as a checkpoint stores them (read back with `torch.load(weights_only=True)`)."""
         return {"method": METHOD, "means": self.means.clone(), "precision": self.precision.clone(),
-                "threshold": self.threshold, "pass_rate": self.pass_rate, "images": self.images,
+                "threshold": self.threshold, "pass_rate": round(self.pass_rate, 4), "images": self.images,
                 "val_images": self.val_images, "shrinkage": self.shrinkage, "seconds": round(self.seconds, 3)}
 
     @classmethod
