@@ -515,7 +515,7 @@ def test_an_xray_dropped_before_the_first_model_waits_and_is_classified_when_it_
     refused = classify_tab.refused_upload(tab, None)  # the page had no model to choose
     assert refused[tab.waiting] is True and refused[tab.caption] == classify_tab.WAITING
     assert classify_tab.examples_for(ctx, None)["visible"] is False
-    untouched = [tab.probs, tab.overlay, tab.original, tab.caption, tab.session, tab.target, tab.waiting, tab.upload]
+    untouched = [*tab.panels, tab.waiting, tab.upload]
     nothing = classify_tab.classify_waiting(ctx, tab, True, xray, None, classify_tab.PREDICTED, 0.5)
     assert nothing == {c: gr.skip() for c in untouched}
     shutil.copyfile(trained_checkpoint, ctx.settings.checkpoints_dir / "first.pt")  # the first model lands

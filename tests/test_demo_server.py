@@ -20,7 +20,8 @@ def test_classify_an_image_over_http(client, synthetic_root):
     assert probs["label"] in ("COVID", "Normal", "Viral Pneumonia")
     assert {c["label"] for c in probs["confidences"]} == {"COVID", "Normal", "Viral Pneumonia"}
     assert overlay and "Grad-CAM for" in caption
-    assert isinstance(ood_note, str)  # the out-of-distribution note: empty for an image that passes the check
+    # The out-of-distribution note, sent as an update: shown exactly when it has something to say.
+    assert ood_note["visible"] == bool(ood_note["value"])
 
 
 def test_a_bad_upload_is_one_sentence_and_the_server_keeps_going(client, tmp_path, synthetic_root):
