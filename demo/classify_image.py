@@ -72,7 +72,7 @@ class Classified:
         if not self.unlike_training:
             return ""
         return (f"**{UNLIKE_TRAINING}** Its features lie {self.ood_score:.1f} times as far from theirs as the check "
-                "allows, which 95 % of real X-rays it did not train on pass.")
+                "allows (a limit that 95 % of its validation X-rays stay under).")
 
 
 def coarseness(image_size: int) -> str:
