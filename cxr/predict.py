@@ -4,7 +4,9 @@
 image is treated exactly as the model saw its training data. It is safe to share between threads: inference
 mutates nothing, and Grad-CAM's hook lives on a per-call module. On a CUDA device a prediction, and a Grad-CAM with
 its prediction, each run as a CUDA graph captured on first use (`CudaGraphCall`): at batch 1 launching
-kernels from Python, not arithmetic, is the cost, and a replay launches them all at once.
+kernels from Python, not arithmetic, is the cost, and a replay launches them all at once. Every prediction also
+says whether the image looks like the model's training X-rays (`cxr.explain.ood`), from the pooled features of the
+same pass; a checkpoint without that check (saved before its run ended, or by an older cxr) says nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from PIL import Image
 from torch import nn
 
 from cxr.train.checkpoint import Checkpoint, load_checkpoint
-from cxr.explain.maps import explain_tensors
+from cxr.explain.maps import explain_tensors, pooled_and_logits
+from cxr.explain.ood import OodFit
 from cxr.data.images import Source, read_xray
 from cxr.data.lungs import HideLungs, hide_pixels
 from cxr.data.transforms import prepare_image, to_model_input
@@ -86,10 +89,17 @@ class Prediction:
     image: Image.Image  # the decoded grayscale image (at most DISPLAY_SIDE on its longer side)
     heatmap: np.ndarray | None = None  # Grad-CAM [S, S] in [0, 1] at model input size, when asked for
     target: str | None = None  # the class the heatmap explains
+    ood_score: float | None = None  # distance from the training X-rays in units of the threshold; None: no check
+
+    @property
+    def looks_like_training_data(self) -> bool | None:
+        """Whether the image passes the model's out-of-distribution check; None when the model has none."""
+        return None if self.ood_score is None else self.ood_score <= 1.0
 
 
-def _logits(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor]:
-    return (logits_of(model, x),)
+def _forward(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    pooled, logits = pooled_and_logits(model, x)
+    return logits, pooled
 
 
 class Classifier:
@@ -100,6 +110,7 @@ class Classifier:
         self.classes = self.checkpoint.classes
         config = self.checkpoint.config
         self.hide = HideLungs.from_config(config)
+        self.ood = OodFit.from_dict(self.checkpoint.ood)  # None: this checkpoint carries no check
         self._graphs: dict[tuple, CudaGraphCall | None] = {}  # None: capture failed, that call runs eagerly
         self._graphs_lock = threading.Lock()
 
@@ -120,19 +131,33 @@ class Classifier:
             graph = self._graphs[key]
         return graph(x) if graph is not None else fn(x)
 
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logits [B, classes] of a model input (see `model_input`) and the pooled features they came from."""
+        return self._on_device(("logits",), functools.partial(_forward, self.model), x)
+
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """The logits [B, classes] of a model input (see `model_input`)."""
-        return self._on_device(("logits",), functools.partial(_logits, self.model), x)[0]
+        return self.forward(x)[0]
+
+    def ood_scores(self, pooled: torch.Tensor) -> list[float | None]:
+        """Each image's out-of-distribution score from its pooled features (`cxr.explain.ood`); None without a check."""
+        return [None] * len(pooled) if self.ood is None else self.ood.score(pooled).tolist()
 
     def gradcam(self, x: torch.Tensor, target: "int | list[int | None] | None" = None) -> tuple[np.ndarray, torch.Tensor]:
         """Grad-CAM maps [B, S, S] in [0, 1] for class index `target` (one for all, one per image with None for that
         image's predicted class, or None: each image's predicted class) and the logits, from one pass over a model
         input, as `cxr.explain.maps.gradcam` computes them."""
+        maps, logits, _ = self.gradcam_pass(x, target)
+        return maps, logits
+
+    def gradcam_pass(self, x: torch.Tensor, target: "int | list[int | None] | None" = None
+                     ) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+        """`gradcam`'s maps and logits, and the pooled features of the same pass."""
         target = None if target is None else int(target) if np.ndim(target) == 0 else list(target)
         fn = functools.partial(explain_tensors, self.model, method="gradcam", target=target)
         # Per-image targets copy an index from the host, which a CUDA graph cannot hold: those run eagerly.
-        maps, logits = fn(x) if isinstance(target, list) else self._on_device(("gradcam", target), fn, x)
-        return maps.cpu().numpy(), logits
+        maps, logits, pooled = fn(x) if isinstance(target, list) else self._on_device(("gradcam", target), fn, x)
+        return maps.cpu().numpy(), logits, pooled
 
     def model_input(self, image: Image.Image) -> torch.Tensor:
         """Gray PIL image -> normalised [1, 3, S, S] tensor, exactly as evaluation prepares images (a model trained
@@ -155,27 +180,26 @@ class Classifier:
             raise ValueError(f"unknown target class {target!r}; this model knows {', '.join(self.classes)}")
         return self.classes.index(target)
 
-    def explain_batch(self, inputs: list[torch.Tensor], targets: list[int | None]) -> list[tuple[list[float], np.ndarray]]:
-        """Probabilities and a Grad-CAM map for each of several model inputs ([1, 3, S, S] each, from `model_input`),
-        in one pass over them all: what a server does with the X-rays a class sends at once. `targets`: one class
-        index per input, None for its predicted class. Each result equals what the input alone would get: the
+    def explain_batch(self, inputs: list[torch.Tensor], targets: list[int | None]
+                      ) -> list[tuple[list[float], np.ndarray, float | None]]:
+        """Probabilities, a Grad-CAM map and the out-of-distribution score (None without a check) for each of several
+        model inputs ([1, 3, S, S] each, from `model_input`), in one pass over them all: what a server does with the
+        X-rays a class sends at once. `targets`: one class index per input, None for its predicted class. Each result equals what the input alone would get: the
         model is in eval mode, so no image in a batch changes another's answer."""
         if len(inputs) != len(targets):
             raise ValueError(f"{len(inputs)} inputs but {len(targets)} targets")
         x = torch.cat(inputs).to(self.device)
-        if all(t is None for t in targets):
-            maps, logits = self.gradcam(x)
-        else:
-            maps, logits = self.gradcam(x, targets)
+        maps, logits, pooled = self.gradcam_pass(x, None if all(t is None for t in targets) else targets)
         probs = logits.float().softmax(1).cpu().tolist()
-        return list(zip(probs, maps))
+        return list(zip(probs, maps, self.ood_scores(pooled)))
 
     def prediction(self, image: Image.Image, probs: list[float], heatmap: np.ndarray | None,
-                   target: "str | None") -> Prediction:
-        """A Prediction from one image's probabilities (and map), as `predict` returns it."""
+                   target: "str | None", ood_score: float | None = None) -> Prediction:
+        """A Prediction from one image's probabilities (and map, and out-of-distribution score), as `predict` returns
+        it."""
         label = self.classes[int(np.argmax(probs))]
         return Prediction(label=label, probabilities=dict(zip(self.classes, probs)), image=image, heatmap=heatmap,
-                          target=(target or label) if heatmap is not None else None)
+                          target=(target or label) if heatmap is not None else None, ood_score=ood_score)
 
     def predict(self, source: "Source | Image.Image", explain: bool = False, target: "str | None" = None) -> Prediction:
         """Probabilities for one image (path, bytes, file or PIL image); with `explain`, a Grad-CAM for `target`
@@ -184,8 +208,9 @@ class Classifier:
         x = self.model_input(image)
         heatmap = None
         if explain:
-            maps, logits = self.gradcam(x, self.target_index(target))
+            maps, logits, pooled = self.gradcam_pass(x, self.target_index(target))
             heatmap = maps[0]
         else:
-            logits = self.logits(x)
-        return self.prediction(image, logits.float().softmax(1)[0].cpu().tolist(), heatmap, target)
+            logits, pooled = self.forward(x)
+        return self.prediction(image, logits.float().softmax(1)[0].cpu().tolist(), heatmap, target,
+                               self.ood_scores(pooled)[0])

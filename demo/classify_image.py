@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib import colormaps
 from PIL import Image
 
 from cxr.data.images import read_xray
 from cxr.data.index import display_name
 from cxr.data.lungs import area_share, lung_focus, mask_path
 from cxr.explain.hidden import Hidden, as_seen, draw_map, hidden_region
-from cxr.explain.maps import draw_outline, overlay
+from cxr.explain.maps import OVERLAY_COLORMAP, draw_outline, overlay
 from cxr.predict import DISPLAY_SIDE, Classifier
 
 from .context import AppContext
@@ -33,6 +34,11 @@ from .inference import predict_batched
 
 log = logging.getLogger(__name__)
 PREDICTED = "predicted class"
+# What Classify says beside the probabilities of an image that fails the model's out-of-distribution check.
+UNLIKE_TRAINING = ("This does not look like the chest X-rays this model learned from: its answer means nothing "
+                   "here.")
+NO_CHECK = ("This model carries no check of whether an image looks like its training X-rays (a model gets one when "
+            "its run ends), so nothing here says whether its answer means anything.")
 MAX_XRAY_MB = 20  # an X-ray PNG is 0.1 to 5 MB, a DICOM up to ~20 MB (the page allows larger files for models)
 
 
@@ -57,6 +63,20 @@ class Classified:
     caption: str
     session: Session
     classes: tuple[str, ...]  # the model's classes: what the "explain which class" list offers
+    ood_score: float | None = None  # distance from the training X-rays in units of the threshold; None: no check
+
+    @property
+    def unlike_training(self) -> bool:
+        """The image failed the model's out-of-distribution check: its answer is no answer."""
+        return self.ood_score is not None and self.ood_score > 1.0
+
+    @property
+    def ood_words(self) -> str:
+        """The check's verdict in a sentence or two, for beside the probabilities (empty when the image passes)."""
+        if not self.unlike_training:
+            return ""
+        return (f"**{UNLIKE_TRAINING}** Its features lie {self.ood_score:.1f} times as far from theirs as the check "
+                "allows (a limit that 95 % of its validation X-rays stay under).")
 
 
 def coarseness(image_size: int) -> str:
@@ -133,12 +153,14 @@ def classify(ctx: AppContext, file: str | None, checkpoint: str | None, target: 
         f"**Labelled {display_name(truth)} in the dataset**: the model says {display_name(pred.label)}, "
         + ("right.\n\n" if truth == pred.label else "**wrong**.\n\n"))
     synthetic = " (synthetic model)" if clf.checkpoint.synthetic else ""
-    caption = (f"{verdict}Grad-CAM for **{display_name(pred.target)}**{synthetic}. "
+    unlike = pred.looks_like_training_data is False
+    check = f"**{UNLIKE_TRAINING}**\n\n" if unlike else f"{NO_CHECK}\n\n" if pred.ood_score is None else ""
+    caption = (f"{check}{verdict}Grad-CAM for **{display_name(pred.target)}**{synthetic}. "
                f"{coarseness(clf.checkpoint.image_size)}\n\n{focus_words(pred.heatmap, mask, hidden.mode != 'box')}")
     if hidden.sentence:
         caption = f"**{hidden.sentence}**\n\n{caption}"
     probs = {display_name(k): v for k, v in pred.probabilities.items()}
-    return Classified(probs, draw(session, alpha), image, caption, session, tuple(clf.classes))
+    return Classified(probs, draw(session, alpha), image, caption, session, tuple(clf.classes), pred.ood_score)
 
 
 def as_trained(clf: Classifier, source: Image.Image, mask: np.ndarray | None) -> Image.Image:
@@ -178,3 +200,14 @@ def _dataset_mask(file: Path, size: tuple[int, int]) -> np.ndarray | None:
             return np.asarray(m.convert("L").resize(size, Image.Resampling.NEAREST)) > 127
     except OSError:
         return None
+
+
+def colour_bar(stops: int = 11) -> str:
+    """The overlay's colour scale as HTML: a bar the width of the overlay, low attribution (left) to high (right),
+    its gradient sampled from the same colormap the overlay uses."""
+    ramp = colormaps[OVERLAY_COLORMAP](np.linspace(0, 1, stops)) * 255
+    colours = ", ".join(f"rgb({r:.0f},{g:.0f},{b:.0f})" for r, g, b, _ in ramp)
+    return (f"<div role='img' aria-label='colour scale: blue is low attribution, red is high' "
+            f"style='height:14px;border-radius:3px;background:linear-gradient(to right, {colours})'></div>"
+            "<div style='display:flex;justify-content:space-between;font-size:0.85em'>"
+            "<span>low attribution</span><span>high attribution</span></div>")

@@ -15,14 +15,13 @@ from functools import partial
 
 import gradio as gr
 import numpy as np
-from matplotlib import colormaps
 
 from cxr.data.images import IMAGE_SUFFIXES
 from cxr.data.index import display_name
-from cxr.explain.maps import OVERLAY_COLORMAP
 
 from . import explain_panel, model_files
-from .classify_image import PREDICTED, Classified, Session, classify, classify_id, draw, explain_again
+from .classify_image import (PREDICTED, Classified, Session, classify, classify_id, colour_bar, draw,
+                             explain_again)
 from .context import AppContext
 from .messages import user_error
 from .inference import CLASSIFY_AT_ONCE
@@ -66,15 +65,18 @@ class ClassifyTab:
     download_btn: gr.DownloadButton
     add_file: gr.File
     add_status: gr.Markdown
+    ood_note: gr.Markdown  # beside the probabilities: the image is unlike the training X-rays (hidden otherwise)
 
     @property
     def panels(self) -> list[gr.components.Component]:
         """What a classification fills, in the public `/classify` API's order (the State is not sent)."""
-        return [self.probs, self.overlay, self.original, self.caption, self.session, self.target]
+        return [self.probs, self.overlay, self.original, self.caption, self.session, self.target, self.ood_note]
 
     def show(self, r: Classified) -> dict:
+        # An image unlike the training X-rays keeps its probabilities in view, struck through under the note (the
+        # page's CSS): hiding them would hide the lesson that the model answers anything, and confidently.
         return {self.probs: r.probs, self.overlay: r.overlay, self.original: r.image, self.caption: r.caption,
-                self.session: r.session,
+                self.session: r.session, self.ood_note: gr.update(value=r.ood_words, visible=r.unlike_training),
                 self.target: gr.update(choices=[PREDICTED] + [(display_name(k), k) for k in r.classes])}
 
 
@@ -91,17 +93,6 @@ class ModelLists:
     @property
     def outputs(self) -> list[gr.components.Component]:
         return [self.checkpoint, self.known, self.hint, self.compare, self.evaluate]
-
-
-def colour_bar(stops: int = 11) -> str:
-    """The overlay's colour scale as HTML: a bar the width of the overlay, low attribution (left) to high (right),
-    its gradient sampled from the same colormap the overlay uses."""
-    ramp = colormaps[OVERLAY_COLORMAP](np.linspace(0, 1, stops)) * 255
-    colours = ", ".join(f"rgb({r:.0f},{g:.0f},{b:.0f})" for r, g, b, _ in ramp)
-    return (f"<div role='img' aria-label='colour scale: blue is low attribution, red is high' "
-            f"style='height:14px;border-radius:3px;background:linear-gradient(to right, {colours})'></div>"
-            "<div style='display:flex;justify-content:space-between;font-size:0.85em'>"
-            "<span>low attribution</span><span>high attribution</span></div>")
 
 
 def nothing(components: list[gr.components.Component]) -> dict:
@@ -135,7 +126,7 @@ def classify_upload(ctx: AppContext, tab: ClassifyTab, file: str | None, checkpo
 def cleared(tab: ClassifyTab) -> dict:
     """After a refused image: empty panels under one sentence, not the last image's result beside a new file's name."""
     return {tab.probs: None, tab.overlay: None, tab.original: None, tab.caption: NOTHING_CLASSIFIED,
-            tab.session: None, tab.target: gr.update()}
+            tab.session: None, tab.target: gr.update(), tab.ood_note: gr.update(value="", visible=False)}
 
 
 def cleared_not_waiting(tab: ClassifyTab) -> dict:
@@ -168,7 +159,8 @@ def ready_for_next(tab: ClassifyTab) -> dict:
 
 def unexplained(tab: ClassifyTab) -> dict:
     """After a refused re-explanation (a model gone from the folder, another class): the X-ray stays for another try."""
-    return {**nothing(tab.panels), tab.probs: None, tab.overlay: None, tab.caption: NOTHING_EXPLAINED}
+    return {**nothing(tab.panels), tab.probs: None, tab.overlay: None, tab.caption: NOTHING_EXPLAINED,
+            tab.ood_note: gr.update(value="", visible=False)}
 
 
 def reexplain(ctx: AppContext, tab: ClassifyTab, session: Session | None, checkpoint: str | None, target: str,
@@ -247,7 +239,8 @@ def build(ctx: AppContext) -> ClassifyTab:
             target = gr.Dropdown([PREDICTED], value=PREDICTED, label="Explain which class", elem_id="target",
                                  allow_custom_value=True)  # the model's classes arrive with it; the handler checks
             alpha = gr.Slider(0, 1, 0.45, step=0.05, label="Overlay opacity", elem_id="alpha")
-        with gr.Column(scale=3, min_width=360):
+        with gr.Column(scale=3, min_width=360, elem_id="answer"):
+            ood_note = gr.Markdown(visible=False, elem_id="ood_note")
             probs = gr.Label(label="Class probabilities", elem_id="probs", num_top_classes=4)
             shown = gr.Image(type="numpy", elem_id="overlay", height=360, interactive=False, show_label=False,
                              buttons=["download"], format="jpeg")
@@ -261,7 +254,7 @@ def build(ctx: AppContext) -> ClassifyTab:
     tab = ClassifyTab(checkpoint=checkpoint, upload=upload, original=original, target=target, alpha=alpha,
                       probs=probs, overlay=shown, caption=caption, session=gr.State(None, time_to_live=1800),
                       examples=examples, waiting=gr.State(False), known=gr.State(choices), hint=hint,
-                      download_btn=download_btn, add_file=add_file, add_status=add_status)
+                      download_btn=download_btn, add_file=add_file, add_status=add_status, ood_note=ood_note)
     explain_panel.build(ctx, tab.session, checkpoint, alpha)
     _wire(ctx, tab)
     return tab

@@ -63,8 +63,9 @@ class InferenceQueue:
         self.batches: list[int] = []  # sizes of the latest batches (for tests and the load benchmark)
 
     def explain(self, classifier: Classifier, x: torch.Tensor, target: int | None = None,
-                timeout: float | None = 120.0) -> tuple[list[float], np.ndarray]:
-        """Probabilities and Grad-CAM map for one model input; raises what the model work raised."""
+                timeout: float | None = 120.0) -> tuple[list[float], np.ndarray, float | None]:
+        """Probabilities, Grad-CAM map and out-of-distribution score for one model input; raises what the model work
+        raised."""
         request = _Request(classifier, x, target)
         self._ensure_worker()
         self._queue.put(request)
@@ -118,8 +119,8 @@ def predict_batched(worker: InferenceQueue, classifier: Classifier, source: "Sou
     with DECODES.working():  # a class's burst of big uploads gives its memory back once it is over
         image = classifier.read(source)
         index = classifier.target_index(target)
-        probs, heatmap = worker.explain(classifier, classifier.model_input(image), index)
-        return classifier.prediction(image, probs, heatmap, target)
+        probs, heatmap, ood_score = worker.explain(classifier, classifier.model_input(image), index)
+        return classifier.prediction(image, probs, heatmap, target, ood_score)
 
 
 def _batches(requests: list[_Request], size: int) -> list[list[_Request]]:

@@ -23,6 +23,10 @@ CSS = """
 #notice { border-left: 6px solid #d97706; padding: 4px 12px; background: rgba(217,119,6,0.08); }
 #banner { border-left: 6px solid #2563eb; padding: 4px 12px; background: rgba(37,99,235,0.08); }
 #weights_warning { border-left: 6px solid #dc2626; padding: 4px 12px; background: rgba(220,38,38,0.08); }
+#ood_note { border-left: 6px solid #dc2626; padding: 4px 12px; background: rgba(220,38,38,0.08); }
+/* Classify's answer for an image unlike the training X-rays (the note is shown): in view, but visibly no answer. */
+#answer:has(#ood_note:not(.hidden)) #probs { opacity: 0.45; filter: grayscale(1); }
+#answer:has(#ood_note:not(.hidden)) #probs .output-class { text-decoration: line-through; }
 #train_status progress { height: 14px; margin-top: 6px; }
 /* Fill the overlay box whatever the upload's size: a 299-px X-ray must read on a projector. */
 #overlay img { width: 100%; height: 100%; object-fit: contain; }

@@ -265,6 +265,28 @@ def test_predict_of_a_multiframe_dicom_says_which_frame_of_how_many(trained_chec
     assert json.loads(capsys.readouterr().out)["note"] == note
 
 
+def test_predict_json_says_whether_each_image_looks_like_the_training_data(trained_checkpoint, synthetic_root, tmp_path,
+                                                                         capsys):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from cxr.train.checkpoint import read_checkpoint_file
+
+    xray, noise = str(synthetic_root / "Normal" / "images" / "Normal-1.png"), tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(noise)
+    assert main(["predict", "--checkpoint", str(trained_checkpoint), str(noise), xray, "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rows[0]["looks_like_training_data"] is False and rows[0]["ood_score"] > 1
+    assert all(isinstance(r["ood_score"], float) and isinstance(r["looks_like_training_data"], bool) for r in rows)
+    old = read_checkpoint_file(trained_checkpoint)
+    del old["ood"]  # a checkpoint saved before its run ended, or by an older cxr: no check, and it says so
+    torch.save(old, tmp_path / "old.pt")
+    assert main(["predict", "--checkpoint", str(tmp_path / "old.pt"), xray, "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["ood_score"] is None and row["looks_like_training_data"] is None
+
+
 def test_predict_of_a_one_frame_image_carries_no_note(trained_checkpoint, synthetic_root, capsys):
     image = str(sorted((synthetic_root / "COVID" / "images").glob("*.png"))[0])
     assert main(["predict", "--checkpoint", str(trained_checkpoint), image, "--json"]) == 0

@@ -102,6 +102,21 @@ def test_classify_returns_probabilities_overlay_and_state(ctx, tab, synthetic_ro
     assert np.array_equal(redrawn, np.repeat(session.image[..., None], 3, axis=2))
 
 
+def test_an_image_unlike_the_training_xrays_is_marked_as_no_answer(ctx, tab, synthetic_root, tmp_path):
+    xray = synthetic_root / "COVID" / "images" / "COVID-1.png"
+    from PIL import Image
+
+    noise = tmp_path / "noise.png"  # (a flat image is refused before the model sees it: "an X-ray shows shades")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(noise)
+    out = classify_tab.classify_upload(ctx, tab, str(noise), "tiny.pt", "predicted class", 0.5)
+    assert out[tab.ood_note]["visible"] is True and classify_image.UNLIKE_TRAINING in out[tab.ood_note]["value"]
+    assert classify_image.UNLIKE_TRAINING in out[tab.caption] and len(out[tab.probs]) == 3  # in view, marked
+    passed = classify_image.classify(ctx, str(xray), "tiny.pt", "predicted class", 0.5)
+    assert passed.ood_score is not None and classify_image.NO_CHECK not in passed.caption
+    out = classify_tab.cleared(tab)  # a refused upload takes the note away with the rest
+    assert out[tab.ood_note]["visible"] is False
+
+
 def test_classify_explains_the_chosen_class(ctx, synthetic_root):
     image = str(synthetic_root / "Normal" / "images" / "Normal-1.png")
     assert "Viral Pneumonia" in classify_tab.classify(ctx, image, "tiny.pt", "viral", 0.5).caption
@@ -516,7 +531,7 @@ def test_an_xray_dropped_before_the_first_model_waits_and_is_classified_when_it_
     assert refused[tab.waiting] is True and refused[tab.caption] == classify_tab.WAITING
     assert refused[tab.upload] == gr.skip()  # the X-ray stays in the box, to be classified when the model lands
     assert classify_tab.examples_for(ctx, None)["visible"] is False
-    untouched = [tab.probs, tab.overlay, tab.original, tab.caption, tab.session, tab.target, tab.waiting, tab.upload]
+    untouched = [*tab.panels, tab.waiting, tab.upload]
     nothing = classify_tab.classify_waiting(ctx, tab, True, xray, None, classify_tab.PREDICTED, 0.5)
     assert nothing == {c: gr.skip() for c in untouched}
     shutil.copyfile(trained_checkpoint, ctx.settings.checkpoints_dir / "first.pt")  # the first model lands

@@ -15,11 +15,13 @@ def client(server):
 
 def test_classify_an_image_over_http(client, synthetic_root):
     image = synthetic_root / "Viral Pneumonia" / "images" / "Viral Pneumonia-2.png"
-    probs, overlay, _original, caption, _targets = client.predict(  # the panels, in ClassifyTab.panels' order
+    probs, overlay, _original, caption, _targets, ood_note = client.predict(  # ClassifyTab.panels' order
         handle_file(str(image)), "tiny.pt", "predicted class", 0.5, api_name="/classify")
     assert probs["label"] in ("COVID", "Normal", "Viral Pneumonia")
     assert {c["label"] for c in probs["confidences"]} == {"COVID", "Normal", "Viral Pneumonia"}
     assert overlay and "Grad-CAM for" in caption
+    # The out-of-distribution note, sent as an update: shown exactly when it has something to say.
+    assert ood_note["visible"] == bool(ood_note["value"])
 
 
 def test_a_bad_upload_is_one_sentence_and_the_server_keeps_going(client, tmp_path, synthetic_root):

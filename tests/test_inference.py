@@ -23,13 +23,14 @@ def test_a_batch_gives_each_image_the_answer_it_gets_alone(trained_checkpoint, s
     xs = _inputs(clf, synthetic_root, 6)
     targets = [None, 0, None, 2, 1, None]
     together = clf.explain_batch(xs, targets)
-    for x, t, (probs, heat) in zip(xs, targets, together):
-        [(probs1, heat1)] = clf.explain_batch([x], [t])
+    for x, t, (probs, heat, ood) in zip(xs, targets, together):
+        [(probs1, heat1, ood1)] = clf.explain_batch([x], [t])
         assert probs == pytest.approx(probs1, abs=1e-5)
         assert np.allclose(heat, heat1, atol=1e-4)
+        assert ood == pytest.approx(ood1, rel=1e-3)  # the out-of-distribution score too
     # None means the image's own predicted class: the same map as naming that class
-    probs, heat = together[0]
-    [(_, named)] = clf.explain_batch([xs[0]], [int(np.argmax(probs))])
+    probs, heat, _ = together[0]
+    [(_, named, _)] = clf.explain_batch([xs[0]], [int(np.argmax(probs))])
     assert np.allclose(heat, named, atol=1e-4)
 
 
@@ -51,7 +52,7 @@ def test_concurrent_requests_are_batched_and_answered_as_alone(trained_checkpoin
     for t in threads:
         t.join(60)
     assert sorted(answers) == list(range(len(xs)))
-    for i, (probs, heat) in answers.items():
+    for i, (probs, heat, _) in answers.items():
         assert probs == pytest.approx(alone[i][0], abs=1e-5)
         assert np.allclose(heat, alone[i][1], atol=1e-4)
     assert max(worker.batches) <= 4 and sum(worker.batches) == len(xs)
@@ -62,7 +63,7 @@ def test_a_failing_request_fails_only_its_batch_and_the_worker_goes_on(trained_c
     worker = InferenceQueue(threads=lambda: 1)
     with pytest.raises(ValueError):
         worker.explain(clf, _inputs(clf, synthetic_root, 2)[0], 99)  # no class 99
-    probs, heat = worker.explain(clf, _inputs(clf, synthetic_root, 2)[0], None)
+    probs, heat, _ = worker.explain(clf, _inputs(clf, synthetic_root, 2)[0], None)
     assert sum(probs) == pytest.approx(1.0, abs=1e-5) and heat.shape[-1] == clf.checkpoint.image_size
 
 

@@ -1,6 +1,8 @@
 """The `predict` command: classify image files with `Classifier`, one line (or one JSON object) per image, with a
 Grad-CAM overlay per image when asked. An unreadable image is reported and the rest go on; the exit code is then 2.
 Notes about an image (a multi-frame DICOM is classified by its first frame) go to stderr and into its JSON object.
+Each answer says whether the image looks like the model's training X-rays (`ood_score`, `looks_like_training_data`:
+null for a checkpoint without that check); one that does not is marked, since its answer means nothing.
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 print(f"{file}: error: {e}", file=sys.stderr)
             continue
         out: dict[str, Any] = {"file": file, "label": pred.label, "probabilities": pred.probabilities,
-                               "ms": round(times[-1] * 1000, 2)}
+                               "ood_score": None if pred.ood_score is None else round(pred.ood_score, 4),
+                               "looks_like_training_data": pred.looks_like_training_data, "ms": round(times[-1] * 1000, 2)}
         note = pred.image.info.get("note")  # e.g. "frames.dcm holds 3 frames; only the first is shown and classified"
         if note:
             out["note"] = note
@@ -77,7 +80,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print_json(out)
         else:
             probs = "  ".join(f"{display_name(k)} {v:.1%}" for k, v in pred.probabilities.items())
-            print(f"{file}: {display_name(pred.label)}   ({probs})" + (f"   cam: {out['cam']}" if cam_dir else ""))
+            unlike = "   NOT LIKE THE TRAINING X-RAYS: the answer means nothing" if pred.looks_like_training_data is False else ""
+            print(f"{file}: {display_name(pred.label)}   ({probs}){unlike}" + (f"   cam: {out['cam']}" if cam_dir else ""))
     if times:  # on stderr, so --json output stays one object per image
         from cxr.bench.measure import p50_p95
 

@@ -2,6 +2,7 @@
 
 - `maps`: Grad-CAM (Captum) and the other attribution methods, computed apart from `overlay`, which draws them.
 - `hidden`: what a model trained with hidden lungs never saw, drawn on its maps with one sentence.
+- `ood`: does an image look like the training X-rays? A distance on the model's features, fitted as a run ends.
 - `focus`: how much of a map falls inside the lungs, and the shortcut lesson's sentence.
 - `interpret`: predictions and losses on a model's own test split, computed once; top losses and confusions.
 - `figures`: curves, confusion matrix, top losses and the attention strip as matplotlib figures.

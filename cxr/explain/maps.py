@@ -50,8 +50,10 @@ class _Head(nn.Module):
         self.block, self.tap, self.fc = model.layer4[-1], nn.Identity(), model.fc
         self.pool = model.avgpool
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.pool(self.tap(self.block(features))), 1))
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logits, and the pooled 512 features they are computed from (what `cxr.explain.ood` measures)."""
+        pooled = torch.flatten(self.pool(self.tap(self.block(features))), 1)
+        return self.fc(pooled), pooled
 
 
 def _trunk(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -61,6 +63,13 @@ def _trunk(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     for block in model.layer4[:-1]:
         x = block(x)
     return x
+
+
+def pooled_and_logits(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pass without gradients: the pooled features [B, 512] that `fc` reads, and the logits it makes of them."""
+    with torch.no_grad():
+        logits, pooled = _Head(model)(_trunk(model, x))
+    return pooled, logits
 
 
 def _targets(logits: torch.Tensor, target: Target) -> list[int]:
@@ -89,7 +98,7 @@ def _black(x: torch.Tensor) -> torch.Tensor:
     return (-mean / std).expand_as(x).contiguous()
 
 
-def _gradcam_raw(model: nn.Module, x: torch.Tensor, target: Target) -> tuple[torch.Tensor, torch.Tensor]:
+def _gradcam_raw(model: nn.Module, x: torch.Tensor, target: Target) -> tuple[torch.Tensor, ...]:
     with torch.no_grad():
         features = _trunk(model, x)  # most of the network, run once, recording no gradients
     head = _Head(model)  # a per-call module: the Captum hook goes on its `tap`, never on the shared model
@@ -97,7 +106,8 @@ def _gradcam_raw(model: nn.Module, x: torch.Tensor, target: Target) -> tuple[tor
     seen: dict[str, torch.Tensor] = {}
 
     def scores(f: torch.Tensor) -> torch.Tensor:
-        seen["logits"] = logits = head(f)
+        logits, seen["pooled"] = head(f)
+        seen["logits"] = logits
         # One score per image. With no target, each image's own top score: one pass gives the prediction and its
         # map. With none or one class for all, no index is copied from the host, so a CUDA graph can hold the call.
         if picks is None:
@@ -113,23 +123,22 @@ def _gradcam_raw(model: nn.Module, x: torch.Tensor, target: Target) -> tuple[tor
     cam = LayerGradCam(scores, head.tap).attribute(features, relu_attributions=True)
     logits = seen["logits"].detach()
     cam = LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), interpolate_mode="bilinear")
-    return cam[:, 0], logits
+    return cam[:, 0], logits, seen["pooled"].detach()
 
 
-def _integrated_gradients_raw(model: nn.Module, x: torch.Tensor, target: Target) -> tuple[torch.Tensor, torch.Tensor]:
-    with torch.no_grad():
-        logits = model(x)
+def _integrated_gradients_raw(model: nn.Module, x: torch.Tensor, target: Target) -> tuple[torch.Tensor, ...]:
+    pooled, logits = pooled_and_logits(model, x)
     targets = _targets(logits, target)
     # The path integral of the input gradient from black to the image, times (image - black), per pixel.
     attr = IntegratedGradients(model).attribute(
         x, baselines=_black(x), target=targets, n_steps=IG_STEPS, internal_batch_size=IG_STEPS
     )
-    return attr.abs().sum(1), logits  # how much each pixel mattered, either way, over the three (equal) channels
+    # How much each pixel mattered, either way, over the three (equal) channels.
+    return attr.abs().sum(1), logits, pooled
 
 
-def _occlusion_raw(model: nn.Module, x: torch.Tensor, target: Target) -> tuple[torch.Tensor, torch.Tensor]:
-    with torch.no_grad():
-        logits = model(x)
+def _occlusion_raw(model: nn.Module, x: torch.Tensor, target: Target) -> tuple[torch.Tensor, ...]:
+    pooled, logits = pooled_and_logits(model, x)
     targets = _targets(logits, target)
     h, w = x.shape[-2:]
     sh, sw = math.ceil(h / OCCLUSION_STRIDE), math.ceil(w / OCCLUSION_STRIDE)
@@ -140,15 +149,16 @@ def _occlusion_raw(model: nn.Module, x: torch.Tensor, target: Target) -> tuple[t
         x, sliding_window_shapes=(3, 2 * sh, 2 * sw), strides=(3, sh, sw), baselines=_black(x), target=targets,
         perturbations_per_eval=per_eval,
     )
-    return attr[:, 0].clamp_min(0), logits  # where blacking out lowers the score: evidence for the class
+    return attr[:, 0].clamp_min(0), logits, pooled  # where blacking out lowers the score: evidence for the class
 
 
 @dataclass(frozen=True)
 class Method:
-    """One explanation method: its raw map (float >= 0 [B, H, W] at input size) and logits, and how to show it."""
+    """One explanation method: its raw map (float >= 0 [B, H, W] at input size), the logits and the pooled features
+    they came from, and how to show it."""
 
     label: str  # shown in the UI
-    raw: Callable[[nn.Module, torch.Tensor, Target], tuple[torch.Tensor, torch.Tensor]]
+    raw: Callable[[nn.Module, torch.Tensor, Target], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
     scale_quantile: float  # maps are divided by this quantile per image (1.0: the maximum) and clipped to [0, 1]
     forwards: float  # cost in batch-1 forward passes (CPU time at 128 and 224 px): estimate = forwards * forward time
 
@@ -174,8 +184,9 @@ def _restore_flags(model: nn.Module, flags: list[bool]) -> None:
 
 def explain_tensors(
     model: nn.Module, x: torch.Tensor, method: str = "gradcam", target: Target = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """`explain`'s heatmaps and logits, left on `x`'s device: no copy to the host, so a CUDA graph can hold it all."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`explain`'s heatmaps and logits, and the pooled features [B, 512] of the same pass (`pooled_and_logits`), left
+    on `x`'s device: no copy to the host, so a CUDA graph can hold it all."""
     if method not in METHODS:
         raise ValueError(f"unknown explanation method {method!r}; choose from {', '.join(METHODS)}")
     if x.dim() != 4:
@@ -186,14 +197,14 @@ def explain_tensors(
     if switch:
         model.eval()
     try:
-        raw, logits = spec.raw(model, x, target)
+        raw, logits, pooled = spec.raw(model, x, target)
     finally:
         if switch:
             _restore_flags(model, flags)
     raw = raw.detach().float()
     flat = raw.flatten(1)
     peak = flat.amax(1) if spec.scale_quantile >= 1 else torch.quantile(flat, spec.scale_quantile, dim=1)
-    return (raw / peak.clamp_min(1e-12).view(-1, 1, 1)).clamp(0, 1), logits.detach()
+    return (raw / peak.clamp_min(1e-12).view(-1, 1, 1)).clamp(0, 1), logits.detach(), pooled
 
 
 def explain(
@@ -205,7 +216,7 @@ def explain(
     predicted class. The model runs in eval mode (batch norm must not update from the image being explained) and
     is left in the mode it was in. A map with no positive evidence stays all zero.
     """
-    maps, logits = explain_tensors(model, x, method, target)
+    maps, logits, _ = explain_tensors(model, x, method, target)
     return maps.cpu().numpy(), logits
 
 

@@ -60,6 +60,7 @@ class Checkpoint:
     synthetic: bool = False
     split: dict[str, list[str]] = field(default_factory=dict)  # its validation and test files by name (`data.split_names`)
     plan: dict[str, Any] = field(default_factory=dict)  # the size a budgeted run chose, and why (`cxr.train.plan.Plan`)
+    ood: dict[str, Any] = field(default_factory=dict)  # the out-of-distribution check (`cxr.explain.ood`); {}: none
 
     @property
     def class_names(self) -> list[str]:
@@ -78,6 +79,7 @@ def save_checkpoint(
     synthetic: bool = False,
     split: "dict[str, list[str]] | None" = None,
     plan: "dict[str, Any] | None" = None,
+    ood: "dict[str, Any] | None" = None,
 ) -> Path:
     """Write a checkpoint to `path` atomically and return the path. `model` and `optimizer` may be given as their
     state dicts (a snapshot taken earlier, as `cxr.train.writer` does)."""
@@ -98,6 +100,7 @@ def save_checkpoint(
         "synthetic": bool(synthetic),
         "split": split or {},
         "plan": plan or {},
+        "ood": ood or {},  # fitted once the run has ended: a checkpoint saved during training has none
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "torch_version": str(torch.__version__),
         "torchvision_version": str(torchvision.__version__),
@@ -189,6 +192,7 @@ def load_checkpoint(path: "str | Path", device: "str | torch.device" = "cpu") ->
         synthetic=bool(payload.get("synthetic", False)),
         split=_split_names(payload.get("split")),
         plan=payload.get("plan") if isinstance(payload.get("plan"), dict) else {},
+        ood=payload.get("ood") if isinstance(payload.get("ood"), dict) else {},
     )
 
 

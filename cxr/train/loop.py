@@ -26,12 +26,12 @@ import torch
 import torch.nn.functional as F
 
 from cxr.bench.measure import peak_memory_mb
-from cxr.data.cache import iterate_batches
 from cxr.data.index import relative_name
 from cxr.data.lungs import hide_pixels
 from cxr.data.transforms import to_model_input
 from cxr.errors import UserError
 from cxr.explain.maps import gradcam
+from cxr.explain.ood import fit_ood, spread
 from cxr.train.checkpoint import save_checkpoint
 from cxr.train.config import TrainConfig
 from cxr.train.evaluate import EvalResult, classification_report, evaluate
@@ -103,8 +103,7 @@ def train_one_step(run: Run, state: RunState, ids: list[int]) -> Step | None:
 
 def score(run: Run, ids: "tuple[int, ...] | list[int]") -> EvalResult:
     """Loss and accuracy of the model as it is on the images `ids` (validation, or the test at the end)."""
-    batches = iterate_batches(run.cache, ids, run.index.labels, run.eval_batch, hide=run.hide)
-    return evaluate(run.model, batches, run.device, run.amp_dtype, run.cfg.channels_last, tta_flip=run.cfg.tta_flip)
+    return evaluate(run.model, run.batches(ids), run.device, run.amp_dtype, run.cfg.channels_last, tta_flip=run.cfg.tta_flip)
 
 
 def validate(run: Run, state: RunState) -> EvalResult:
@@ -213,7 +212,9 @@ def finish(run: Run, state: RunState, reason: str, loop_seconds: float) -> Done:
                    "weights": run.weights, "pretrained": run.pretrained, "device": str(run.device),
                    "precision": run.precision,
                    "history": state.history, "attention": state.attention, "seconds": loop_seconds}
-        save_checkpoint(run.best_path, run.model, metrics=metrics, step=best.step, **run.meta)
+        # Is a new image like these X-rays? The check is fitted once, on the kept weights (cxr.explain.ood).
+        ood = fit_ood(run.model, run.batches(spread(run.split.train)), run.batches(run.split.val), run.device, run.amp_dtype)
+        save_checkpoint(run.best_path, run.model, metrics=metrics, step=best.step, ood=ood.to_dict(), **run.meta)
     return Done(
         steps=state.step, epochs=round(state.step / run.steps_per_epoch, 2), reason=reason,
         train_images_per_sec=timings.images_per_sec(), best_val_accuracy=max(best.accuracy, 0.0),

@@ -18,7 +18,7 @@ from cxr.train.checkpoint import Checkpoint, checkpoint_paths, load_checkpoint
 from cxr.train.plan import Plan, cache_file, plan_size
 from cxr.train.config import TrainConfig
 from cxr.data.index import DatasetIndex, Split, index_dataset, split_for, split_names
-from cxr.data.cache import ImageCache
+from cxr.data.cache import ImageCache, iterate_batches
 from cxr.errors import UserError
 from cxr.data.lungs import HideLungs, require_masks
 from cxr.train.budget import Budget
@@ -119,6 +119,10 @@ class Run:
     @property
     def memory_format(self) -> torch.memory_format:
         return torch.channels_last if self.cfg.channels_last else torch.contiguous_format
+
+    def batches(self, ids: "tuple[int, ...] | list[int]") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Evaluation batches (uint8 images, labels) of `ids`, hidden as training hid them (`iterate_batches`)."""
+        return iterate_batches(self.cache, ids, self.index.labels, self.eval_batch, hide=self.hide)
 
     def training_batches(self) -> Iterator[list[int]]:
         """Batches of training ids, epoch after epoch, each epoch in a new random order (drawn from `gen`)."""
