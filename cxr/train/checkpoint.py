@@ -22,6 +22,7 @@ import torchvision
 from torch import nn
 
 from cxr.data.index import display_name
+from cxr.train.calibration import Calibration
 from cxr.train.model import ARCH, build_model
 from cxr.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -60,6 +61,13 @@ class Checkpoint:
     synthetic: bool = False
     split: dict[str, list[str]] = field(default_factory=dict)  # its validation and test files by name (`data.split_names`)
     plan: dict[str, Any] = field(default_factory=dict)  # the size a budgeted run chose, and why (`cxr.train.plan.Plan`)
+    # temperature scaling fitted at the end of the run (`cxr.train.calibration.Calibration`); {} in older files
+    calibration: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def temperature(self) -> float:
+        """What the logits are divided by for calibrated probabilities (1 for a file without calibration)."""
+        return Calibration.from_dict(self.calibration).temperature
 
     @property
     def class_names(self) -> list[str]:
@@ -78,6 +86,7 @@ def save_checkpoint(
     synthetic: bool = False,
     split: "dict[str, list[str]] | None" = None,
     plan: "dict[str, Any] | None" = None,
+    calibration: "dict[str, Any] | None" = None,
 ) -> Path:
     """Write a checkpoint to `path` atomically and return the path. `model` and `optimizer` may be given as their
     state dicts (a snapshot taken earlier, as `cxr.train.writer` does)."""
@@ -98,6 +107,7 @@ def save_checkpoint(
         "synthetic": bool(synthetic),
         "split": split or {},
         "plan": plan or {},
+        "calibration": calibration or {},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "torch_version": str(torch.__version__),
         "torchvision_version": str(torchvision.__version__),
@@ -189,6 +199,7 @@ def load_checkpoint(path: "str | Path", device: "str | torch.device" = "cpu") ->
         synthetic=bool(payload.get("synthetic", False)),
         split=_split_names(payload.get("split")),
         plan=payload.get("plan") if isinstance(payload.get("plan"), dict) else {},
+        calibration=payload.get("calibration") if isinstance(payload.get("calibration"), dict) else {},
     )
 
 
