@@ -20,6 +20,8 @@ from cxr.data.cache import ImageCache
 from cxr.data.index import DatasetIndex, Split, display_name, index_dataset, split_for
 from cxr.explain.figures import cam_overlays
 from cxr.explain.interpret import Interpretation, Record, cache_for, interpret_as_trained
+from cxr.explain.reliability import calibration_sentences
+from cxr.train.calibration import Calibration, measure_calibration
 
 from .context import SAMPLE_SIZE, AppContext
 
@@ -40,6 +42,9 @@ class Analysis:
     app_ids: list[int | None]  # per interpretation row: the image's id in ctx.index (what Classify opens)
     synthetic: bool
     notes: tuple[str, ...]  # where its test set here differs from the one it was tested on (see split_for)
+    # its test images' reliability before and after its temperature (`measure_calibration`), and what the run fitted
+    calibration: dict = field(default_factory=dict)
+    fitted: Calibration = field(default_factory=Calibration)
     tiles: dict[int, np.ndarray] = field(default_factory=dict)  # row -> overlay, THUMB px, drawn once
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -88,7 +93,9 @@ def _compute(ctx: AppContext, name: str) -> Analysis:
     cache = cache_for(ckpt, index)  # at the model's own resolution
     interp = interpret_as_trained(ckpt, cache, split.test, index.labels, device=clf.device)
     analysis = Analysis(name, interp, index.files, ckpt.image_size, [app_ids[i] for i in interp.ids],
-                        ckpt.synthetic or index.synthetic, split.notes)
+                        ckpt.synthetic or index.synthetic, split.notes,
+                        calibration=measure_calibration(interp.probabilities, interp.y_true, ckpt.temperature),
+                        fitted=Calibration.from_dict(ckpt.calibration))
     analysis.draw(clf.model, shown_records(interp, WRONG) + shown_records(interp, RIGHT), cache)
     return analysis
 
@@ -150,3 +157,19 @@ def summary(analysis: Analysis) -> str:
     if analysis.synthetic:
         text += " *Synthetic data: these are not real X-rays.*"
     return text
+
+
+def calibration_text(analysis: Analysis) -> str:
+    """The reliability diagram in words: what "90 %" means for this model before and after its temperature."""
+    measured, fitted = analysis.calibration, analysis.fitted
+    said = calibration_sentences(measured)
+    ece = measured["ece"]
+    lines = [f"**Before scaling:** {said['before']} (expected calibration error, ECE: {ece['before']:.3f})."]
+    if fitted.note or fitted.ece_after is None:
+        why = fitted.note or "this model was saved before cxr fitted temperatures"
+        lines.append(f"**No temperature was fitted** ({why}): the percentages Classify shows are the network's own.")
+    else:
+        lines.append(f"**After dividing its logits by T = {measured['temperature']:.2f}** (fitted on its "
+                     f"{fitted.images} {fitted.fitted_on} X-rays): {said['after']} (ECE {ece['after']:.3f}). "
+                     "Classify shows these percentages; the answer itself never changes, only how sure it sounds.")
+    return "\n\n".join(lines)
