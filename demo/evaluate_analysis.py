@@ -166,7 +166,8 @@ def calibration_text(analysis: Analysis) -> str:
     ece = measured["ece"]
     lines = [f"**Before scaling:** {said['before']} (expected calibration error, ECE: {ece['before']:.3f})."]
     if fitted.note or fitted.ece_after is None:
-        why = fitted.note or "this model was saved before cxr fitted temperatures"
+        why = fitted.note or ("a run fits one when it ends: this model is still training, or was saved by an older "
+                              "cxr")
         lines.append(f"**No temperature was fitted** ({why}): the percentages Classify shows are the network's own.")
     else:
         lines.append(f"**After dividing its logits by T = {measured['temperature']:.2f}** (fitted on its "

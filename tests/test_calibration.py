@@ -56,7 +56,7 @@ def test_stored_probabilities_rescale_as_the_logits_would():
 
 def test_ece_of_a_perfectly_calibrated_toy_case_is_zero():
     # Ten answers at 80 %, eight of them right; ten at 50 %, five right: each bin's accuracy is its confidence.
-    probs = torch.tensor([[0.8, 0.1, 0.1]] * 10 + [[0.5, 0.3, 0.2]] * 10)
+    probs = torch.tensor([[0.8, 0.1, 0.1]] * 10 + [[0.5, 0.3, 0.2]] * 10, dtype=torch.float64)
     labels = torch.tensor([0] * 8 + [1] * 2 + [0] * 5 + [2] * 5)
     assert expected_calibration_error(probs, labels) == pytest.approx(0.0, abs=1e-9)
 
