@@ -110,6 +110,7 @@ def test_measure_calibration_reports_both_sides_and_t_one_changes_nothing():
     assert same["ece"]["before"] == pytest.approx(same["ece"]["after"])
     scaled = measure_calibration(probs, labels, 2.0)
     assert scaled["temperature"] == 2.0 and scaled["ece"]["after"] < scaled["ece"]["before"]
+    assert scaled["nll"]["after"] < scaled["nll"]["before"] == pytest.approx(float(F.cross_entropy(logits, labels)))
     assert sum(b["count"] for b in scaled["reliability"]["after"]) == 200
     assert set(scaled["reliability"]["before"][0]) == {"low", "high", "confidence", "accuracy", "count"}
 

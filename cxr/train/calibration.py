@@ -185,8 +185,12 @@ def calibration_words(calibration: dict[str, Any]) -> str:
 def measure_calibration(probs: "torch.Tensor | np.ndarray", labels: "torch.Tensor | np.ndarray | list",
                         temperature: float, bins: int = BINS) -> dict[str, Any]:
     """How calibrated a model's own probabilities `probs` are on a labelled set, before and after dividing by
-    `temperature`: the JSON `evaluate --json` prints ("temperature", "ece", "reliability")."""
-    after = apply_temperature(log_of(probs), temperature)
-    found = {"before": reliability_bins(probs, labels, bins), "after": reliability_bins(after, labels, bins)}
-    return {"temperature": temperature, "ece": {k: ece_of(v) for k, v in found.items()},
+    `temperature`: the JSON `evaluate --json` prints ("temperature", "ece", "nll", "reliability")."""
+    scaled = {"before": torch.as_tensor(probs).double(),
+              "after": apply_temperature(log_of(probs), temperature).double()}
+    found = {k: reliability_bins(p, labels, bins) for k, p in scaled.items()}
+    y = _as_tensor(labels, "labels", 1).long()
+    # The mean negative log-likelihood: what T was fitted to lower (on validation), measured here too.
+    nll = {k: float(F.nll_loss(log_of(p), y)) for k, p in scaled.items()}
+    return {"temperature": temperature, "ece": {k: ece_of(v) for k, v in found.items()}, "nll": nll,
             "reliability": {k: [asdict(b) for b in v] for k, v in found.items()}}
