@@ -246,7 +246,8 @@ def build(ctx: AppContext) -> EvaluateTab:
         gr.Markdown("### Can you trust its percentages?\n"
                     "A model is *calibrated* when its percentages mean what they say: of the X-rays it calls with "
                     "90 %, about 90 % are right. Each bar is one range of percentages; its height is how often the "
-                    "model was right there; the dashed line is where a calibrated model's bars would end.")
+                    "model was right there; the dashed line is where a calibrated model's bars would end. A bar "
+                    "below the line: there it sounded surer than it was.")
         reliability = gr.Plot(format="png", show_label=False, elem_id="eval_reliability")
         calibration = gr.Markdown(elem_id="eval_calibration")
     tab = EvaluateTab(model=model, summary=summary_text, body=body, which=which, losses=losses, loss_ids=gr.State([]),

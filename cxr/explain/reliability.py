@@ -46,8 +46,8 @@ def reliability_figure(measured: dict[str, Any], what: str = "test X-rays") -> F
         for b in filled:
             ax.text((b.low + b.high) / 2, max(b.accuracy, b.confidence) + 0.01, str(b.count), ha="center",
                     va="bottom", fontsize=7, color="#333333")  # how many X-rays: a bar of 2 says little
-        ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="what it said (confidence of its answer)",
-               title=f"{titles[side]}\nECE {measured['ece'][side]:.3f}")
+        ax.set(xlim=(0, 1), ylim=(0, 1.08), yticks=np.linspace(0, 1, 6),  # room above 1 for the counts
+               xlabel="what it said (confidence of its answer)", title=f"{titles[side]}\nECE {measured['ece'][side]:.3f}")
         ax.title.set_fontsize(10)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"how often it was right ({what})")
