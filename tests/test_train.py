@@ -66,8 +66,15 @@ def test_a_finished_run_keeps_one_best_checkpoint_with_test_metrics_and_no_last_
     assert done.last_checkpoint == "" and sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
 
 
-def test_a_finished_run_fits_its_temperature_on_the_validation_images(synthetic_root, tmp_path):
-    done = _run(tiny_config(synthetic_root, tmp_path / "t.pt", val_per_class=7))[-1]  # 21 images: enough to fit
+def test_a_finished_run_fits_its_temperature_on_the_validation_images(synthetic_root, tmp_path, monkeypatch):
+    import cxr.train.loop
+
+    scored, score = [], cxr.train.loop.score
+    monkeypatch.setattr(cxr.train.loop, "score", lambda run, ids: scored.append(len(ids)) or score(run, ids))
+    events = _run(tiny_config(synthetic_root, tmp_path / "t.pt", val_per_class=7))  # 21 images: enough to fit
+    done = events[-1]
+    # The kept weights' validation logits are reused: one pass per evaluation and the test, no extra one.
+    assert len(scored) == sum(isinstance(e, Evaluated) for e in events) + 1
     kept = load_checkpoint(done.checkpoint)
     assert kept.calibration == done.calibration and kept.calibration["fitted_on"] == "validation"
     assert kept.calibration["images"] == 21 and not kept.calibration["note"]

@@ -204,7 +204,7 @@ def finish(run: Run, state: RunState, reason: str, loop_seconds: float) -> Done:
     test_accuracy, test_loss, report, t_test, calibration = None, None, {}, 0.0, {}
     if best.state is not None:
         run.model.load_state_dict(best.state)
-        val = score(run, run.split.val)  # temperature scaling is fitted here; the test images only measure
+        val = best.val if best.val is not None else score(run, run.split.val)  # T is fitted on validation only
         calibration = calibrate(val.logits, val.y_true).to_dict()
         t0 = time.perf_counter()
         test = score(run, run.split.test)
