@@ -1,7 +1,8 @@
 """One model's analysis on its own test split, shared by every visitor of the Evaluate tab: the `Interpretation`
 (`cxr.explain.interpret`: the model runs once over its test split per model file, for the whole server, through
-`AppContext.cached`), the overlays drawn so far, and the views derived from it (the top losses, the confusion
-matrix, the per-class metrics, each with its words). No gradio: the tab (`demo.evaluate_tab`) shows them.
+`AppContext.cached`; its percentages calibrated as Classify shows them, with the reliability before and after),
+the overlays drawn so far, and the views derived from it (the top losses, the confusion matrix, the per-class
+metrics, each with its words). No gradio: the tab (`demo.evaluate_tab`) shows them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from cxr.data.cache import ImageCache
 from cxr.data.index import DatasetIndex, Split, display_name, index_dataset, split_for
 from cxr.explain.figures import cam_overlays
 from cxr.explain.interpret import Interpretation, Record, cache_for, interpret_as_trained
-from cxr.explain.reliability import calibration_sentences
+from cxr.explain.reliability import calibrated, calibration_sentences
 from cxr.train.calibration import Calibration, measure_calibration
 
 from .context import SAMPLE_SIZE, AppContext
@@ -91,10 +92,12 @@ def _compute(ctx: AppContext, name: str) -> Analysis:
     ckpt = clf.checkpoint
     index, split, app_ids = _test_set(ctx, name, ckpt)
     cache = cache_for(ckpt, index)  # at the model's own resolution
-    interp = interpret_as_trained(ckpt, cache, split.test, index.labels, device=clf.device)
+    raw = interpret_as_trained(ckpt, cache, split.test, index.labels, device=clf.device)
+    # Every view shows the percentages Classify shows (calibrated); the reliability diagram compares both.
+    interp = calibrated(raw, ckpt.temperature)
     analysis = Analysis(name, interp, index.files, ckpt.image_size, [app_ids[i] for i in interp.ids],
                         ckpt.synthetic or index.synthetic, split.notes,
-                        calibration=measure_calibration(interp.probabilities, interp.y_true, ckpt.temperature),
+                        calibration=measure_calibration(raw.probabilities, raw.y_true, ckpt.temperature),
                         fitted=Calibration.from_dict(ckpt.calibration))
     analysis.draw(clf.model, shown_records(interp, WRONG) + shown_records(interp, RIGHT), cache)
     return analysis

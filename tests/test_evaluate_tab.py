@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import gradio as gr
 import numpy as np
 import pytest
+import torch
 
 from cxr.data.index import display_name
 from cxr.explain.interpret import Interpretation, Record
@@ -85,6 +86,24 @@ def test_calibration_words_give_the_fitted_temperature_and_both_errors(shared):
     assert "T = 2.00** (fitted on its 90 validation X-rays)" in text
     assert f"ECE: {measured['ece']['before']:.3f}" in text and f"ECE {measured['ece']['after']:.3f}" in text
     assert re.search(r"when it says about \d+ %, it is right \d+ % of the time \(\d+ X-rays?\)", text)
+
+
+def test_the_tab_shows_the_calibrated_percentages_classify_shows(synthetic_root, trained_checkpoint, tmp_path):
+    from cxr.train.checkpoint import read_checkpoint_file
+
+    raw = read_checkpoint_file(trained_checkpoint)
+    raw["calibration"] = {"temperature": 2.0, "fitted_on": "validation", "images": 90, "ece_before": 0.3,
+                          "ece_after": 0.1}
+    folder = tmp_path / "models"
+    folder.mkdir()
+    torch.save(raw, folder / MODEL)
+    ctx = make_context(synthetic_root, folder)
+    analysis = evaluate_analysis.analyse(ctx, MODEL)
+    clf = ctx.classifier(MODEL)
+    first = analysis.interp.files[0]
+    predicted = clf.predict(first).probabilities
+    assert list(analysis.interp.probabilities[0]) == pytest.approx(list(predicted.values()), abs=1e-5)
+    assert analysis.calibration["temperature"] == 2.0 and analysis.fitted.images == 90
 
 
 def percents(captions) -> list[float]:

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from cxr.explain.reliability import calibration_sentences, reliability_figure
-from cxr.train.calibration import measure_calibration
+from cxr.explain.interpret import Interpretation
+from cxr.explain.reliability import calibrated, calibration_sentences, reliability_figure
+from cxr.train.calibration import apply_temperature, log_of, measure_calibration
 
 
 @pytest.fixture(scope="module")
@@ -40,3 +41,19 @@ def test_sentences_name_the_fullest_bin_on_each_side(measured):
 def test_a_record_without_bins_is_a_value_error():
     with pytest.raises(ValueError, match="no reliability bins"):
         reliability_figure({"temperature": 1.0, "ece": {"before": 0, "after": 0}})
+
+
+@pytest.mark.parametrize("temperature", [0.5, 2.0])
+def test_calibrated_interpretation_keeps_the_calls_and_recomputes_the_losses(temperature):
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(3), size=40)
+    labels = rng.integers(0, 3, size=40)
+    raw = Interpretation(classes=("covid", "normal", "viral"), files=[f"{i}.png" for i in range(40)], y_true=labels,
+                         probabilities=probs, losses=-np.log(probs[np.arange(40), labels]))
+    scaled = calibrated(raw, temperature)
+    assert np.array_equal(scaled.y_pred, raw.y_pred) and scaled.report == raw.report
+    expected = apply_temperature(log_of(probs), temperature).double().numpy()
+    assert np.allclose(scaled.probabilities, expected, atol=1e-6)
+    assert np.allclose(scaled.losses, -np.log(expected[np.arange(40), labels]), atol=1e-5)
+    assert np.array_equal(raw.probabilities, probs)  # the raw interpretation is left as it was
+    assert calibrated(raw, 1.0) is raw

@@ -4,17 +4,19 @@
 and the reliability bins before and after scaling) and draws two panels side by side, before and after: in each
 confidence bin a bar as high as the share of its X-rays the model got right, the diagonal a perfectly calibrated
 model would follow, and the gap to it shaded. Bars under the diagonal are over-confidence. `calibration_sentences`
-says the same in words for a student.
+says the same in words for a student; `calibrated` gives an `Interpretation` the percentages the model is used with.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from cxr.train.calibration import Bin, confidence_words
+from cxr.explain.interpret import Interpretation
+from cxr.train.calibration import Bin, apply_temperature, confidence_words, log_of
 
 COLORS = {"accuracy": "#4c78a8", "gap": "#e45756", "diagonal": "#555555"}
 
@@ -53,6 +55,16 @@ def reliability_figure(measured: dict[str, Any], what: str = "test X-rays") -> F
     axes[0].set_ylabel(f"how often it was right ({what})")
     axes[0].legend(loc="upper left", fontsize=8)
     return fig
+
+
+def calibrated(interp: Interpretation, temperature: float) -> Interpretation:
+    """The same images as the model is used after training: probabilities divided by `temperature` (as `Classifier`
+    gives them) and each image's loss recomputed from them. The calls, so the confusion matrix, do not change."""
+    if temperature == 1.0:
+        return interp
+    probs = apply_temperature(log_of(interp.probabilities), temperature).double().numpy()
+    losses = -np.log(np.clip(probs[np.arange(len(interp)), interp.y_true], 1e-12, None))
+    return replace(interp, probabilities=probs, losses=losses)
 
 
 def calibration_sentences(measured: dict[str, Any]) -> dict[str, str]:
