@@ -1,8 +1,9 @@
 """Inference on single images: class probabilities, and optionally a Grad-CAM explanation.
 
 `Classifier` wraps a loaded checkpoint and runs the same preprocessing as training (via `cxr.data.transforms`), so an
-image is treated exactly as the model saw its training data. It is safe to share between threads: inference
-mutates nothing, and Grad-CAM's hook lives on a per-call module. On a CUDA device a prediction, and a Grad-CAM with
+image is treated exactly as the model saw its training data. Its probabilities are calibrated: the logits are
+divided by the temperature the run fitted on its validation images (`cxr.train.calibration`). It is safe to share
+between threads: inference mutates nothing, and Grad-CAM's hook lives on a per-call module. On a CUDA device a prediction, and a Grad-CAM with
 its prediction, each run as a CUDA graph captured on first use (`CudaGraphCall`): at batch 1 launching
 kernels from Python, not arithmetic, is the cost, and a replay launches them all at once. Every prediction also
 says whether the image looks like the model's training X-rays (`cxr.explain.ood`), from the pooled features of the
@@ -23,6 +24,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from cxr.train.calibration import apply_temperature
 from cxr.train.checkpoint import Checkpoint, load_checkpoint
 from cxr.explain.maps import explain_tensors, pooled_and_logits
 from cxr.explain.ood import OodFit
@@ -108,6 +110,7 @@ class Classifier:
         self.device = torch.device(device)
         self.model = self.checkpoint.model.to(self.device).eval()
         self.classes = self.checkpoint.classes
+        self.temperature = self.checkpoint.temperature  # fitted at the end of training; 1 for older files
         config = self.checkpoint.config
         self.hide = HideLungs.from_config(config)
         self.ood = OodFit.from_dict(self.checkpoint.ood)  # None: this checkpoint carries no check
@@ -134,6 +137,11 @@ class Classifier:
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The logits [B, classes] of a model input (see `model_input`) and the pooled features they came from."""
         return self._on_device(("logits",), functools.partial(_forward, self.model), x)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Calibrated probabilities [B, classes]: softmax(logits / T). The largest logit stays the largest, so the
+        predicted class is the one the raw logits give."""
+        return apply_temperature(logits.float().cpu(), self.temperature)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """The logits [B, classes] of a model input (see `model_input`)."""
@@ -190,7 +198,7 @@ class Classifier:
             raise ValueError(f"{len(inputs)} inputs but {len(targets)} targets")
         x = torch.cat(inputs).to(self.device)
         maps, logits, pooled = self.gradcam_pass(x, None if all(t is None for t in targets) else targets)
-        probs = logits.float().softmax(1).cpu().tolist()
+        probs = self.probabilities(logits).tolist()
         return list(zip(probs, maps, self.ood_scores(pooled)))
 
     def prediction(self, image: Image.Image, probs: list[float], heatmap: np.ndarray | None,
@@ -212,5 +220,4 @@ class Classifier:
             heatmap = maps[0]
         else:
             logits, pooled = self.forward(x)
-        return self.prediction(image, logits.float().softmax(1)[0].cpu().tolist(), heatmap, target,
-                               self.ood_scores(pooled)[0])
+        return self.prediction(image, self.probabilities(logits)[0].tolist(), heatmap, target, self.ood_scores(pooled)[0])

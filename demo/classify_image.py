@@ -1,6 +1,7 @@
 """One X-ray classified and explained for the Classify tab: the probabilities, the Grad-CAM overlay and the caption
 that says what the map shows (its coarseness, the lung focus, the dataset's label when the image comes from the
-dataset), and the `Session` a visitor keeps to redraw or re-explain the same X-ray.
+dataset; for a model still training, how often it has been right so far), and the `Session` a visitor keeps to
+redraw or re-explain the same X-ray. The probabilities are calibrated by the model's temperature (`Classifier`).
 
 Every handler of the tab that shows a result calls `classify`; the model itself runs in one call to
 `Classifier.predict`.
@@ -101,6 +102,16 @@ def focus_words(heatmap: np.ndarray, mask: np.ndarray | None, outlined: bool = T
             f"a map spread evenly would put {percent(area)} there.")
 
 
+def training_words(metrics: dict[str, Any]) -> str:
+    """For a model still training: how often its weights have been right so far, beside its answer, and that its
+    percentages are not calibrated yet (the run fits its temperature when it ends)."""
+    accuracy = metrics.get("val_accuracy")
+    so_far = (f"these weights were right on {100 * accuracy:.0f} % of the validation X-rays so far"
+              if isinstance(accuracy, (int, float)) else "these weights have not been validated yet")
+    return (f"**Still training:** {so_far}. Its percentages are the network's own until the run ends and calibrates "
+            "them.\n\n")
+
+
 def _size_check(file: str) -> None:
     try:
         size = os.path.getsize(file)
@@ -152,6 +163,8 @@ def classify(ctx: AppContext, file: str | None, checkpoint: str | None, target: 
     verdict = "" if truth is None else (
         f"**Labelled {display_name(truth)} in the dataset**: the model says {display_name(pred.label)}, "
         + ("right.\n\n" if truth == pred.label else "**wrong**.\n\n"))
+    if checkpoint == ctx.running_checkpoint():
+        verdict = training_words(clf.checkpoint.metrics) + verdict
     synthetic = " (synthetic model)" if clf.checkpoint.synthetic else ""
     unlike = pred.looks_like_training_data is False
     check = f"**{UNLIKE_TRAINING}**\n\n" if unlike else f"{NO_CHECK}\n\n" if pred.ood_score is None else ""

@@ -1,7 +1,8 @@
 """One model's analysis on its own test split, shared by every visitor of the Evaluate tab: the `Interpretation`
 (`cxr.explain.interpret`: the model runs once over its test split per model file, for the whole server, through
-`AppContext.cached`), the overlays drawn so far, and the views derived from it (the top losses, the confusion
-matrix, the per-class metrics, each with its words). No gradio: the tab (`demo.evaluate_tab`) shows them.
+`AppContext.cached`; its percentages calibrated as Classify shows them, with the reliability before and after),
+the overlays drawn so far, and the views derived from it (the top losses, the confusion matrix, the per-class
+metrics, each with its words). No gradio: the tab (`demo.evaluate_tab`) shows them.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from cxr.data.lungs import HideLungs
 from cxr.explain.figures import cam_overlays, share_text, true_probability
 from cxr.explain.hidden import SENTENCE
 from cxr.explain.interpret import Interpretation, Record, cache_for, interpret_as_trained
+from cxr.explain.reliability import calibrated, calibration_sentences
+from cxr.train.calibration import Calibration, measure_calibration
 
 from .context import SAMPLE_SIZE, AppContext
 
@@ -42,6 +45,9 @@ class Analysis:
     synthetic: bool
     notes: tuple[str, ...]  # where its test set here differs from the one it was tested on (see split_for)
     config: dict = field(default_factory=dict)  # the model's settings: a run that hid the lungs is drawn as it saw
+    # its test images' reliability before and after its temperature (`measure_calibration`), and what the run fitted
+    calibration: dict = field(default_factory=dict)
+    fitted: Calibration = field(default_factory=Calibration)
     tiles: dict[int, np.ndarray] = field(default_factory=dict)  # row -> overlay, THUMB px, drawn once
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -84,9 +90,13 @@ def _compute(ctx: AppContext, name: str) -> Analysis:
     ckpt = clf.checkpoint
     index, split, app_ids = _test_set(ctx, name, ckpt)
     cache = cache_for(ckpt, index)  # at the model's own resolution
-    interp = interpret_as_trained(ckpt, cache, split.test, index.labels, device=clf.device)
+    raw = interpret_as_trained(ckpt, cache, split.test, index.labels, device=clf.device)
+    # Every view shows the percentages Classify shows (calibrated); the reliability diagram compares both.
+    interp = calibrated(raw, ckpt.temperature)
     analysis = Analysis(name, interp, index.files, ckpt.image_size, [app_ids[i] for i in interp.ids],
-                        ckpt.synthetic or index.synthetic, split.notes, config=ckpt.config)
+                        ckpt.synthetic or index.synthetic, split.notes, config=ckpt.config,
+                        calibration=measure_calibration(raw.probabilities, raw.y_true, ckpt.temperature),
+                        fitted=Calibration.from_dict(ckpt.calibration))
     analysis.draw(clf.model, shown_records(interp, WRONG) + shown_records(interp, RIGHT), cache)
     return analysis
 
@@ -150,3 +160,20 @@ def summary(analysis: Analysis) -> str:
     if HideLungs.from_config(analysis.config).enabled:  # every picture below outlines what it never saw
         text += f"\n\n**{SENTENCE}**"
     return text
+
+
+def calibration_text(analysis: Analysis) -> str:
+    """The reliability diagram in words: what "90 %" means for this model before and after its temperature."""
+    measured, fitted = analysis.calibration, analysis.fitted
+    said = calibration_sentences(measured)
+    ece = measured["ece"]
+    lines = [f"**Before scaling:** {said['before']} (expected calibration error, ECE: {ece['before']:.3f})."]
+    if fitted.note or fitted.ece_after is None:
+        why = fitted.note or ("a run fits one when it ends: this model is still training, or was saved by an older "
+                              "cxr")
+        lines.append(f"**No temperature was fitted** ({why}): the percentages Classify shows are the network's own.")
+    else:
+        lines.append(f"**After dividing its logits by T = {measured['temperature']:.2f}** (fitted on its "
+                     f"{fitted.images} {fitted.fitted_on} X-rays): {said['after']} (ECE {ece['after']:.3f}). "
+                     "Classify shows these percentages; the answer itself never changes, only how sure it sounds.")
+    return "\n\n".join(lines)

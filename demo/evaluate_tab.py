@@ -2,8 +2,9 @@
 
 For the chosen model it shows its top losses: the wrong calls that gave the true class the lowest probability (or
 the right calls that gave it the highest), each under the Grad-CAM of the class it chose; a confusion matrix whose
-numbers open the X-rays of that cell; its most confused pairs in words; and per-class precision, recall, F1 and ROC
-AUC with a sentence each. All of it comes from one `Analysis` per model file (`demo.evaluate_analysis`). The tab's
+numbers open the X-rays of that cell; its most confused pairs in words; per-class precision, recall, F1 and ROC
+AUC with a sentence each; and a reliability diagram (can its percentages be trusted, before and after temperature
+scaling). All of it comes from one `Analysis` per model file (`demo.evaluate_analysis`). The tab's
 components live in `EvaluateTab`; each handler returns a dict keyed by them. Clicking an X-ray puts its dataset id
 into `open_id`, which the page hands to the Classify tab. A report (`cxr.explain.report`) can be downloaded as a
 zip. `CSS` is this tab's share of the page's style sheet.
@@ -22,11 +23,12 @@ import pandas as pd
 
 from cxr.data.index import display_name
 from cxr.explain.interpret import Record
+from cxr.explain.reliability import reliability_figure
 from cxr.explain.report import write_report
 
 from .context import AppContext
-from .evaluate_analysis import (RIGHT, WRONG, Analysis, analyse, caption, confused_words, confusion_frame,
-                                metrics_frame, metrics_words, shade, shown_records, summary)
+from .evaluate_analysis import (RIGHT, WRONG, Analysis, analyse, calibration_text, caption, confused_words,
+                                confusion_frame, metrics_frame, metrics_words, shade, shown_records, summary)
 from .messages import not_yet, user_error
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,8 @@ class EvaluateTab:
     cell_ids: gr.State
     metrics: gr.Dataframe
     words: gr.Markdown
+    reliability: gr.Plot  # confidence against accuracy, before and after temperature scaling
+    calibration: gr.Markdown
     report_btn: gr.Button
     download_btn: gr.DownloadButton
     open_id: gr.State  # the dataset id of a clicked picture, for Classify
@@ -73,7 +77,7 @@ class EvaluateTab:
     @property
     def model_outputs(self) -> list[gr.components.Component]:
         return [self.summary, self.losses, self.loss_ids, self.confusion, self.confused, self.metrics, self.words,
-                self.which, self.cell, self.cell_text, self.cell_ids, self.download_btn, self.body]
+                self.reliability, self.calibration, self.which, self.cell, self.cell_text, self.cell_ids, self.download_btn, self.body]
 
 
 def _analysis(ctx: AppContext, name: str | None) -> Analysis:
@@ -104,7 +108,7 @@ def show_model(ctx: AppContext, tab: EvaluateTab, name: str | None) -> dict:
     if not name:
         return {**out, tab.summary: ctx.no_model_yet(countdown=False), tab.losses: gr.update(value=[], visible=False),
                 tab.loss_ids: [], tab.confusion: pd.DataFrame(), tab.confused: "", tab.metrics: pd.DataFrame(),
-                tab.words: "", tab.body: gr.update(visible=False)}
+                tab.words: "", tab.reliability: None, tab.calibration: "", tab.body: gr.update(visible=False)}
     analysis = _analysis(ctx, name)
     interp = analysis.interp
     out[tab.losses], out[tab.loss_ids] = _gallery(ctx, analysis, shown_records(interp, WRONG))
@@ -114,6 +118,7 @@ def show_model(ctx: AppContext, tab: EvaluateTab, name: str | None) -> dict:
                  "training (it never sees the test set); the run's own test score comes when it ends.*")
     return {**out, tab.summary: text, tab.confusion: confusion_frame(interp).style.apply(shade, axis=None),
             tab.confused: confused_words(interp), tab.metrics: metrics_frame(interp), tab.words: metrics_words(interp),
+            tab.reliability: reliability_figure(analysis.calibration), tab.calibration: calibration_text(analysis),
             tab.body: gr.update(visible=True)}
 
 
@@ -189,8 +194,10 @@ def prepare_report(ctx: AppContext, name: str | None):
 
 
 def evaluate_model(ctx: AppContext, name: str) -> dict:
-    """For API users: the model's test-split interpretation as JSON (report, roc_auc, top_losses, most_confused)."""
-    interp = _analysis(ctx, name).interp
+    """For API users: the model's test-split interpretation as JSON (report, roc_auc, top_losses, most_confused),
+    and its calibration there (temperature, ece, reliability) as `python -m cxr evaluate --json` gives it."""
+    analysis = _analysis(ctx, name)
+    interp = analysis.interp
     root = ctx.settings.data_dir
 
     def rel(file: str) -> str:  # paths relative to the dataset: never where it lies on the server
@@ -199,7 +206,7 @@ def evaluate_model(ctx: AppContext, name: str) -> dict:
     out = interp.to_dict()
     out["top_losses"] = [{**r, "file": rel(r["file"])} for r in out["top_losses"]]
     out["skipped"] = {rel(f): why for f, why in out["skipped"].items()}
-    return {"model": name, **out}
+    return {"model": name, **out, **analysis.calibration}
 
 
 def build(ctx: AppContext) -> EvaluateTab:
@@ -235,9 +242,17 @@ def build(ctx: AppContext) -> EvaluateTab:
         gr.Markdown("### How good is it for each class?")
         metrics = gr.Dataframe(label="Per class, on the test X-rays", interactive=False, elem_id="eval_metrics")
         words = gr.Markdown(elem_id="eval_words")
+
+        gr.Markdown("### Can you trust its percentages?\n"
+                    "A model is *calibrated* when its percentages mean what they say: of the X-rays it calls with "
+                    "90 %, about 90 % are right. Each bar is one range of percentages; its height is how often the "
+                    "model was right there; the dashed line is where a calibrated model's bars would end. A bar "
+                    "below the line: there it sounded surer than it was.")
+        reliability = gr.Plot(format="png", show_label=False, elem_id="eval_reliability")
+        calibration = gr.Markdown(elem_id="eval_calibration")
     tab = EvaluateTab(model=model, summary=summary_text, body=body, which=which, losses=losses, loss_ids=gr.State([]),
                       confusion=confusion, confused=confused, cell_text=cell_text, cell=cell, cell_ids=gr.State([]),
-                      metrics=metrics, words=words, report_btn=report_btn, download_btn=download_btn,
+                      metrics=metrics, words=words, reliability=reliability, calibration=calibration, report_btn=report_btn, download_btn=download_btn,
                       open_id=gr.State(None), open_events=[])
 
     heavy = {"concurrency_limit": 2, "concurrency_id": "evaluate", "api_name": False}

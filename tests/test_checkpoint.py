@@ -34,11 +34,23 @@ def test_checkpoint_keeps_its_split_by_file_name_and_an_older_file_has_none(tmp_
     assert load_checkpoint(tmp_path / "old.pt").split == {}
 
 
+def test_checkpoint_keeps_its_calibration_and_an_older_file_has_temperature_one(tmp_path):
+    record = {"temperature": 1.7, "ece_before": 0.2, "ece_after": 0.05, "fitted_on": "validation", "images": 90}
+    _, path = _save(tmp_path / "c.pt", calibration=record)
+    ckpt = load_checkpoint(path)
+    assert ckpt.calibration == record and ckpt.temperature == 1.7
+    raw = read_checkpoint_file(path)
+    del raw["calibration"]
+    torch.save(raw, tmp_path / "old.pt")
+    old = load_checkpoint(tmp_path / "old.pt")
+    assert old.calibration == {} and old.temperature == 1.0
+
+
 def test_checkpoint_describes_itself(tmp_path):
     _, path = _save(tmp_path / "a.pt")
     raw = read_checkpoint_file(path)
     for key in ("state_dict", "classes", "image_size", "normalization", "config", "metrics", "created",
-                "torch_version", "torchvision_version", "arch", "split"):
+                "torch_version", "torchvision_version", "arch", "split", "calibration"):
         assert key in raw, key
     assert raw["normalization"]["mean"] == [0.485, 0.456, 0.406]
 

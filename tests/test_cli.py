@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import cxr.data.download
 from cxr.cli.main import main
@@ -102,6 +103,22 @@ def test_evaluate_json_lists_the_ten_largest_losses_and_roc_auc_per_class(traine
     assert set(report["roc_auc"]) == {"covid", "normal", "viral"}
     assert all(0 <= v <= 1 for v in report["roc_auc"].values())
     assert report["loss"] > 0 and report["count"] == 36
+
+
+def test_evaluate_json_measures_calibration_before_and_after_the_checkpoints_temperature(
+        trained_checkpoint, synthetic_root, tmp_path, capsys):
+    from cxr.train.checkpoint import read_checkpoint_file
+
+    raw = read_checkpoint_file(trained_checkpoint)
+    raw["calibration"] = {"temperature": 2.0, "fitted_on": "validation"}
+    torch.save(raw, tmp_path / "warm.pt")
+    report = evaluate_json(capsys, "--checkpoint", tmp_path / "warm.pt", "--data", synthetic_root)
+    assert report["temperature"] == 2.0 and set(report["ece"]) == {"before", "after"}
+    assert all(0 <= v <= 1 for v in report["ece"].values()) and report["ece"]["before"] != report["ece"]["after"]
+    assert sum(b["count"] for b in report["reliability"]["after"]) == report["count"]
+    plain = evaluate_json(capsys, "--checkpoint", trained_checkpoint, "--data", synthetic_root)
+    assert plain["temperature"] == 1.0 and plain["ece"]["before"] == pytest.approx(plain["ece"]["after"])
+    assert plain["ece"]["before"] == pytest.approx(report["ece"]["before"])  # the same model, the same images
 
 
 def test_evaluate_runs_the_model_once_over_each_image(trained_checkpoint, synthetic_root, capsys, monkeypatch):

@@ -122,6 +122,17 @@ def test_classify_explains_the_chosen_class(ctx, synthetic_root):
     assert "Viral Pneumonia" in classify_tab.classify(ctx, image, "tiny.pt", "viral", 0.5).caption
 
 
+def test_classify_says_how_often_a_model_still_training_has_been_right_so_far(ctx, synthetic_root, monkeypatch):
+    image = str(synthetic_root / "Normal" / "images" / "Normal-1.png")
+    assert "Still training" not in classify_tab.classify(ctx, image, "tiny.pt", "predicted class", 0.5).caption
+    monkeypatch.setattr(ctx, "running_checkpoint", lambda: "tiny.pt")
+    accuracy = ctx.classifier("tiny.pt").checkpoint.metrics["val_accuracy"]
+    caption = classify_tab.classify(ctx, image, "tiny.pt", "predicted class", 0.5).caption
+    assert caption.startswith(f"**Still training:** these weights were right on {100 * accuracy:.0f} % of the "
+                              "validation X-rays so far")
+    assert classify_image.training_words({}).startswith("**Still training:** these weights have not been validated")
+
+
 def test_classify_refuses_a_class_the_model_does_not_know(ctx, synthetic_root):
     image = str(synthetic_root / "Normal" / "images" / "Normal-1.png")
     with pytest.raises(gr.Error, match="cannot explain that class"):

@@ -4,7 +4,7 @@ import json
 import math
 import re
 import zipfile
-from dataclasses import fields
+from dataclasses import fields, replace
 from itertools import product
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import gradio as gr
 import numpy as np
 import pytest
+import torch
 
 from cxr.data.index import display_name
 from cxr.explain.figures import share_text
@@ -66,6 +67,44 @@ def test_view_has_one_table_row_per_class_and_words_for_each(tab, shared):
         assert f"**{name}**" in out["words"] and f"recall for {name}" in out["words"]
     assert "test X-rays" in out["summary"] and "Synthetic" in out["summary"] and out["which"] == WRONG
     assert out["cell"]["visible"] is False and out["download_btn"]["visible"] is False
+
+
+def test_view_shows_the_reliability_diagram_and_says_no_temperature_was_fitted(tab, shared):
+    out = view(shared, tab)
+    axes = out["reliability"].axes
+    assert [ax.get_title().splitlines()[0] for ax in axes] == [
+        "Before: the network's own percentages", "After: no temperature fitted (T = 1)"]
+    assert "ECE" in axes[0].get_title() and "Before scaling:" in out["calibration"]
+    assert "**No temperature was fitted** (only 9 validation images" in out["calibration"]
+
+
+def test_calibration_words_give_the_fitted_temperature_and_both_errors(shared):
+    analysis = evaluate_analysis.analyse(shared, MODEL)
+    fitted = evaluate_analysis.Calibration(temperature=2.0, ece_before=0.3, ece_after=0.1, fitted_on="validation",
+                                           images=90)
+    measured = evaluate_analysis.measure_calibration(analysis.interp.probabilities, analysis.interp.y_true, 2.0)
+    text = evaluate_analysis.calibration_text(replace(analysis, calibration=measured, fitted=fitted))
+    assert "T = 2.00** (fitted on its 90 validation X-rays)" in text
+    assert f"ECE: {measured['ece']['before']:.3f}" in text and f"ECE {measured['ece']['after']:.3f}" in text
+    assert re.search(r"when it says about \d+ %, it is right \d+ % of the time \(\d+ X-rays?\)", text)
+
+
+def test_the_tab_shows_the_calibrated_percentages_classify_shows(synthetic_root, trained_checkpoint, tmp_path):
+    from cxr.train.checkpoint import read_checkpoint_file
+
+    raw = read_checkpoint_file(trained_checkpoint)
+    raw["calibration"] = {"temperature": 2.0, "fitted_on": "validation", "images": 90, "ece_before": 0.3,
+                          "ece_after": 0.1}
+    folder = tmp_path / "models"
+    folder.mkdir()
+    torch.save(raw, folder / MODEL)
+    ctx = make_context(synthetic_root, folder)
+    analysis = evaluate_analysis.analyse(ctx, MODEL)
+    clf = ctx.classifier(MODEL)
+    first = analysis.interp.files[0]
+    predicted = clf.predict(first).probabilities
+    assert list(analysis.interp.probabilities[0]) == pytest.approx(list(predicted.values()), abs=1e-5)
+    assert analysis.calibration["temperature"] == 2.0 and analysis.fitted.images == 90
 
 
 def percents(captions) -> list[float]:
@@ -243,6 +282,7 @@ def test_api_result_is_json_with_roc_auc_and_no_server_paths(shared):
     text = json.dumps(out)
     assert out["model"] == MODEL and set(out["roc_auc"]) == {"covid", "normal", "viral"}
     assert out["count"] == 9 and len(out["top_losses"]) == 9
+    assert out["temperature"] == 1.0 and set(out["ece"]) == {"before", "after"}
     assert str(shared.settings.data_dir) not in text and all(not r["file"].startswith("/") for r in out["top_losses"])
 
 

@@ -14,6 +14,23 @@ from tests import imagefiles
 from tests.conftest import tiny_config
 
 
+@pytest.mark.parametrize("temperature", [0.3, 1.0, 2.5, 10.0])
+def test_probabilities_are_the_logits_divided_by_the_fitted_temperature(trained_checkpoint, synthetic_root,
+                                                                         temperature):
+    ckpt = load_checkpoint(trained_checkpoint)
+    ckpt.calibration = {"temperature": temperature}
+    clf = Classifier(ckpt)
+    image = synthetic_root / "Normal" / "images" / "Normal-2.png"
+    logits = clf.logits(clf.model_input(clf.read(image)))[0]
+    expected = (logits / temperature).softmax(0).tolist()
+    for explain in (False, True):
+        pred = clf.predict(image, explain=explain)
+        assert list(pred.probabilities.values()) == pytest.approx(expected, abs=1e-5)
+        assert pred.label == clf.classes[int(logits.argmax())]  # scaling never changes the answer
+    [(probs, _, _)] = clf.explain_batch([clf.model_input(clf.read(image))], [None])
+    assert probs == pytest.approx(expected, abs=1e-5)
+
+
 @pytest.mark.slow
 def test_end_to_end_train_save_load_predict_explain(synthetic_root, tmp_path):
     done = list(fit(tiny_config(synthetic_root, tmp_path / "e2e.pt", max_steps=4)))[-1]

@@ -82,6 +82,22 @@ def test_card_has_every_section_and_the_notice(report_dir):
         assert f"]({name})" in text
 
 
+def test_card_states_the_temperature_and_the_ece_before_and_after(trained_checkpoint, synthetic_root, tmp_path):
+    ckpt = load_checkpoint(trained_checkpoint)
+    record = {"temperature": 1.8, "ece_before": 0.25, "ece_after": 0.06, "fitted_on": "validation", "images": 90}
+    path = save_checkpoint(tmp_path / "t.pt", ckpt.model, ckpt.classes, ckpt.image_size, ckpt.config, ckpt.metrics,
+                           synthetic=ckpt.synthetic, calibration=record)
+    out = write_report(path, synthetic_root, tmp_path / "card", include_weights=False)
+    text = (out / "README.md").read_text()
+    assert "### Calibration" in text and "**T = 1.80** was fitted on the 90 validation images" in text
+    assert "0.250 before, 0.060 after" in text and "On the 9 test images the ECE is" in text
+    assert json.loads((out / "metrics.json").read_text())["calibration"] == record
+
+
+def test_card_of_an_uncalibrated_model_says_its_probabilities_are_its_own(report_dir):
+    assert "No temperature was fitted" in (report_dir / "README.md").read_text()
+
+
 def test_report_figures_exist_and_open(report_dir, full_checkpoint):
     for name in FIGURES:
         with Image.open(report_dir / name) as im:

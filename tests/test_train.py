@@ -66,6 +66,27 @@ def test_a_finished_run_keeps_one_best_checkpoint_with_test_metrics_and_no_last_
     assert done.last_checkpoint == "" and sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
 
 
+def test_a_finished_run_fits_its_temperature_on_the_validation_images(synthetic_root, tmp_path, monkeypatch):
+    import cxr.train.loop
+
+    scored, score = [], cxr.train.loop.score
+    monkeypatch.setattr(cxr.train.loop, "score", lambda run, ids: scored.append(len(ids)) or score(run, ids))
+    events = _run(tiny_config(synthetic_root, tmp_path / "t.pt", val_per_class=7))  # 21 images: enough to fit
+    done = events[-1]
+    # The kept weights' validation logits are reused: one pass per evaluation and the test, no extra one.
+    assert len(scored) == sum(isinstance(e, Evaluated) for e in events) + 1
+    kept = load_checkpoint(done.checkpoint)
+    assert kept.calibration == done.calibration and kept.calibration["fitted_on"] == "validation"
+    assert kept.calibration["images"] == 21 and not kept.calibration["note"]
+    assert kept.temperature == kept.calibration["temperature"] > 0
+    assert all(0 <= kept.calibration[k] <= 1 for k in ("ece_before", "ece_after"))
+
+
+def test_a_run_with_few_validation_images_keeps_temperature_one_and_says_why(trained_checkpoint):
+    kept = load_checkpoint(trained_checkpoint)  # 3 validation images per class
+    assert kept.temperature == 1.0 and kept.calibration["images"] == 9 and "too few" in kept.calibration["note"]
+
+
 @pytest.mark.slow
 def test_the_best_checkpoint_carries_the_curves_and_the_attention_strip(synthetic_root, tmp_path):
     events = _run(tiny_config(synthetic_root, tmp_path / "m.pt", max_steps=6, eval_every=2))

@@ -26,6 +26,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from cxr.data.index import index_dataset
     from cxr.explain.focus import lung_focus_report, lung_focus_words
     from cxr.explain.interpret import cache_for, interpret_as_trained, rebuild_test_set
+    from cxr.train.calibration import measure_calibration
     from cxr.train.checkpoint import load_checkpoint
     from cxr.train.run import resolve_device
 
@@ -54,7 +55,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
               "top_losses": [r.to_dict() for r in interp.top_losses(TOP_LOSSES)],
               "skipped_files": [index.files[i].name for i in cache.bad], "ignored_folders": ignored,
               "lung_focus": lung_focus_report(ckpt, index, ids, args.batch_size, device), "split": args.split,
-              "notes": notes}
+              "notes": notes, **measure_calibration(interp.probabilities, interp.y_true, ckpt.temperature)}
     if args.json:
         print_json(report)
         return 0
@@ -67,6 +68,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     auc = ", ".join(f"{display_name(k)} {'n/a' if v is None else f'{v:.3f}'}" for k, v in report["roc_auc"].items())
     print(f"ROC AUC (one class against the rest): {auc}")
     print(lung_focus_words(report["lung_focus"]))
+    print(f"calibration: temperature {ckpt.temperature:.2f}; expected calibration error (ECE) on these images "
+          f"{report['ece']['before']:.3f} before, {report['ece']['after']:.3f} after")
     wrong = [r for r in interp.top_losses(5) if r.true != r.predicted]
     if wrong:
         print("most confidently wrong:")
@@ -103,7 +106,7 @@ def add_evaluate_parsers(sub: "argparse._SubParsersAction") -> None:
                         "images it trained on)")
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--device", default="auto")
-    e.add_argument("--json", action="store_true", help="one JSON object: the report, roc_auc and top_losses")
+    e.add_argument("--json", action="store_true", help="one JSON object: the report, roc_auc, top_losses, temperature and ece")
     e.set_defaults(func=cmd_evaluate)
 
     o = sub.add_parser("report", help="write a model card folder (README.md, figures, metrics.json) for a checkpoint")

@@ -164,6 +164,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                 print(f"{kept} validation accuracy {ev.best_val_accuracy:.1%} (step {ev.best_step}, the weights kept); "
                       "on the held-out test set:")
                 print(format_report(ev.test_report))
+                if ev.calibration:
+                    from cxr.train.calibration import calibration_words
+
+                    print(calibration_words(ev.calibration))
                 if cfg.hide_lungs != "none":
                     from cxr.explain.focus import shortcut_sentence
 

@@ -6,6 +6,7 @@
 - `focus`: how much of a map falls inside the lungs, and the shortcut lesson's sentence.
 - `interpret`: predictions and losses on a model's own test split, computed once; top losses and confusions.
 - `figures`: curves, confusion matrix, top losses and the attention strip as matplotlib figures.
+- `reliability`: the reliability diagram (confidence against accuracy, before and after temperature scaling).
 - `facts`: what a report is written from, gathered once per checkpoint (saved numbers, rebuilt test set, notes).
 - `card`: the model card text, its Hub metadata dumped as YAML front matter.
 - `report`: a Hugging Face model card folder: the card, metrics.json and those figures.

@@ -21,6 +21,7 @@ from cxr.explain.figures import TOP_LOSSES_SHOWN, share_text, true_probability
 from cxr.explain.hidden import SENTENCE
 from cxr.explain.focus import lung_focus_words, shortcut_sentence
 from cxr.explain.interpret import explain_metrics
+from cxr.train.calibration import BINS, Bin, Calibration, confidence_words, measure_calibration
 from cxr.train.checkpoint import Checkpoint
 from cxr.data.download import KAGGLE_HANDLE as DATASET_ID, KAGGLE_URL as DATASET_URL  # the Hub has no official copy
 
@@ -180,9 +181,27 @@ def results_section(f: Facts) -> list[str]:
         *(f"- {s}" for k in classes for s in sentences[k].values()), "",
         "![Confusion matrix: rows are the true class, columns the predicted one](confusion_matrix.png)", "",
         "Most confused (a true class called another):", "", *confused, "",
-        *shortcut_lines(f),
+        *calibration_lines(f), *shortcut_lines(f),
         "### Training curves", "", curves, "",
     ]
+
+
+def calibration_lines(f: Facts) -> list[str]:
+    """Temperature scaling in words: T, the ECE it left on validation, and what it does on these test images."""
+    c = Calibration.from_dict(f.checkpoint.calibration)
+    test = measure_calibration(f.interp.probabilities, f.interp.y_true, c.temperature)
+    if c.ece_after is None or c.note:
+        fitted = (f"No temperature was fitted ({c.note or 'the model was saved before cxr calibrated'}): the "
+                  "probabilities are the network's own (T = 1).")
+    else:
+        fitted = (f"After training, one temperature **T = {c.temperature:.2f}** was fitted on the {c.images} "
+                  f"{c.fitted_on} images (temperature scaling, Guo et al. 2017), and every probability the model "
+                  f"reports is softmax(logits / T); the chosen class never changes. Expected calibration error (ECE, "
+                  f"{BINS} bins) on those images: {c.ece_before:.3f} before, {c.ece_after:.3f} after.")
+    words = confidence_words([Bin(**b) for b in test["reliability"]["after"]])
+    return ["### Calibration", "", fitted,
+            f"On the {len(f.interp)} test images the ECE is {test['ece']['before']:.3f} before scaling and "
+            f"{test['ece']['after']:.3f} after" + (f": {words}." if words else "."), ""]
 
 
 def shortcut_lines(f: Facts) -> list[str]:

@@ -53,6 +53,7 @@ def metrics_json(f: Facts) -> dict[str, Any]:
         "most_confused": [{"true": t, "predicted": p, "count": n} for t, p, n in f.interp.most_confused()],
         "recomputed": None if f.agrees else {"accuracy": f.interp.accuracy, "test": f.interp.report},
         "lung_focus": {k: v for k, v in f.lung_focus.items() if k != "per_image"},
+        "calibration": f.checkpoint.calibration,  # T and its validation ECE, as the run fitted them ({}: none)
         "notes": f.notes,
     }
 

@@ -6,5 +6,7 @@
 - `events`: the typed events `fit` yields; `run`: a run's fixed set-up (data, model, optimiser, device);
   `state`: what changes as it trains (step, best so far, curves) and the keep policies; `budget`: steps and
   seconds (progress, ETA, the stop, when to evaluate); `loop`: `fit`, one step, one evaluation (validate, record,
-  save) and the final test; `evaluate`: accuracy and the report.
+  save) and the final test; `evaluate`: accuracy and the report; `calibration`: temperature scaling fitted on
+  validation at the end of a run, and the expected calibration error (ECE) with its reliability bins; `fitted`:
+what a finished run fits on its kept weights (the temperature and the out-of-distribution check).
 """

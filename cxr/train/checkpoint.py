@@ -22,6 +22,7 @@ import torchvision
 from torch import nn
 
 from cxr.data.index import display_name
+from cxr.train.calibration import Calibration
 from cxr.train.model import ARCH, build_model
 from cxr.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -61,6 +62,13 @@ class Checkpoint:
     split: dict[str, list[str]] = field(default_factory=dict)  # its validation and test files by name (`data.split_names`)
     plan: dict[str, Any] = field(default_factory=dict)  # the size a budgeted run chose, and why (`cxr.train.plan.Plan`)
     ood: dict[str, Any] = field(default_factory=dict)  # the out-of-distribution check (`cxr.explain.ood`); {}: none
+    # temperature scaling fitted at the end of the run (`cxr.train.calibration.Calibration`); {} in older files
+    calibration: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def temperature(self) -> float:
+        """What the logits are divided by for calibrated probabilities (1 for a file without calibration)."""
+        return Calibration.from_dict(self.calibration).temperature
 
     @property
     def class_names(self) -> list[str]:
@@ -80,6 +88,7 @@ def save_checkpoint(
     split: "dict[str, list[str]] | None" = None,
     plan: "dict[str, Any] | None" = None,
     ood: "dict[str, Any] | None" = None,
+    calibration: "dict[str, Any] | None" = None,
 ) -> Path:
     """Write a checkpoint to `path` atomically and return the path. `model` and `optimizer` may be given as their
     state dicts (a snapshot taken earlier, as `cxr.train.writer` does)."""
@@ -101,6 +110,7 @@ def save_checkpoint(
         "split": split or {},
         "plan": plan or {},
         "ood": ood or {},  # fitted once the run has ended: a checkpoint saved during training has none
+        "calibration": calibration or {},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "torch_version": str(torch.__version__),
         "torchvision_version": str(torchvision.__version__),
@@ -193,6 +203,7 @@ def load_checkpoint(path: "str | Path", device: "str | torch.device" = "cpu") ->
         split=_split_names(payload.get("split")),
         plan=payload.get("plan") if isinstance(payload.get("plan"), dict) else {},
         ood=payload.get("ood") if isinstance(payload.get("ood"), dict) else {},
+        calibration=payload.get("calibration") if isinstance(payload.get("calibration"), dict) else {},
     )
 
 

@@ -26,6 +26,9 @@ class EvalResult:
     y_true: list[int]
     y_pred: list[int]
     probabilities: torch.Tensor  # [n, classes]: what interpretation (top losses, ROC AUC) is derived from
+    # [n, classes]: the logits, what temperature scaling divides (with tta_flip: the log of the averaged
+    # probabilities, which softmax turns back into them)
+    logits: torch.Tensor | None = None
 
     @property
     def count(self) -> int:
@@ -45,7 +48,7 @@ def evaluate(
     and its mirror image are both scored and their probabilities averaged. Restores the model's train/eval mode."""
     was_training = model.training
     model.eval()
-    total_loss, y_true, y_pred, probs = 0.0, [], [], []
+    total_loss, y_true, y_pred, probs, logits = 0.0, [], [], [], []
     try:
         for images, labels in batches:
             x = to_model_input(images.to(device, non_blocking=True))
@@ -53,11 +56,14 @@ def evaluate(
                 x = x.contiguous(memory_format=torch.channels_last)
             labels = labels.to(device, non_blocking=True)
             with torch.autocast(device_type=torch.device(device).type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                p = model(x).float().softmax(1)
+                z = model(x).float()
+                p = z.softmax(1)
                 if tta_flip:  # test-time augmentation: the mirror image is as valid a view as the original
                     p = (p + model(x.flip(-1)).float().softmax(1)) / 2
+                    z = p.clamp_min(1e-12).log()
             total_loss += F.nll_loss(p.clamp_min(1e-12).log(), labels, reduction="sum").item()
             probs.append(p.cpu())
+            logits.append(z.cpu())
             y_pred += p.argmax(1).tolist()
             y_true += labels.tolist()
     finally:
@@ -66,7 +72,7 @@ def evaluate(
     if n == 0:
         raise ValueError("nothing to evaluate: no readable images in the evaluation set")
     correct = sum(int(t == p) for t, p in zip(y_true, y_pred))
-    return EvalResult(total_loss / n, correct / n, y_true, y_pred, torch.cat(probs))
+    return EvalResult(total_loss / n, correct / n, y_true, y_pred, torch.cat(probs), torch.cat(logits))
 
 
 def _safe_div(a: float, b: float) -> float:

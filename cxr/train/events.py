@@ -8,7 +8,7 @@ neighbouring floats, and a swapped pair must fail loudly rather than plot the wr
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Protocol
 
 
@@ -118,6 +118,7 @@ class Done(Event):
     peak_memory_mb: float
     skipped_files: list[str]
     seconds_writing: float = 0.0  # writing those checkpoints to disk, in a thread beside the loop
+    calibration: dict[str, Any] = field(default_factory=dict)  # temperature and ECE (cxr.train.calibration), or {}
 
 
 # Why a run ended, in words for the status line and the CLI.

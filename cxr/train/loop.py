@@ -31,10 +31,10 @@ from cxr.data.lungs import hide_pixels
 from cxr.data.transforms import to_model_input
 from cxr.errors import UserError
 from cxr.explain.maps import gradcam
-from cxr.explain.ood import fit_ood, spread
 from cxr.train.checkpoint import save_checkpoint
 from cxr.train.config import TrainConfig
 from cxr.train.evaluate import EvalResult, classification_report, evaluate
+from cxr.train.fitted import fit_after_training
 from cxr.train.events import Attention, Done, Evaluated, Event, Note, Started, Step, StopFlag
 from cxr.train.model import count_parameters, set_train_mode
 from cxr.train.run import Run, setup, start_state
@@ -199,27 +199,27 @@ def evaluate_and_save(run: Run, state: RunState) -> Iterator[Event]:
 def finish(run: Run, state: RunState, reason: str, loop_seconds: float) -> Done:
     """The honest number: the kept weights, once, on test images that played no part in training or stopping."""
     best, timings = state.best, state.timings
-    test_accuracy, test_loss, report, t_test = None, None, {}, 0.0
+    test_accuracy, test_loss, report, t_test, calibration = None, None, {}, 0.0, {}
     if best.state is not None:
         run.model.load_state_dict(best.state)
+        # Calibration and the out-of-distribution check, fitted once on the kept weights (cxr.train.fitted).
+        calibration, ood = fit_after_training(run, best.val if best.val is not None else score(run, run.split.val))
         t0 = time.perf_counter()
         test = score(run, run.split.test)
         t_test = time.perf_counter() - t0
         report = classification_report(test.y_true, test.y_pred, run.index.classes)
         test_accuracy, test_loss = test.accuracy, test.loss
-        metrics = {"val_accuracy": best.accuracy, "val_loss": best.loss, "best_step": best.step,
-                   "test_accuracy": test.accuracy, "test_loss": test.loss, "test": report, "reason": reason,
+        metrics = {"val_accuracy": best.accuracy, "val_loss": best.loss, "best_step": best.step, "reason": reason,
+                   "test_accuracy": test.accuracy, "test_loss": test.loss, "test": report, "seconds": loop_seconds,
                    "weights": run.weights, "pretrained": run.pretrained, "device": str(run.device),
-                   "precision": run.precision,
-                   "history": state.history, "attention": state.attention, "seconds": loop_seconds}
-        # Is a new image like these X-rays? The check is fitted once, on the kept weights (cxr.explain.ood).
-        ood = fit_ood(run.model, run.batches(spread(run.split.train)), run.batches(run.split.val), run.device, run.amp_dtype)
-        save_checkpoint(run.best_path, run.model, metrics=metrics, step=best.step, ood=ood.to_dict(), **run.meta)
+                   "precision": run.precision, "history": state.history, "attention": state.attention}
+        save_checkpoint(run.best_path, run.model, metrics=metrics, step=best.step, calibration=calibration, ood=ood,
+                        **run.meta)
     return Done(
         steps=state.step, epochs=round(state.step / run.steps_per_epoch, 2), reason=reason,
         train_images_per_sec=timings.images_per_sec(), best_val_accuracy=max(best.accuracy, 0.0),
         best_step=best.step, test_accuracy=test_accuracy, test_loss=test_loss, test_report=report,
-        checkpoint=str(run.best_path) if best.state is not None else "",
+        checkpoint=str(run.best_path) if best.state is not None else "", calibration=calibration,
         last_checkpoint=str(run.last_path) if run.last_path.exists() else "", seconds=loop_seconds,
         seconds_data=timings.data, seconds_eval=timings.eval, seconds_attention=timings.attention,
         seconds_checkpoint=timings.save, seconds_writing=run.writer.seconds, seconds_test=t_test,

@@ -61,10 +61,12 @@ class Best:
     loss: float = math.inf
     step: int = 0
     state: dict[str, torch.Tensor] | None = None
+    # their whole validation result, logits too (what the temperature is fitted to); None for a resumed run's
+    val: EvalResult | None = None
 
     def take(self, val: EvalResult, model: torch.nn.Module, step: int) -> None:
         """Keep `model`'s weights now (a copy: training goes on changing the model) with their validation result."""
-        self.accuracy, self.loss, self.step = val.accuracy, val.loss, step
+        self.accuracy, self.loss, self.step, self.val = val.accuracy, val.loss, step, val
         self.state = snapshot(model)[0]
 
 
