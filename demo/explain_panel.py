@@ -16,7 +16,7 @@ import gradio as gr
 import torch
 
 from cxr.data.index import display_name
-from cxr.explain.maps import METHODS, estimate_seconds, overlay, timed_explain
+from cxr.explain.maps import METHODS, MIN_GRID, estimate_seconds, overlay, timed_explain
 from cxr.explain.sanity import compare_maps, randomized_copy
 from cxr.bench.measure import format_duration
 
@@ -26,9 +26,10 @@ from .messages import SOMETHING_WRONG, user_error
 
 log = logging.getLogger(__name__)
 
-INTRO = """
+INTRO = f"""
 **Do the explanations explain the model?** Three methods answer "where did the evidence come from?" differently:
-*Grad-CAM* weighs the last layer's feature maps (coarse, cheap), *Integrated Gradients* adds up pixel gradients
+*Grad-CAM* weighs one layer's feature maps by their gradients (a grid of {MIN_GRID} x {MIN_GRID} cells or finer,
+cheap), *Integrated Gradients* adds up pixel gradients
 along a path from a black image (fine, noisy), *Occlusion* hides one patch at a time and watches the score drop
 (slow, direct). The bottom row asks the same of a copy of this model with **random weights**: a map that looks the
 same there shows the shape of the X-ray, not what the model learned (the "sanity check" of Adebayo et al., 2018).

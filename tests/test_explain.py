@@ -12,11 +12,16 @@ from cxr.data.cache import ImageCache
 from cxr.explain.sanity import compare_maps, randomized_copy
 from cxr.explain.maps import (
     METHODS,
+    MIN_GRID,
+    cam_raw,
     draw_outline,
     estimate_seconds,
     explain,
     gradcam,
+    map_grid,
+    map_stage,
     overlay,
+    stage_grid,
     timed_explain,
 )
 from cxr.data.lungs import lung_outline
@@ -47,16 +52,79 @@ def test_gradcam_is_in_unit_range_at_input_size(size, num_classes):
     assert logits.shape == (2, num_classes)
 
 
-def test_gradcam_matches_captum_on_the_full_model():
-    """Running the trunk without gradients is only a speed-up: the map equals plain LayerGradCam's."""
+@pytest.mark.parametrize("size", [64, 112])
+def test_gradcam_matches_captum_on_the_full_model(size):
+    """Running the trunk without gradients is only a speed-up: the map equals plain LayerGradCam's at the stage
+    chosen for the input size."""
     model = _model()
-    x = torch.randn(2, 3, 96, 96)
+    x = torch.randn(2, 3, size, size)
     ours, logits = gradcam(model, x, target=1)
-    ref = LayerGradCam(model, model.layer4[-1]).attribute(x, target=1, relu_attributions=True)
-    ref = LayerAttribution.interpolate(ref, (96, 96), interpolate_mode="bilinear")[:, 0]
+    ref = LayerGradCam(model, getattr(model, map_stage(size))[-1]).attribute(x, target=1, relu_attributions=True)
+    ref = LayerAttribution.interpolate(ref, (size, size), interpolate_mode="bilinear")[:, 0]
     ref = (ref / ref.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)).detach().numpy()
     assert np.allclose(ours, ref, atol=1e-4)
     assert torch.allclose(logits, model(x), atol=1e-4)
+
+
+@pytest.mark.parametrize("size", [64, 80, 96, 112, 224])
+def test_the_default_map_has_at_least_seven_cells_per_side(size):
+    """At every size the app trains at, Grad-CAM weighs feature maps of `map_grid` cells a side, never fewer than
+    MIN_GRID (layer4 alone has 2 x 2 at 64 px and 4 x 4 at 112)."""
+    model = _model()
+    grids = []
+    block = getattr(model, map_stage(size))[-1]
+    hook = block.register_forward_hook(lambda m, i, out: grids.append(tuple(out.shape[-2:])))
+    try:
+        maps, _ = gradcam(model, torch.randn(1, 3, size, size))
+    finally:
+        hook.remove()
+    assert grids == [(map_grid(size), map_grid(size))] and map_grid(size) >= MIN_GRID == 7
+    assert maps.shape == (1, size, size)
+
+
+def test_the_map_grid_follows_resnet18s_halvings_at_every_app_size():
+    model = _model().eval()
+    seen = {}
+    hooks = [getattr(model, s).register_forward_hook(lambda m, i, out, s=s: seen.__setitem__(s, out.shape[-1]))
+             for s in ("layer2", "layer3", "layer4")]
+    for size in range(56, 225, 8):
+        with torch.no_grad():
+            model(torch.zeros(1, 3, size, size))
+        assert {s: stage_grid(size, s) for s in seen} == seen, size
+        assert MIN_GRID <= map_grid(size) < 2 * MIN_GRID  # the deepest stage that is fine enough, no finer
+    for h in hooks:
+        h.remove()
+
+
+@pytest.mark.parametrize("kwargs, message", [({"stages": ("layer5",)}, "stages must be"),
+                                             ({"stages": ("layer4", "layer3"), "rule": "layer-cam"}, "shallowest first"),
+                                             ({"stages": ("layer3", "layer4")}, "one stage"),
+                                             ({"rule": "cam++"}, "unknown CAM rule")])
+def test_bad_cam_settings_are_refused_in_a_sentence(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        cam_raw(_model(), torch.randn(1, 3, 64, 64), **kwargs)
+    with pytest.raises(ValueError, match="whole number of pixels"):
+        map_grid(0)
+
+
+def test_layer_cam_is_positive_gradient_times_activation_summed_over_channels():
+    """Layer-CAM (Jiang et al. 2021) from Captum equals its definition, computed by hand on the full model."""
+    model = _model(seed=2)
+    x = torch.randn(2, 3, 112, 112)
+    ours, _ = cam_raw(model, x, target=0, stages=("layer3",), rule="layer-cam")
+    kept = []
+    hook = model.layer3[-1].register_forward_hook(lambda m, i, out: kept.append(out))
+    try:
+        score = model(x)[:, 0].sum()
+    finally:
+        hook.remove()
+    act = kept[0]
+    (grad,) = torch.autograd.grad(score, act)
+    ref = (grad.clamp_min(0) * act).sum(1, keepdim=True)
+    ref = LayerAttribution.interpolate(ref, (112, 112), interpolate_mode="bilinear")[:, 0]
+    assert torch.allclose(ours, ref.detach(), atol=1e-5 * float(ref.detach().abs().max()))
+    fused, _ = cam_raw(model, x, target=0, stages=("layer3", "layer4"), rule="layer-cam")
+    assert fused.shape == (2, 112, 112) and fused.max() <= 1 + 1e-6 and not torch.allclose(fused, ours / ours.max())
 
 
 def test_default_target_is_the_predicted_class():
@@ -277,3 +345,4 @@ def test_draw_outline_does_not_mutate_and_checks_its_input():
     assert not rgb.any() and out[0, 0].tolist() == [0, 255, 0] and out[10, 10].tolist() == [0, 0, 0]
     with pytest.raises(ValueError, match="2-D"):
         draw_outline(rgb, np.ones((2, 3, 10, 10)))
+
