@@ -17,7 +17,7 @@ import torch
 
 from cxr.data.index import display_name
 from cxr.explain.maps import METHODS, MIN_GRID, estimate_seconds, overlay, timed_explain
-from cxr.explain.sanity import compare_maps, randomized_copy
+from cxr.explain.sanity import randomized_copy, sanity_words
 from cxr.bench.measure import format_duration
 
 from .classify_image import Session
@@ -87,11 +87,9 @@ def compare(ctx: AppContext, session: Session | None, name: str | None, alpha: f
         for key, method in METHODS.items():
             trained, _, t_trained = timed_explain(clf.model, x, key, target)
             randomised, _, t_random = timed_explain(random_model, x, key, target)
-            agreement = compare_maps(trained[0], randomised[0])
             pictures.append((overlay(image, trained[0], alpha), f"{method.label} · {t_trained:.1f} s"))
             pictures.append((overlay(image, randomised[0], alpha), f"{method.label}, random weights · {t_random:.1f} s"))
-            words.append(f"- **{method.label}**: rank correlation with its random-weights map "
-                         f"{agreement:+.2f} " + _verdict(agreement))
+            words.append(f"- **{method.label}**: {sanity_words(trained[0], randomised[0])}")
     except ValueError as e:
         raise user_error(str(e)) from None
     except Exception:
@@ -101,16 +99,6 @@ def compare(ctx: AppContext, session: Session | None, name: str | None, alpha: f
     ordered = pictures[0::2] + pictures[1::2]
     head = f"Explaining **{display_name(clf.classes[target])}** (the model's prediction).\n\n"
     return ordered, head + "\n".join(words)
-
-
-def _verdict(rho: float) -> str:
-    if rho != rho:  # NaN: one of the maps is empty
-        return "(one of the maps is empty: no evidence for this class)."
-    if rho > 0.7:
-        return "(nearly the same without training: this map says little about what the model learned)."
-    if rho > 0.3:
-        return "(partly the same: read it with care)."
-    return "(different: this map depends on what the model learned)."
 
 
 def build(ctx: AppContext, session: gr.State, checkpoint: gr.Dropdown, alpha: gr.Slider) -> None:

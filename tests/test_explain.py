@@ -9,7 +9,7 @@ from PIL import Image
 from cxr.train.checkpoint import load_checkpoint
 from cxr.data.index import index_dataset
 from cxr.data.cache import ImageCache
-from cxr.explain.sanity import compare_maps, randomized_copy
+from cxr.explain.sanity import compare_maps, randomized_copy, sanity_words
 from cxr.explain.maps import (
     METHODS,
     MIN_GRID,
@@ -346,3 +346,20 @@ def test_draw_outline_does_not_mutate_and_checks_its_input():
     with pytest.raises(ValueError, match="2-D"):
         draw_outline(rgb, np.ones((2, 3, 10, 10)))
 
+
+def test_the_sanity_check_is_said_in_plain_words_and_never_as_nan():
+    rng = np.random.default_rng(0)
+    a, b = rng.random((16, 16)), rng.random((16, 16))
+    empty = np.zeros((16, 16))
+    said = {
+        "same": sanity_words(a, a**2),
+        "unrelated": sanity_words(a, b),
+        "trained empty": sanity_words(empty, a),
+        "random empty": sanity_words(a, np.full((16, 16), 0.5)),
+        "both empty": sanity_words(torch.zeros(16, 16), empty),
+    }
+    assert all("nan" not in words.lower() and "correlation" not in words for words in said.values()), said
+    assert "1.00" in said["same"] and "nearly the same without training" in said["same"]
+    assert "different, so this map depends on what the model learned" in said["unrelated"]
+    assert said["trained empty"].startswith("this model's map is empty") and said["both empty"] == said["trained empty"]
+    assert said["random empty"].startswith("the random-weights model finds no evidence")
