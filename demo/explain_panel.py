@@ -57,8 +57,8 @@ def forward_seconds(ctx: AppContext, name: str) -> float:
 def expected_seconds(ctx: AppContext, name: str | None) -> float:
     if not name:
         return 0.0
-    forward = forward_seconds(ctx, name)
-    return 2 * sum(estimate_seconds(m, forward) for m in METHODS)  # trained and randomised model
+    forward, size = forward_seconds(ctx, name), ctx.classifier(name).checkpoint.image_size
+    return 2 * sum(estimate_seconds(m, forward, size) for m in METHODS)  # trained and randomised model
 
 
 def button_label(ctx: AppContext, name: str | None) -> gr.Button:

@@ -241,7 +241,7 @@ def test_unknown_method_is_refused_naming_the_choices():
     with pytest.raises(ValueError, match="unknown explanation method 'lime'.*gradcam, integrated_gradients, occlusion"):
         explain(_model(), torch.randn(1, 3, 32, 32), "lime")
     with pytest.raises(ValueError, match="unknown explanation method"):
-        estimate_seconds("lime", 0.05)
+        estimate_seconds("lime", 0.05, 112)
 
 
 @pytest.mark.parametrize("method", ["integrated_gradients", "occlusion"])
@@ -261,8 +261,12 @@ def test_timed_explain_reports_seconds_and_estimates_scale_with_the_forward_time
     maps, logits, seconds = timed_explain(_model(), torch.randn(1, 3, 32, 32), "gradcam")
     assert maps.shape == (1, 32, 32) and 0 < seconds < 60
     for name, method in METHODS.items():
-        assert estimate_seconds(name, 0.1) == pytest.approx(0.1 * method.forwards) and method.label
-    assert estimate_seconds("occlusion", 0.1) > estimate_seconds("gradcam", 0.1)
+        assert estimate_seconds(name, 0.1, 112) == pytest.approx(0.1 * method.forwards[112]) and method.label
+        # Between measured sizes the larger size's cost counts; past the largest, the largest's.
+        assert estimate_seconds(name, 0.1, 100) == estimate_seconds(name, 0.1, 112)
+        assert estimate_seconds(name, 0.1, 512) == estimate_seconds(name, 0.1, 224) > 0
+    for size in (64, 112, 224):
+        assert estimate_seconds("occlusion", 0.1, size) > estimate_seconds("gradcam", 0.1, size)
 
 
 def test_randomized_copy_changes_every_weight_and_leaves_the_model_and_random_state_alone():

@@ -209,15 +209,18 @@ class Method:
     label: str  # shown in the UI
     raw: Callable[[nn.Module, torch.Tensor, Target], tuple[torch.Tensor, torch.Tensor]]
     scale_quantile: float  # maps are divided by this quantile per image (1.0: the maximum) and clipped to [0, 1]
-    forwards: float  # cost in batch-1 forward passes (CPU time at 128 and 224 px): estimate = forwards * forward time
+    # Cost in batch-1 forward passes by input size (`python -m benchmarks.explain_times X --threads 1`, rounded up a
+    # tenth): IG and occlusion run batched, which pays off more at small sizes; Grad-CAM at 64 px runs more stages.
+    forwards: dict[int, float]
 
 
 # The one extension point: a new method is one `raw` function and one entry here.
 METHODS: dict[str, Method] = {
-    "gradcam": Method("Grad-CAM", cam_raw, 1.0, 1.3),
+    "gradcam": Method("Grad-CAM", cam_raw, 1.0, {64: 2.2, 80: 2.1, 96: 2.0, 112: 1.7, 224: 1.2}),
     # Pixel-level maps have a few extreme pixels; like Captum's visualize_image_attr, clip the top 2%.
-    "integrated_gradients": Method("Integrated Gradients", _integrated_gradients_raw, 0.98, 24.0),
-    "occlusion": Method("Occlusion", _occlusion_raw, 1.0, 35.0),
+    "integrated_gradients": Method("Integrated Gradients", _integrated_gradients_raw, 0.98,
+                                   {64: 18.0, 80: 22.0, 96: 25.0, 112: 30.0, 224: 36.0}),
+    "occlusion": Method("Occlusion", _occlusion_raw, 1.0, {64: 24.0, 80: 30.0, 96: 34.0, 112: 38.0, 224: 48.0}),
 }
 
 
@@ -277,11 +280,13 @@ def timed_explain(
     return maps, logits, time.perf_counter() - t0
 
 
-def estimate_seconds(method: str, forward_seconds: float) -> float:
-    """A method's expected run time for one image, from the time of one forward pass (e.g. a prediction's)."""
+def estimate_seconds(method: str, forward_seconds: float, image_size: int) -> float:
+    """A method's expected run time for one image at `image_size` px, from the time of one forward pass (e.g. a
+    prediction's): its cost at the nearest measured size at or above, so the estimate errs long, not short."""
     if method not in METHODS:
         raise ValueError(f"unknown explanation method {method!r}; choose from {', '.join(METHODS)}")
-    return METHODS[method].forwards * forward_seconds
+    costs = METHODS[method].forwards
+    return costs[min((s for s in costs if s >= image_size), default=max(costs))] * forward_seconds
 
 
 def gradcam(model: nn.Module, x: torch.Tensor, target: Target = None) -> tuple[np.ndarray, torch.Tensor]:
