@@ -11,7 +11,8 @@ and Layer-CAM at each stage of ResNet18 (and Layer-CAM fused with layer4), with
 - lungs: the share of the map's mass inside the lungs (all classes), against the lungs' share of the image;
 - random: Adebayo et al.'s sanity check, the rank correlation (Spearman) between the map of the trained model and
   that of a copy with random weights, averaged over the X-rays (an empty map counts 0: it differs); near 1 the map
-  does not depend on what the model learned.
+  does not depend on what the model learned;
+- empty: how many of the trained model's maps are all zero (no overlay at all), and how many of the random model's.
 
 A small model is trained from random weights on synthetic X-rays (the Fast preset's recipe for `--steps` steps, so
 a busy machine changes the wall time, not the model) at each size up to `--max-train-size`; a larger size is scored
@@ -99,14 +100,15 @@ def ms_per_map(model: torch.nn.Module, x: torch.Tensor, stages: tuple[str, ...],
 
 
 def score(maps: np.ndarray, random_maps: np.ndarray, labels: list[int], lungs: np.ndarray,
-          signs: np.ndarray) -> dict[str, float]:
+          signs: np.ndarray) -> dict[str, "float | str"]:
+    empty = [int((m.reshape(len(m), -1).max(1) <= 0).sum()) for m in (maps, random_maps)]
     sick = [i for i, k in enumerate(labels) if CLASSES[k] != "normal"]
     shares = [lung_focus(maps[i], signs[i]) for i in sick]
     peaks = [bool(maps[i].max() > 0 and signs[i].flat[maps[i].argmax()]) for i in sick]
     rhos = [compare_maps(a, b) for a, b in zip(maps, random_maps)]
     return {"signs": float(np.nanmean(shares)), "point": float(np.mean(peaks)),
             "lungs": float(np.nanmean([lung_focus(m, l) for m, l in zip(maps, lungs)])),
-            "random": float(np.mean(np.nan_to_num(rhos, nan=0.0))), "empty": int(np.isnan(rhos).sum())}
+            "random": float(np.mean(np.nan_to_num(rhos, nan=0.0))), "empty": f"{empty[0]}/{empty[1]}"}
 
 
 def main() -> None:
@@ -147,7 +149,7 @@ def main() -> None:
                 f"on the {len(x)} unseen X-rays {seen:.2f}; the sign "
                 f"regions cover {np.mean([area_share(signs[i]) for i in sick]):.0%} of the image, the lungs "
                 f"{np.mean([area_share(m) for m in lungs]):.0%}; default: {map_stage(size)}")
-            say(f"  {'map':<26}{'grid':>6}{'ms':>8}{'signs':>8}{'point':>8}{'lungs':>8}{'random':>8}{'empty':>7}")
+            say(f"  {'map':<26}{'grid':>6}{'ms':>8}{'signs':>8}{'point':>8}{'lungs':>8}{'random':>8}{'empty':>8}")
             for name, stages, rule in candidates(size):
                 maps = maps_of(model, x, labels, stages, rule)
                 random_maps = maps_of(random_model, x, labels, stages, rule)
@@ -155,7 +157,7 @@ def main() -> None:
                 grid = stage_grid(size, stages[0])
                 mark = "*" if stages == (map_stage(size),) and rule == "grad-cam" else " "
                 say(f"{mark} {name:<26}{grid:>4}x{grid:<2}{ms_per_map(model, x[:1], stages, rule):>7.1f}"
-                    f"{s['signs']:>8.2f}{s['point']:>8.2f}{s['lungs']:>8.2f}{s['random']:>8.2f}{s['empty']:>7}")
+                    f"{s['signs']:>8.2f}{s['point']:>8.2f}{s['lungs']:>8.2f}{s['random']:>8.2f}{s['empty']:>8}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text("\n".join(lines) + "\n")
