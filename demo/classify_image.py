@@ -57,7 +57,7 @@ class Classified:
 
 def coarseness(image_size: int) -> str:
     """How fine the map is, from the model's input size: Grad-CAM is taken where ResNet18 still has `map_grid`
-    cells per side (112 px: layer3, 7 x 7), and the overlay cannot show detail smaller than one cell."""
+    cells per side (112 px: layer2, 14 x 14), and the overlay cannot show detail smaller than one cell."""
     cells = map_grid(image_size)
     return (f"The map has {cells} x {cells} cells at this model's {image_size} px input (Grad-CAM at "
             f"{map_stage(image_size)}), each cell about {100 // cells} % of the width: it shows no finer detail.")

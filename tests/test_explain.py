@@ -12,6 +12,7 @@ from cxr.data.cache import ImageCache
 from cxr.explain.sanity import compare_maps, randomized_copy, sanity_words
 from cxr.explain.maps import (
     METHODS,
+    FINE_GRID,
     MIN_GRID,
     cam_raw,
     draw_outline,
@@ -91,7 +92,9 @@ def test_the_map_grid_follows_resnet18s_halvings_at_every_app_size():
         with torch.no_grad():
             model(torch.zeros(1, 3, size, size))
         assert {s: stage_grid(size, s) for s in seen} == seen, size
-        assert MIN_GRID <= map_grid(size) < 2 * MIN_GRID  # the deepest stage that is fine enough, no finer
+        # The deepest stage that is fine enough, no finer: FINE_GRID where a stage down to layer2 has it.
+        assert map_grid(size) >= MIN_GRID and (map_grid(size) >= FINE_GRID) == (stage_grid(size, "layer2") >= FINE_GRID)
+        assert map_stage(size) != "layer1" and stage_grid(size, "layer4") < FINE_GRID
     for h in hooks:
         h.remove()
 

@@ -4,8 +4,8 @@ Three methods answer the question differently, and showing them side by side is 
 no single map is "the" reason.
 - Grad-CAM takes the feature maps of one stage of the network, weights each by how much the class score rises when
   it rises (the averaged gradient), sums, and keeps the positive part. Cheap (about one forward pass). The stage is
-  chosen by input size so the map has at least `MIN_GRID` cells per side (`map_grid`): layer4 at 224 px (7 x 7),
-  layer3 from 112 px, layer2 below; at layer4 a 112 px input would give 4 x 4 cells, too coarse to tell a lung
+  chosen by input size so the map has at least `MIN_GRID` cells per side (`map_grid`): layer3 at 224 px (14 x 14),
+  layer2 from 56 px (14 x 14 at 112); at layer4 a 112 px input would give 4 x 4 cells, too coarse to tell a lung
   from the heart.
 - Integrated Gradients adds up the input gradients along a straight path from a black image to the X-ray: pixel
   level, noisy, and it credits every pixel that differs from black.
@@ -43,6 +43,7 @@ IG_STEPS = 16  # points on the path from black to the image: 16 keeps a 224 px m
 OCCLUSION_STRIDE = 8  # patch positions per side (stride = side / 8); each patch is two strides wide (side / 4)
 STAGES = ("layer1", "layer2", "layer3", "layer4")  # ResNet18's stages; each halves the grid of the one before
 MIN_GRID = 7  # the default map's cells per side, at least: a cell a seventh of the image, narrower than a lung
+FINE_GRID = 14  # aimed for: on 14 x 14 cells Grad-CAM found the drawn signs better than on 7 (benchmarks/map_grid.py)
 CAM_RULES = ("grad-cam", "layer-cam")
 
 
@@ -57,11 +58,10 @@ def stage_grid(image_size: int, stage: str) -> int:
 
 
 def map_stage(image_size: int) -> str:
-    """The stage the default map (Grad-CAM) is taken at: the deepest with at least `MIN_GRID` cells per side, since
-    deeper stages know more about the class and shallower ones more about where (layer4 at 224 px, layer3 at 112,
-    layer2 at 64; layer1 only for toy inputs under 56 px)."""
-    fine = [s for s in STAGES if stage_grid(image_size, s) >= MIN_GRID]
-    return fine[-1] if fine else STAGES[0]
+    """The stage the default map (Grad-CAM) is taken at: the deepest with `FINE_GRID` cells per side, down to layer2
+    (layer3 from 224 px, layer2 from 56; layer1, which sees edges rather than the class, only under 56 px)."""
+    fine = [s for s in STAGES[1:] if stage_grid(image_size, s) >= FINE_GRID]
+    return fine[-1] if fine else "layer2" if stage_grid(image_size, "layer2") >= MIN_GRID else "layer1"
 
 
 def map_grid(image_size: int) -> int:
@@ -216,11 +216,11 @@ class Method:
 
 # The one extension point: a new method is one `raw` function and one entry here.
 METHODS: dict[str, Method] = {
-    "gradcam": Method("Grad-CAM", cam_raw, 1.0, {64: 2.2, 80: 2.1, 96: 2.0, 112: 1.7, 224: 1.2}),
+    "gradcam": Method("Grad-CAM", cam_raw, 1.0, {64: 2.2, 80: 2.2, 96: 2.0, 112: 2.0, 224: 1.6}),
     # Pixel-level maps have a few extreme pixels; like Captum's visualize_image_attr, clip the top 2%.
     "integrated_gradients": Method("Integrated Gradients", _integrated_gradients_raw, 0.98,
-                                   {64: 18.0, 80: 22.0, 96: 25.0, 112: 30.0, 224: 36.0}),
-    "occlusion": Method("Occlusion", _occlusion_raw, 1.0, {64: 24.0, 80: 30.0, 96: 34.0, 112: 38.0, 224: 48.0}),
+                                   {64: 19.0, 80: 22.0, 96: 25.0, 112: 30.0, 224: 38.0}),
+    "occlusion": Method("Occlusion", _occlusion_raw, 1.0, {64: 26.0, 80: 31.0, 96: 35.0, 112: 38.0, 224: 52.0}),
 }
 
 
