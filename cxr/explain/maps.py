@@ -59,7 +59,7 @@ def stage_grid(image_size: int, stage: str) -> int:
 
 def map_stage(image_size: int) -> str:
     """The stage the default map (Grad-CAM) is taken at: the deepest with `FINE_GRID` cells per side, down to layer2
-    (layer3 from 224 px, layer2 from 56; layer1, which sees edges rather than the class, only under 56 px)."""
+    (layer3 from 209 px, layer2 from 56; layer1, which sees edges rather than the class, only under 56 px)."""
     fine = [s for s in STAGES[1:] if stage_grid(image_size, s) >= FINE_GRID]
     return fine[-1] if fine else "layer2" if stage_grid(image_size, "layer2") >= MIN_GRID else "layer1"
 
