@@ -10,7 +10,6 @@ Every handler of the tab that shows a result calls `classify`; the model itself 
 from __future__ import annotations
 
 import logging
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from cxr.data.images import read_xray
 from cxr.data.index import display_name
 from cxr.data.lungs import area_share, lung_focus, mask_path
 from cxr.explain.hidden import Hidden, as_seen, draw_map, hidden_region
-from cxr.explain.maps import OVERLAY_COLORMAP, draw_outline, overlay
+from cxr.explain.maps import OVERLAY_COLORMAP, draw_outline, map_grid, map_stage, overlay
 from cxr.predict import DISPLAY_SIDE, Classifier
 
 from .context import AppContext
@@ -81,11 +80,11 @@ class Classified:
 
 
 def coarseness(image_size: int) -> str:
-    """The Grad-CAM grid of this model, from its input size: ResNet18's last block sees the image at 1/32, each of
-    its five halvings rounding up (112 px -> 56, 28, 14, 7, 4)."""
-    cells = max(math.ceil(image_size / 32), 1)
-    return (f"The map is coarse: {cells} x {cells} cells at this model's {image_size} px input, each cell covering "
-            f"about {100 // cells} % of the width.")
+    """How fine the map is, from the model's input size: Grad-CAM is taken where ResNet18 still has `map_grid`
+    cells per side (112 px: layer2, 14 x 14), and the overlay cannot show detail smaller than one cell."""
+    cells = map_grid(image_size)
+    return (f"The map has {cells} x {cells} cells at this model's {image_size} px input (Grad-CAM at "
+            f"{map_stage(image_size)}), each cell about {100 // cells} % of the width: it shows no finer detail.")
 
 
 def focus_words(heatmap: np.ndarray, mask: np.ndarray | None, outlined: bool = True) -> str:

@@ -18,8 +18,8 @@ import torch
 from cxr.data.index import display_name
 from cxr.data.lungs import HideLungs
 from cxr.explain.hidden import draw_map
-from cxr.explain.maps import METHODS, estimate_seconds, timed_explain
-from cxr.explain.sanity import compare_maps, randomized_copy
+from cxr.explain.maps import METHODS, MIN_GRID, estimate_seconds, timed_explain
+from cxr.explain.sanity import randomized_copy, sanity_words
 from cxr.bench.measure import format_duration
 
 from .classify_image import Session, as_trained
@@ -29,9 +29,10 @@ from .messages import SOMETHING_WRONG, user_error
 
 log = logging.getLogger(__name__)
 
-INTRO = """
+INTRO = f"""
 **Do the explanations explain the model?** Three methods answer "where did the evidence come from?" differently:
-*Grad-CAM* weighs the last layer's feature maps (coarse, cheap), *Integrated Gradients* adds up pixel gradients
+*Grad-CAM* weighs one layer's feature maps by their gradients (a grid of {MIN_GRID} x {MIN_GRID} cells or finer,
+cheap), *Integrated Gradients* adds up pixel gradients
 along a path from a black image (fine, noisy), *Occlusion* hides one patch at a time and watches the score drop
 (slow, direct). The bottom row asks the same of a copy of this model with **random weights**: a map that looks the
 same there shows the shape of the X-ray, not what the model learned (the "sanity check" of Adebayo et al., 2018).
@@ -59,8 +60,8 @@ def forward_seconds(ctx: AppContext, name: str) -> float:
 def expected_seconds(ctx: AppContext, name: str | None) -> float:
     if not name:
         return 0.0
-    forward = forward_seconds(ctx, name)
-    return 2 * sum(estimate_seconds(m, forward) for m in METHODS)  # trained and randomised model
+    forward, size = forward_seconds(ctx, name), ctx.classifier(name).checkpoint.image_size
+    return 2 * sum(estimate_seconds(m, forward, size) for m in METHODS)  # trained and randomised model
 
 
 def button_label(ctx: AppContext, name: str | None) -> gr.Button:
@@ -89,13 +90,11 @@ def compare(ctx: AppContext, session: Session | None, name: str | None, alpha: f
         for key, method in METHODS.items():
             trained, _, t_trained = timed_explain(clf.model, x, key, target)
             randomised, _, t_random = timed_explain(random_model, x, key, target)
-            agreement = compare_maps(trained[0], randomised[0])
             # A run that hid the lungs: each map over the X-ray as it saw it, the hidden region outlined.
             pictures.append((draw_map(image, trained[0], alpha, session.hidden), f"{method.label} · {t_trained:.1f} s"))
             pictures.append((draw_map(image, randomised[0], alpha, session.hidden),
                              f"{method.label}, random weights · {t_random:.1f} s"))
-            words.append(f"- **{method.label}**: rank correlation with its random-weights map "
-                         f"{agreement:+.2f} " + _verdict(agreement))
+            words.append(f"- **{method.label}**: {sanity_words(trained[0], randomised[0])}")
     except ValueError as e:
         raise user_error(str(e)) from None
     except Exception:
@@ -107,16 +106,6 @@ def compare(ctx: AppContext, session: Session | None, name: str | None, alpha: f
     if session.hidden is not None and session.hidden.sentence:
         head += f"**{session.hidden.sentence}**\n\n"
     return ordered, head + "\n".join(words)
-
-
-def _verdict(rho: float) -> str:
-    if rho != rho:  # NaN: one of the maps is empty
-        return "(one of the maps is empty: no evidence for this class)."
-    if rho > 0.7:
-        return "(nearly the same without training: this map says little about what the model learned)."
-    if rho > 0.3:
-        return "(partly the same: read it with care)."
-    return "(different: this map depends on what the model learned)."
 
 
 def open_for_hidden(ctx: AppContext, name: str | None) -> dict:

@@ -9,14 +9,20 @@ from PIL import Image
 from cxr.train.checkpoint import load_checkpoint
 from cxr.data.index import index_dataset
 from cxr.data.cache import ImageCache
-from cxr.explain.sanity import compare_maps, randomized_copy
+from cxr.explain.sanity import compare_maps, randomized_copy, sanity_words
 from cxr.explain.maps import (
     METHODS,
+    FINE_GRID,
+    MIN_GRID,
+    cam_raw,
     draw_outline,
     estimate_seconds,
     explain,
     gradcam,
+    map_grid,
+    map_stage,
     overlay,
+    stage_grid,
     timed_explain,
 )
 from cxr.data.lungs import lung_outline
@@ -47,16 +53,102 @@ def test_gradcam_is_in_unit_range_at_input_size(size, num_classes):
     assert logits.shape == (2, num_classes)
 
 
-def test_gradcam_matches_captum_on_the_full_model():
-    """Running the trunk without gradients is only a speed-up: the map equals plain LayerGradCam's."""
+@pytest.mark.parametrize("size", [64, 112])
+def test_gradcam_matches_captum_on_the_full_model(size):
+    """Running the trunk without gradients is only a speed-up: the map equals plain LayerGradCam's at the stage
+    chosen for the input size."""
     model = _model()
-    x = torch.randn(2, 3, 96, 96)
+    x = torch.randn(2, 3, size, size)
     ours, logits = gradcam(model, x, target=1)
-    ref = LayerGradCam(model, model.layer4[-1]).attribute(x, target=1, relu_attributions=True)
-    ref = LayerAttribution.interpolate(ref, (96, 96), interpolate_mode="bilinear")[:, 0]
+    ref = LayerGradCam(model, getattr(model, map_stage(size))[-1]).attribute(x, target=1, relu_attributions=True)
+    ref = LayerAttribution.interpolate(ref, (size, size), interpolate_mode="bilinear")[:, 0]
     ref = (ref / ref.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)).detach().numpy()
     assert np.allclose(ours, ref, atol=1e-4)
     assert torch.allclose(logits, model(x), atol=1e-4)
+
+
+@pytest.mark.parametrize("size", [64, 80, 96, 112, 224])
+def test_the_default_map_has_at_least_seven_cells_per_side(size):
+    """At every size the app trains at, Grad-CAM weighs feature maps of `map_grid` cells a side, never fewer than
+    MIN_GRID (layer4 alone has 2 x 2 at 64 px and 4 x 4 at 112)."""
+    model = _model()
+    grids = []
+    block = getattr(model, map_stage(size))[-1]
+    hook = block.register_forward_hook(lambda m, i, out: grids.append(tuple(out.shape[-2:])))
+    try:
+        maps, _ = gradcam(model, torch.randn(1, 3, size, size))
+    finally:
+        hook.remove()
+    assert grids == [(map_grid(size), map_grid(size))] and map_grid(size) >= MIN_GRID == 7
+    assert maps.shape == (1, size, size)
+
+
+def test_the_map_grid_follows_resnet18s_halvings_at_every_app_size():
+    model = _model().eval()
+    seen = {}
+    hooks = [getattr(model, s).register_forward_hook(lambda m, i, out, s=s: seen.__setitem__(s, out.shape[-1]))
+             for s in ("layer2", "layer3", "layer4")]
+    for size in range(56, 225, 8):
+        with torch.no_grad():
+            model(torch.zeros(1, 3, size, size))
+        assert {s: stage_grid(size, s) for s in seen} == seen, size
+        # The deepest stage that is fine enough, no finer: FINE_GRID where a stage down to layer2 has it.
+        assert map_grid(size) >= MIN_GRID and (map_grid(size) >= FINE_GRID) == (stage_grid(size, "layer2") >= FINE_GRID)
+        assert map_stage(size) != "layer1" and stage_grid(size, "layer4") < FINE_GRID
+    for h in hooks:
+        h.remove()
+
+
+@pytest.mark.parametrize("kwargs, message", [({"stages": ("layer5",)}, "stages must be"),
+                                             ({"stages": ("layer4", "layer3"), "rule": "layer-cam"}, "shallowest first"),
+                                             ({"stages": ("layer3", "layer4")}, "one stage"),
+                                             ({"rule": "cam++"}, "unknown CAM rule")])
+def test_bad_cam_settings_are_refused_in_a_sentence(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        cam_raw(_model(), torch.randn(1, 3, 64, 64), **kwargs)
+    with pytest.raises(ValueError, match="whole number of pixels"):
+        map_grid(0)
+
+
+def test_layer_cam_is_positive_gradient_times_activation_summed_over_channels():
+    """Layer-CAM (Jiang et al. 2021) from Captum equals its definition, computed by hand on the full model."""
+    model = _model(seed=2)
+    x = torch.randn(2, 3, 112, 112)
+    ours, _, _ = cam_raw(model, x, target=0, stages=("layer3",), rule="layer-cam")
+    kept = []
+    hook = model.layer3[-1].register_forward_hook(lambda m, i, out: kept.append(out))
+    try:
+        score = model(x)[:, 0].sum()
+    finally:
+        hook.remove()
+    act = kept[0]
+    (grad,) = torch.autograd.grad(score, act)
+    ref = (grad.clamp_min(0) * act).sum(1, keepdim=True)
+    ref = LayerAttribution.interpolate(ref, (112, 112), interpolate_mode="bilinear")[:, 0]
+    assert torch.allclose(ours, ref.detach(), atol=1e-5 * float(ref.detach().abs().max()))
+    fused, _, _ = cam_raw(model, x, target=0, stages=("layer3", "layer4"), rule="layer-cam")
+    assert fused.shape == (2, 112, 112) and fused.max() <= 1 + 1e-6 and not torch.allclose(fused, ours / ours.max())
+
+
+def test_an_empty_grad_cam_map_falls_back_to_the_stages_layer_cam(monkeypatch):
+    """Where Grad-CAM finds no positive evidence anywhere (its weighted sum is negative everywhere), that image gets
+    the same stage's Layer-CAM, so Classify never shows a blank overlay; the other images keep their Grad-CAM."""
+    import cxr.explain.maps as maps
+
+    model, x = _model(seed=4), torch.randn(2, 3, 112, 112)
+    grad_cam, _, _ = cam_raw(model, x, target=0, stages=("layer2",))
+    layer_cam, _, _ = cam_raw(model, x, target=0, stages=("layer2",), rule="layer-cam")
+    plain = maps.LayerGradCam.attribute
+
+    def first_empty(self, *args, **kwargs):
+        out = plain(self, *args, **kwargs)
+        out[0] = 0  # as if the first image's weighted sum were negative everywhere
+        return out
+
+    monkeypatch.setattr(maps.LayerGradCam, "attribute", first_empty)
+    mixed, _, _ = cam_raw(model, x, target=0, stages=("layer2",))
+    assert layer_cam[0].max() > 0 and torch.allclose(mixed[0], layer_cam[0], atol=1e-6)
+    assert torch.allclose(mixed[1], grad_cam[1], atol=1e-6)
 
 
 def test_default_target_is_the_predicted_class():
@@ -173,7 +265,7 @@ def test_unknown_method_is_refused_naming_the_choices():
     with pytest.raises(ValueError, match="unknown explanation method 'lime'.*gradcam, integrated_gradients, occlusion"):
         explain(_model(), torch.randn(1, 3, 32, 32), "lime")
     with pytest.raises(ValueError, match="unknown explanation method"):
-        estimate_seconds("lime", 0.05)
+        estimate_seconds("lime", 0.05, 112)
 
 
 @pytest.mark.parametrize("method", ["integrated_gradients", "occlusion"])
@@ -193,8 +285,12 @@ def test_timed_explain_reports_seconds_and_estimates_scale_with_the_forward_time
     maps, logits, seconds = timed_explain(_model(), torch.randn(1, 3, 32, 32), "gradcam")
     assert maps.shape == (1, 32, 32) and 0 < seconds < 60
     for name, method in METHODS.items():
-        assert estimate_seconds(name, 0.1) == pytest.approx(0.1 * method.forwards) and method.label
-    assert estimate_seconds("occlusion", 0.1) > estimate_seconds("gradcam", 0.1)
+        assert estimate_seconds(name, 0.1, 112) == pytest.approx(0.1 * method.forwards[112]) and method.label
+        # Between measured sizes the larger size's cost counts; past the largest, the largest's.
+        assert estimate_seconds(name, 0.1, 100) == estimate_seconds(name, 0.1, 112)
+        assert estimate_seconds(name, 0.1, 512) == estimate_seconds(name, 0.1, 224) > 0
+    for size in (64, 112, 224):
+        assert estimate_seconds("occlusion", 0.1, size) > estimate_seconds("gradcam", 0.1, size)
 
 
 def test_randomized_copy_changes_every_weight_and_leaves_the_model_and_random_state_alone():
@@ -277,3 +373,21 @@ def test_draw_outline_does_not_mutate_and_checks_its_input():
     assert not rgb.any() and out[0, 0].tolist() == [0, 255, 0] and out[10, 10].tolist() == [0, 0, 0]
     with pytest.raises(ValueError, match="2-D"):
         draw_outline(rgb, np.ones((2, 3, 10, 10)))
+
+
+def test_the_sanity_check_is_said_in_plain_words_and_never_as_nan():
+    rng = np.random.default_rng(0)
+    a, b = rng.random((16, 16)), rng.random((16, 16))
+    empty = np.zeros((16, 16))
+    said = {
+        "same": sanity_words(a, a**2),
+        "unrelated": sanity_words(a, b),
+        "trained empty": sanity_words(empty, a),
+        "random empty": sanity_words(a, np.full((16, 16), 0.5)),
+        "both empty": sanity_words(torch.zeros(16, 16), empty),
+    }
+    assert all("nan" not in words.lower() and "correlation" not in words for words in said.values()), said
+    assert "1.00" in said["same"] and "nearly the same without training" in said["same"]
+    assert "different, so this map depends on what the model learned" in said["unrelated"]
+    assert said["trained empty"].startswith("this model's map is empty") and said["both empty"] == said["trained empty"]
+    assert said["random empty"].startswith("the random-weights model finds no evidence")

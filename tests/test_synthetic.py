@@ -4,7 +4,7 @@ from PIL import Image
 
 from cxr.data.index import index_dataset, parse_classes
 from cxr.data.lungs import has_masks, mask_path, read_mask
-from cxr.data.synthetic import KAGGLE_FOLDERS, draw_radiograph, make_synthetic
+from cxr.data.synthetic import KAGGLE_FOLDERS, draw_radiograph, draw_with_evidence, make_synthetic
 
 # Mean pixel value of the first two images of each class at 64 px, seed 0, when lung masks were added. The images
 # must stay as they were (other tests and the README's figure use them): drawing a mask may not consume a random
@@ -63,6 +63,18 @@ def test_the_mask_is_drawn_from_the_same_pose_as_the_image():
     rows, cols = np.nonzero(lungs)
     ring[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] = True
     assert img[lungs].mean() < img[ring & ~lungs].mean()
+
+
+@pytest.mark.parametrize("key", list(KAGGLE_FOLDERS))
+def test_the_signs_region_lies_in_the_lungs_and_costs_no_random_number(key):
+    """The region a map should point at (benchmarks/map_grid.py scores maps on it): inside the lungs, empty for a
+    normal X-ray, and drawing it leaves the image and the random stream as `draw_radiograph` has them."""
+    a, b = np.random.default_rng([3, 1]), np.random.default_rng([3, 1])
+    img, mask, signs = draw_with_evidence(key, 96, a)
+    assert np.array_equal((img, mask), draw_radiograph(key, 96, b)) and a.random() == b.random()
+    assert set(np.unique(signs)) <= {0, 255} and not (signs[mask == 0] > 0).any()
+    share = (signs > 0).mean()
+    assert share == 0 if key == "normal" else 0.01 < share < 0.5 * (mask > 0).mean(), share
 
 
 def test_synthetic_masks_serve_the_hide_lungs_mask_mode(small_set):

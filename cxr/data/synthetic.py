@@ -40,6 +40,14 @@ def _ellipse(u: np.ndarray, v: np.ndarray, cx: float, cy: float, rx: float, ry: 
 
 def draw_radiograph(key: str, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One synthetic image and its lung mask, both uint8 [size, size]."""
+    img, mask, _ = draw_with_evidence(key, size, rng)
+    return img, mask
+
+
+def draw_with_evidence(key: str, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`draw_radiograph`'s image and lung mask, and where the class's signs were drawn (uint8 [size, size], 255
+    within one radius of each patch's centre, inside the lungs; all 0 for normal): the region a map should point at.
+    The same random numbers are drawn, so the same seed gives the same image."""
     if key not in KAGGLE_FOLDERS:
         raise ValueError(f"unknown class {key!r}; synthetic data has {', '.join(KAGGLE_FOLDERS)}")
     lin = np.linspace(-1, 1, size, dtype=np.float32)
@@ -61,25 +69,31 @@ def draw_radiograph(key: str, size: int, rng: np.random.Generator) -> tuple[np.n
     img += 0.22 * _ellipse(u, v, 0.12, 0.3, 0.3 * rng.uniform(0.9, 1.15), 0.25, 0.6)  # heart
     img += 0.22 * np.clip((v - 0.5 - 0.15 * np.abs(u)) * 6, 0, 1) * (np.abs(u) < 0.75)  # diaphragm
 
-    # The disease patterns, always inside the lungs.
+    # The disease patterns, always inside the lungs; `signs` is their envelope (a blob is e^-1 at one radius).
+    signs = np.zeros_like(img)
     if key == "covid":
         for side in (-1, 1):
             for _ in range(rng.integers(2, 4)):
                 cx, cy = side * rng.uniform(0.45, 0.6), rng.uniform(0.05, 0.4)
-                img += rng.uniform(0.13, 0.22) * _blob(u, v, cx, cy, rng.uniform(0.08, 0.14), rng.uniform(0.1, 0.18)) * lungs
+                amount = rng.uniform(0.13, 0.22)  # drawn before the size: a seed reproduces the order of draws
+                blob = _blob(u, v, cx, cy, rng.uniform(0.08, 0.14), rng.uniform(0.1, 0.18))
+                img += amount * blob * lungs
+                signs = np.maximum(signs, blob)
     elif key == "viral":
         streaks = 0.5 + 0.5 * np.sin(u * rng.uniform(40, 55) + rng.uniform(0, 6)) * np.sin(v * rng.uniform(25, 35))
         hila = _blob(u, v, -0.25, 0.0, 0.22, 0.35) + _blob(u, v, 0.25, 0.0, 0.22, 0.35)
         img += rng.uniform(0.15, 0.22) * streaks * hila * lungs
+        signs = hila
     elif key == "lung_opacity":
-        side = rng.choice([-1, 1])
-        img += rng.uniform(0.25, 0.35) * _blob(u, v, side * 0.38, rng.uniform(-0.1, 0.3), 0.17, 0.22) * lungs
+        side, amount = rng.choice([-1, 1]), rng.uniform(0.25, 0.35)
+        signs = _blob(u, v, side * 0.38, rng.uniform(-0.1, 0.3), 0.17, 0.22)
+        img += amount * signs * lungs
 
     img = np.clip(img, 0, 1) ** rng.uniform(0.85, 1.15)  # exposure differs between machines
     img += rng.normal(0, 0.02, img.shape)  # film grain
     img = np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
     mask = ((lungs > 0.05) * 255).astype(np.uint8)  # the lung fields as drawn, same pose: no random number used
-    return img, mask
+    return img, mask, ((signs > np.exp(-1)) & (lungs > 0.05)).astype(np.uint8) * 255
 
 
 def make_synthetic(

@@ -1,6 +1,7 @@
 """Explanations: where a model looks, how it errs, and the pictures that show it.
 
-- `maps`: Grad-CAM (Captum) and the other attribution methods, computed apart from `overlay`, which draws them.
+- `maps`: Grad-CAM (Captum, at the stage with at least 7 x 7 cells) and the other attribution methods.
+- `draw`: `overlay` and `draw_outline`, which draw a map over an X-ray, apart from computing it.
 - `hidden`: what a model trained with hidden lungs never saw, drawn on its maps with one sentence.
 - `ood`: does an image look like the training X-rays? A distance on the model's features, fitted as a run ends.
 - `focus`: how much of a map falls inside the lungs, and the shortcut lesson's sentence.

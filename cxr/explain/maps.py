@@ -1,20 +1,23 @@
-"""Explanations with Captum: which regions of the X-ray pushed the model towards a class, three ways, and a picture.
+"""Explanations with Captum: which regions of the X-ray pushed the model towards a class, three ways.
 
 Three methods answer the question differently, and showing them side by side is the lesson: where they disagree,
 no single map is "the" reason.
-- Grad-CAM takes the feature maps of the last convolutional block (7x7 at 224 input, each cell seeing a large
-  patch), weights each by how much the class score rises when it rises (the averaged gradient), sums, and keeps the
-  positive part. Cheap (about one forward pass) and coarse.
+- Grad-CAM takes the feature maps of one stage of the network, weights each by how much the class score rises when
+  it rises (the averaged gradient), sums, and keeps the positive part. Cheap (about one forward pass). The stage is
+  chosen by input size so the map has at least `MIN_GRID` cells per side (`map_grid`): layer3 at 224 px (14 x 14),
+  layer2 from 56 px (14 x 14 at 112); at layer4 a 112 px input would give 4 x 4 cells, too coarse to tell a lung
+  from the heart.
 - Integrated Gradients adds up the input gradients along a straight path from a black image to the X-ray: pixel
   level, noisy, and it credits every pixel that differs from black.
 - Occlusion blacks out one square patch at a time and records how much the class score drops: slow (one forward
   pass per patch position), but it asks the model directly, with no gradients.
 The methods differ in one function each, registered in `METHODS`; `explain` does what they share (eval mode and
 its restoration, the target class, scaling to [0, 1] per image), so drawing and the app never need to know which
-one ran. Computing and drawing are separate: `explain` returns float heatmaps [B, H, W] in [0, 1] at input size;
-`overlay` blends one onto an image as RGB uint8, optionally with an outline (e.g. the lungs). The sanity check of
-Adebayo et al. (randomised weights) lives in `cxr.explain.sanity`. No hook outlives a call, and none is placed on
-the shared model.
+one ran. `explain` returns float heatmaps [B, H, W] in [0, 1] at input size; `cxr.explain.draw` draws them
+(`overlay`, `draw_outline`, also importable from here). `cam_raw` computes a class-activation map at any stages
+with either rule (Grad-CAM, or Layer-CAM's per-element weights), for `benchmarks/map_grid.py`, which chose the
+default. The sanity check of Adebayo et al. (randomised weights) lives in `cxr.explain.sanity`. No hook outlives a
+call, and none is placed on the shared model.
 """
 
 from __future__ import annotations
@@ -22,45 +25,53 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Union
+from typing import Callable, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Occlusion
-from matplotlib import colormaps
-from PIL import Image
+from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, LayerGradientXActivation, Occlusion
 from torch import nn
 
-from cxr.data.lungs import lung_outline
 from cxr.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from cxr.explain.draw import OVERLAY_COLORMAP, draw_outline, overlay  # noqa: F401 (drawing, imported from here too)
+from cxr.explain.grid import FINE_GRID, MIN_GRID, STAGES, map_grid, map_stage, stage_grid  # noqa: F401 (here too)
 
 # One class for every image, one per image (None in the list: that image's predicted class), or None: each image's
 # predicted class.
 Target = Union[int, list[Union[int, None]], None]
 IG_STEPS = 16  # points on the path from black to the image: 16 keeps a 224 px map near 2 s on two cores
 OCCLUSION_STRIDE = 8  # patch positions per side (stride = side / 8); each patch is two strides wide (side / 4)
+CAM_RULES = ("grad-cam", "layer-cam")
 
 
 class _Head(nn.Module):
-    """The last block of layer4, then pooling and the classifier; `tap` marks the block's output for Captum."""
+    """The last block of the first explained stage, the stages after it, pooling and the classifier; `taps` mark
+    each explained stage's output for Captum (identity modules of this per-call head, not of the shared model)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, stages: Sequence[str]):
         super().__init__()
-        self.block, self.tap, self.fc = model.layer4[-1], nn.Identity(), model.fc
-        self.pool = model.avgpool
+        self.first, self.block = stages[0], getattr(model, stages[0])[-1]
+        self.later = nn.ModuleDict({s: getattr(model, s) for s in STAGES[STAGES.index(stages[0]) + 1 :]})
+        self.taps = nn.ModuleDict({s: nn.Identity() for s in stages})
+        self.pool, self.fc = model.avgpool, model.fc
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The logits, and the pooled 512 features they are computed from (what `cxr.explain.ood` measures)."""
-        pooled = torch.flatten(self.pool(self.tap(self.block(features))), 1)
+        x = self.taps[self.first](self.block(features))
+        for name, stage in self.later.items():
+            x = stage(x)
+            x = self.taps[name](x) if name in self.taps else x
+        pooled = torch.flatten(self.pool(x), 1)
         return self.fc(pooled), pooled
 
 
-def _trunk(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """ResNet18 up to (not including) the last block of layer4."""
+def _trunk(model: nn.Module, x: torch.Tensor, stage: str) -> torch.Tensor:
+    """ResNet18 up to (not including) the last block of `stage`."""
     x = model.maxpool(model.relu(model.bn1(model.conv1(x))))
-    x = model.layer3(model.layer2(model.layer1(x)))
-    for block in model.layer4[:-1]:
+    for name in STAGES[: STAGES.index(stage)]:
+        x = getattr(model, name)(x)
+    for block in getattr(model, stage)[:-1]:
         x = block(x)
     return x
 
@@ -68,7 +79,7 @@ def _trunk(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def pooled_and_logits(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One pass without gradients: the pooled features [B, 512] that `fc` reads, and the logits it makes of them."""
     with torch.no_grad():
-        logits, pooled = _Head(model)(_trunk(model, x))
+        logits, pooled = _Head(model, ("layer4",))(_trunk(model, x, "layer4"))
     return pooled, logits
 
 
@@ -98,10 +109,27 @@ def _black(x: torch.Tensor) -> torch.Tensor:
     return (-mean / std).expand_as(x).contiguous()
 
 
-def _gradcam_raw(model: nn.Module, x: torch.Tensor, target: Target) -> tuple[torch.Tensor, ...]:
+def cam_raw(model: nn.Module, x: torch.Tensor, target: Target = None, stages: Sequence[str] = (),
+            rule: str = "grad-cam") -> tuple[torch.Tensor, ...]:
+    """A class-activation map [B, H, W] (>= 0, at input size, not yet scaled), the logits and the pooled features,
+    from one pass.
+
+    `stages`: where in the network (names in STAGES, shallowest first); by default `map_stage` of the input size.
+    `rule`: "grad-cam" weighs each feature map by its gradient averaged over the map (one weight per channel; one
+    stage only; where its map of an image is empty, that image gets the stage's Layer-CAM instead); "layer-cam"
+    (Jiang et al., 2021) weighs each element by its own positive gradient, so a channel
+    can count in one place and not another; over several stages each stage's map is scaled to peak 1 and averaged.
+    The trunk below the first stage runs once without gradients; only the rest of the network records them."""
+    stages = tuple(stages) or (map_stage(min(x.shape[-2:])),)
+    if rule not in CAM_RULES:
+        raise ValueError(f"unknown CAM rule {rule!r}; choose from {', '.join(CAM_RULES)}")
+    if any(s not in STAGES for s in stages) or list(stages) != sorted(set(stages), key=STAGES.index):
+        raise ValueError(f"stages must be distinct names of {', '.join(STAGES)}, shallowest first, got {stages!r}")
+    if rule == "grad-cam" and len(stages) != 1:
+        raise ValueError(f"Grad-CAM is taken at one stage, got {len(stages)}: {', '.join(stages)}")
     with torch.no_grad():
-        features = _trunk(model, x)  # most of the network, run once, recording no gradients
-    head = _Head(model)  # a per-call module: the Captum hook goes on its `tap`, never on the shared model
+        features = _trunk(model, x, stages[0])  # most of the network, run once, recording no gradients
+    head = _Head(model, stages)  # a per-call module: Captum's hooks go on its taps, never on the shared model
     picks = None if target is None else _given_targets(features.shape[0], model.fc.out_features, target)
     seen: dict[str, torch.Tensor] = {}
 
@@ -119,11 +147,27 @@ def _gradcam_raw(model: nn.Module, x: torch.Tensor, target: Target) -> tuple[tor
         return logits.gather(1, index.view(-1, 1))[:, 0]
 
     features.requires_grad_(True)  # so the head records gradients even if the weights are frozen
-    # Captum: gradient of the target score w.r.t. the block's feature maps, averaged per map, times the maps.
-    cam = LayerGradCam(scores, head.tap).attribute(features, relu_attributions=True)
-    logits = seen["logits"].detach()
-    cam = LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), interpolate_mode="bilinear")
-    return cam[:, 0], logits, seen["pooled"].detach()
+    taps = [head.taps[s] for s in stages]
+    if rule == "grad-cam":
+        # Captum: gradient of the target score w.r.t. the stage's feature maps, averaged per map, times the maps.
+        cams = [LayerGradCam(scores, taps[0]).attribute(features, relu_attributions=True)]
+        empty = cams[0].flatten(1).amax(1) <= 0  # the weighted sum is negative everywhere: no overlay at all
+        if not (x.is_cuda and torch.cuda.is_current_stream_capturing()) and bool(empty.any()):
+            # Only there (it costs one more backward pass): the same stage's Layer-CAM, whose per-element weights
+            # keep the positive evidence that averaging a channel's gradients cancelled (at 80 px, on a quarter of
+            # one class of `benchmarks/map_grid.py`'s X-rays). A blank picture would tell a class nothing.
+            layer = LayerGradientXActivation(scores, taps[0]).attribute(features).clamp_min(0).sum(1, keepdim=True)
+            cams = [torch.where(empty.view(-1, 1, 1, 1), layer, cams[0])]
+    else:
+        # Captum: gradient times activation per element. The activations follow a ReLU (>= 0), so keeping the
+        # positive part of the product keeps exactly Layer-CAM's ReLU(gradient) x activation; then sum the channels.
+        attrs = LayerGradientXActivation(scores, taps).attribute(features)
+        cams = [a.clamp_min(0).sum(1, keepdim=True) for a in (attrs if isinstance(attrs, list) else [attrs])]
+    size = tuple(x.shape[-2:])
+    cams = [LayerAttribution.interpolate(c, size, interpolate_mode="bilinear")[:, 0] for c in cams]
+    if len(cams) > 1:
+        cams = [sum(c / c.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1) for c in cams) / len(cams)]
+    return cams[0], seen["logits"].detach(), seen["pooled"].detach()
 
 
 def _integrated_gradients_raw(model: nn.Module, x: torch.Tensor, target: Target) -> tuple[torch.Tensor, ...]:
@@ -160,15 +204,18 @@ class Method:
     label: str  # shown in the UI
     raw: Callable[[nn.Module, torch.Tensor, Target], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
     scale_quantile: float  # maps are divided by this quantile per image (1.0: the maximum) and clipped to [0, 1]
-    forwards: float  # cost in batch-1 forward passes (CPU time at 128 and 224 px): estimate = forwards * forward time
+    # Cost in batch-1 forward passes by input size (`python -m benchmarks.explain_times X --threads 1`, rounded up a
+    # tenth): IG and occlusion run batched, which pays off more at small sizes; Grad-CAM at 64 px runs more stages.
+    forwards: dict[int, float]
 
 
 # The one extension point: a new method is one `raw` function and one entry here.
 METHODS: dict[str, Method] = {
-    "gradcam": Method("Grad-CAM", _gradcam_raw, 1.0, 1.3),
+    "gradcam": Method("Grad-CAM", cam_raw, 1.0, {64: 2.2, 80: 2.2, 96: 2.0, 112: 2.0, 224: 1.6}),
     # Pixel-level maps have a few extreme pixels; like Captum's visualize_image_attr, clip the top 2%.
-    "integrated_gradients": Method("Integrated Gradients", _integrated_gradients_raw, 0.98, 24.0),
-    "occlusion": Method("Occlusion", _occlusion_raw, 1.0, 35.0),
+    "integrated_gradients": Method("Integrated Gradients", _integrated_gradients_raw, 0.98,
+                                   {64: 19.0, 80: 22.0, 96: 25.0, 112: 30.0, 224: 38.0}),
+    "occlusion": Method("Occlusion", _occlusion_raw, 1.0, {64: 26.0, 80: 31.0, 96: 35.0, 112: 38.0, 224: 52.0}),
 }
 
 
@@ -229,71 +276,19 @@ def timed_explain(
     return maps, logits, time.perf_counter() - t0
 
 
-def estimate_seconds(method: str, forward_seconds: float) -> float:
-    """A method's expected run time for one image, from the time of one forward pass (e.g. a prediction's)."""
+def estimate_seconds(method: str, forward_seconds: float, image_size: int) -> float:
+    """A method's expected run time for one image at `image_size` px, from the time of one forward pass (e.g. a
+    prediction's): its cost at the nearest measured size at or above, so the estimate errs long, not short."""
     if method not in METHODS:
         raise ValueError(f"unknown explanation method {method!r}; choose from {', '.join(METHODS)}")
-    return METHODS[method].forwards * forward_seconds
+    costs = METHODS[method].forwards
+    return costs[min((s for s in costs if s >= image_size), default=max(costs))] * forward_seconds
 
 
 def gradcam(model: nn.Module, x: torch.Tensor, target: Target = None) -> tuple[np.ndarray, torch.Tensor]:
     """Grad-CAM heatmaps [B, H, W] in [0, 1] at the input's size, and the logits [B, classes] (see `explain`).
 
-    The network is run once: the trunk without gradients, only the last block and the head with them, so an
-    explanation costs little more than a prediction."""
+    Taken at the stage `map_stage` chooses for the input size. The network is run once: the trunk without
+    gradients, only the explained stage's last block and what follows with them, so an explanation costs little
+    more than a prediction."""
     return explain(model, x, "gradcam", target)
-
-
-def draw_outline(
-    rgb: np.ndarray, region: "np.ndarray | torch.Tensor", color: tuple[int, int, int] = (255, 0, 255)
-) -> np.ndarray:
-    """A copy of `rgb` (uint8 [H, W, 3]) with the edge of `region` (bool or 0/1 [h, w], any size) drawn in `color`.
-
-    The region is scaled to the image first, so the line is crisp on a large original; it is about 1 pixel wide per
-    300 pixels of image side. Magenta by default: no colour map here uses it, and no X-ray."""
-    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"image must be uint8 RGB [H, W, 3], got {rgb.dtype} {rgb.shape}")
-    arr = region.detach().cpu().numpy() if isinstance(region, torch.Tensor) else np.asarray(region)
-    arr = arr.squeeze() if arr.ndim > 2 else arr
-    if arr.ndim != 2:
-        raise ValueError(f"outline region must be a 2-D mask [H, W], got shape {arr.shape}")
-    h, w = rgb.shape[:2]
-    mask = Image.fromarray(((arr > 0) * 255).astype(np.uint8)).resize((w, h), Image.Resampling.NEAREST)
-    edge = lung_outline(np.asarray(mask), width=max(1, round(max(h, w) / 300)))
-    out = rgb.copy()
-    out[edge] = color
-    return out
-
-
-OVERLAY_COLORMAP = "jet"  # the overlays' colour scale (the app's colour bar samples the same one)
-
-
-def overlay(
-    image: "np.ndarray | Image.Image",
-    heatmap: np.ndarray,
-    alpha: float = 0.45,
-    colormap: str = OVERLAY_COLORMAP,
-    outline: "np.ndarray | torch.Tensor | None" = None,
-) -> np.ndarray:
-    """Blend `heatmap` ([h, w] in [0, 1]) over `image` (gray or RGB, any size) -> uint8 RGB at the image's size.
-
-    The heatmap is resized to the image, so it may be drawn over the original, un-squashed picture. `outline`, a
-    region such as a lung mask (any size), has its edge drawn on top (see `draw_outline`).
-    """
-    if not 0 <= alpha <= 1:
-        raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
-    if colormap not in colormaps:
-        raise ValueError(f"unknown colormap {colormap!r}; try jet, inferno, viridis or turbo")
-    rgb = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
-    if rgb.ndim == 2:
-        rgb = np.repeat(rgb[..., None], 3, axis=2)
-    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"image must be uint8 gray or RGB, got {rgb.dtype} {rgb.shape}")
-    heat = torch.as_tensor(np.asarray(heatmap, dtype=np.float32))[None, None]
-    heat = F.interpolate(heat, size=rgb.shape[:2], mode="bilinear", align_corners=False)[0, 0].clamp(0, 1).numpy()
-    colored = colormaps[colormap](heat)[..., :3]  # float RGB in [0, 1]
-    # Stronger evidence shows more colour; where the map is zero the X-ray shows through untouched.
-    weight = alpha * heat[..., None]
-    out = rgb.astype(np.float32) * (1 - weight) + colored * 255 * weight
-    out = np.clip(out + 0.5, 0, 255).astype(np.uint8)
-    return out if outline is None else draw_outline(out, outline)

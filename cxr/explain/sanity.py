@@ -1,6 +1,7 @@
 """The sanity check of Adebayo et al. (NeurIPS 2018) for explanations: a map that barely changes when the model's
 weights are randomised explains the image, not the model. `randomized_copy` makes the randomised model (the model
-itself untouched) and `compare_maps` scores two maps' agreement as a rank correlation."""
+itself untouched), `compare_maps` scores two maps' agreement as a rank correlation, and `sanity_words` says the
+result to a student in plain words (never "nan": an empty map is named as such)."""
 
 from __future__ import annotations
 
@@ -51,3 +52,25 @@ def compare_maps(a: "np.ndarray | torch.Tensor", b: "np.ndarray | torch.Tensor")
     ra, rb = ra - ra.mean(), rb - rb.mean()
     denom = math.sqrt(float((ra * ra).sum()) * float((rb * rb).sum()))
     return float((ra * rb).sum()) / denom if denom > 0 else math.nan
+
+
+def sanity_words(trained: "np.ndarray | torch.Tensor", randomised: "np.ndarray | torch.Tensor") -> str:
+    """The sanity check for one pair of maps (the trained model's, then its random-weights copy's), in a sentence a
+    student can read: how alike they are on a scale they are told, and what that means; or, when a map is empty or
+    flat (it points nowhere, so there is no order to compare), which one and what that says."""
+    flat = [float(np.ptp(np.asarray(m.detach().cpu() if isinstance(m, torch.Tensor) else m))) == 0
+            for m in (trained, randomised)]
+    rho = math.nan if any(flat) else compare_maps(trained, randomised)
+    if flat[0]:
+        return ("this model's map is empty: it found no evidence for this class anywhere, so there is nothing to "
+                "compare.")
+    if flat[1] or not math.isfinite(rho):
+        return ("the random-weights model finds no evidence for this class at all, while this model does: the map "
+                "depends on what the model learned.")
+    alike = (f"similarity to its random-weights map {rho:.2f} (1: the same places, hottest to coldest; 0: unrelated; "
+             f"below 0: the reverse)")
+    if rho > 0.7:
+        return alike + ": nearly the same without training, so this map says little about what the model learned."
+    if rho > 0.3:
+        return alike + ": partly the same, so read it with care."
+    return alike + ": different, so this map depends on what the model learned."
