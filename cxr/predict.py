@@ -192,8 +192,9 @@ class Classifier:
                       ) -> list[tuple[list[float], np.ndarray, float | None]]:
         """Probabilities, a Grad-CAM map and the out-of-distribution score (None without a check) for each of several
         model inputs ([1, 3, S, S] each, from `model_input`), in one pass over them all: what a server does with the
-        X-rays a class sends at once. `targets`: one class index per input, None for its predicted class. Each result equals what the input alone would get: the
-        model is in eval mode, so no image in a batch changes another's answer."""
+        X-rays a class sends at once. `targets`: one class index per input, None for its predicted class. Each result
+        equals what the input alone would get: the model is in eval mode, so no image in a batch changes another's
+        answer."""
         if len(inputs) != len(targets):
             raise ValueError(f"{len(inputs)} inputs but {len(targets)} targets")
         x = torch.cat(inputs).to(self.device)

@@ -16,7 +16,7 @@ import gradio as gr
 import torch
 
 from cxr.data.index import display_name
-from cxr.data.lungs import HideLungs
+from cxr.data.lungs import HIDE_MODES
 from cxr.explain.hidden import draw_map
 from cxr.explain.maps import METHODS, MIN_GRID, estimate_seconds, timed_explain
 from cxr.explain.sanity import randomized_copy, sanity_words
@@ -111,10 +111,11 @@ def compare(ctx: AppContext, session: Session | None, name: str | None, alpha: f
 def open_for_hidden(ctx: AppContext, name: str | None) -> dict:
     """The panel opens by itself when the chosen model hid the lungs (the shortcut lesson sends the class here:
     Grad-CAM alone can paint the black region); otherwise it stays as the visitor left it."""
-    try:
-        hid = bool(name) and HideLungs.from_config(ctx.classifier(name).checkpoint.config).enabled
-    except ValueError:  # no such model (any more): the dropdown's own handlers say so
-        hid = False
+    try:  # the file's facts, read once and kept by the registry: no model is loaded to decide this
+        info = ctx.registry.info(ctx.checkpoint_path(name)) if name else None
+    except (ValueError, OSError):  # no such model (any more): the dropdown's own handlers say so
+        info = None
+    hid = info is not None and info.hide_lungs in HIDE_MODES and info.hide_lungs != "none"
     return gr.update(open=True) if hid else gr.skip()
 
 
